@@ -1,0 +1,58 @@
+# The two commands a new user needs (see README):
+#   make        set up .venv and run the whole pipeline (bundled data, tiny preset) into runs/tiny
+#   make test   check the export is in sync, then run nbdev_test and the pytest suite
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= runs/tiny
+PRESET ?= tiny
+
+.PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench readme clean
+
+all: install run
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python setup.py settings.ini constraints.txt
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/claim_t5_run --config $(PRESET) --run_dir $(RUN_DIR)
+
+check-export: install
+	@tmp=$$(mktemp -d); cp -r claim_t5 $$tmp/before; \
+	$(BIN)/nbdev_export; \
+	if ! diff -r -x __pycache__ $$tmp/before claim_t5; then \
+	  echo "ERROR: claim_t5/ is out of sync with nbs/: run nbdev_export and commit both"; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp; echo "export in sync"
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/pytest -q tests
+
+pytest-fast: install
+	$(BIN)/pytest -q -m "not slow" tests
+
+test: check-export nbtest pytest
+
+test-fast: check-export nbtest pytest-fast
+
+bench: install
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_generate.py
+
+readme: install
+	$(BIN)/jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
+
+clean:
+	rm -rf runs model_training _proc _docs
