@@ -1,0 +1,68 @@
+"The pipeline end to end under papermill on a small sample, parameter overrides, failing stages, restarts."
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+from claim_t5.pipeline import run_pipeline, PipelineStageError, STAGES, summary
+
+SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=8, logging_steps=1)
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_pipeline("tiny", run_dir, overrides=SMALL, log=lambda *a, **k: None)
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end(small_run):
+    run = Path(small_run["run_dir"])
+    for s in STAGES: assert (run/"notebooks"/f"{s}.ipynb").exists()
+    for f in ("config.yaml", "data/clean_train.jsonl", "data/clean_val.jsonl", "data/clean_test.jsonl", "data/data_stats.csv",
+              "sample_reports.jsonl"):
+        assert (run/f).exists(), f
+    m = Path(small_run["model_dir"])
+    for f in ("adapter_model.safetensors", "test_results.json", "evaluation_report.csv", "training_curves.png", "README.md"):
+        assert (m/f).exists(), f
+    res = json.loads((m/"test_results.json").read_text())
+    assert res["examples"] == 662 and res["tiny"] is True
+    lines = (run/"sample_reports.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and {"input", "report", "generated_at"} <= set(json.loads(lines[0]))
+    assert "test scores (tiny" in summary(small_run)
+
+@pytest.mark.slow
+def test_override_reaches_the_notebooks(small_run):
+    hist = json.loads((Path(small_run["model_dir"])/"history.json").read_text())
+    assert len(hist) == SMALL["num_epochs"]  # the preset says 3: the override reached 00_config and 02_lora_train
+    nb = json.loads((Path(small_run["run_dir"])/"notebooks"/"00_config.ipynb").read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert injected and "max_train_samples" in "".join(injected[0]["source"])
+
+@pytest.mark.slow
+def test_restart_from_a_stage(small_run):
+    before = (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns
+    out = run_pipeline("tiny", small_run["run_dir"], overrides=SMALL, start_at="04_inference", log=lambda *a, **k: None)
+    assert list(out["timings"]) == ["04_inference"]
+    assert (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns == before
+
+def test_failing_stage_stops_the_pipeline_with_its_name(tmp_path):
+    bad = tmp_path/"bad.jsonl"
+    bad.write_text('{"input": "shipment_id=SHP-1; damage_type=dent", "output": "x"}\n')
+    with pytest.raises(PipelineStageError) as e:
+        run_pipeline("tiny", tmp_path/"run", overrides=SMALL, data_dir=str(bad), log=lambda *a, **k: None)
+    assert e.value.stage == "01_data" and "severity" in str(e.value) and "bad.jsonl:1" in str(e.value)
+    assert Path(e.value.notebook).exists()
+    assert not (tmp_path/"run"/"model_training").exists()  # later stages did not run
+
+def test_restart_needs_the_earlier_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01_data|clean_train"):
+        run_pipeline("tiny", tmp_path/"run", start_at="02_lora_train", log=lambda *a, **k: None)
+
+def test_bad_config_fails_before_any_stage(tmp_path):
+    from claim_t5.config import ConfigError
+    with pytest.raises(ConfigError, match="lora_rank"):
+        run_pipeline("tiny", tmp_path/"run", overrides={"lora_rank": 4}, log=lambda *a, **k: None)
+    assert not (tmp_path/"run"/"notebooks"/"00_config.ipynb").exists()
+
+def test_cli_reports_the_failing_stage(tmp_path):
+    bad = tmp_path/"bad.jsonl"; bad.write_text("{not json\n")
+    r = subprocess.run([str(Path(sys.executable).parent/"claim_t5_run"), "--config", "tiny", "--run_dir", str(tmp_path/"run"),
+                        "--data_dir", str(bad)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "stage 01_data failed" in r.stderr and "executed notebook" in r.stderr

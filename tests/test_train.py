@@ -1,0 +1,115 @@
+"Training: every promised file, resuming at the right step, the non-finite loss guard, the hub error, the CLI."
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+from conftest import TINY_QUICK
+from claim_t5.config import make_config
+from claim_t5.train import (train, load_base_model, HubUnavailableError, NonFiniteLossError, latest_checkpoint,
+                            epoch_history, tiny_cache_key, parse_set)
+
+def test_training_writes_every_file(tiny_run):
+    out = Path(tiny_run.config.output_dir)
+    cks = sorted((out/"checkpoints").glob("checkpoint-*"))
+    assert len(cks) == 2  # one per epoch, save_total_limit=2
+    for ck in cks:
+        assert (ck/"adapter_model.safetensors").exists() and (ck/"trainer_state.json").exists()
+    m = out/"fine_tuned_model"
+    for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+              "generation_config.json", "claim_t5_config.yaml", "history.json", "history.csv", "training_curves.png"):
+        assert (m/f).exists(), f
+    assert (m/"base_model"/"model.safetensors").exists()  # the tiny base travels with its adapter
+    assert not list(m.rglob("*.bin")) and not list(m.rglob("pytorch_model*"))  # safetensors only
+    assert list((out/"logs").rglob("events.out.tfevents.*"))  # TensorBoard
+    gen = json.loads((m/"generation_config.json").read_text())
+    assert gen["max_new_tokens"] == tiny_run.config.gen_max_new_tokens and gen["num_beams"] == tiny_run.config.gen_num_beams
+    hist = json.loads((m/"history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1.0, 2.0]
+    for h in hist:
+        for k in ("train_loss", "val_loss", "rouge1", "rouge2", "rougeL", "learning_rate"):
+            assert isinstance(h[k], float), (k, h)
+    assert (m/"history.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss,val_loss,rouge1")
+    cfg = json.loads((m/"adapter_config.json").read_text())
+    assert cfg["r"] == tiny_run.config.lora_r and set(cfg["target_modules"]) == set(tiny_run.config.lora_target_modules)
+
+def test_best_checkpoint_is_by_rougeL(tiny_run):
+    state = json.loads((latest_checkpoint(Path(tiny_run.config.output_dir)/"checkpoints")/"trainer_state.json").read_text())
+    best = max(epoch_history(state["log_history"]), key=lambda h: h["rougeL"])
+    assert state["best_metric"] == pytest.approx(best["rougeL"])
+    assert state["best_global_step"] == best["step"]
+
+def test_resume_continues_at_the_right_step(tmp_path):
+    from transformers import TrainerCallback
+    class StopAfterFirstEpoch(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kw): control.should_training_stop = True
+    cfg = make_config("tiny", output_dir=str(tmp_path/"mt"), **TINY_QUICK)
+    first = train(cfg, callbacks=[StopAfterFirstEpoch()], verbose=False)
+    assert [h["epoch"] for h in first.history] == [1.0]
+    ck = latest_checkpoint(tmp_path/"mt"/"checkpoints")
+    steps_per_epoch = int(ck.name.split("-")[1])
+    resumed = train(cfg, resume_from_checkpoint=True, verbose=False)
+    assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
+    assert [h["step"] for h in resumed.history] == [steps_per_epoch, 2 * steps_per_epoch]
+    assert resumed.history[0] == first.history[0]  # the first epoch's row comes from the checkpoint, unchanged
+
+def test_fresh_run_refuses_existing_checkpoints(tiny_run):
+    with pytest.raises(FileExistsError, match="resume"):
+        train(tiny_run.config, verbose=False)
+
+def test_non_finite_loss_stops_the_run(tmp_path):
+    import torch
+    from transformers import TrainerCallback
+    class Poison(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
+    cfg = make_config("tiny", output_dir=str(tmp_path/"mt"), **TINY_QUICK)
+    with pytest.raises(NonFiniteLossError, match=r"step 3.*(bf16|'no')"):
+        train(cfg, callbacks=[Poison()], verbose=False)
+    assert not (tmp_path/"mt"/"fine_tuned_model").exists()  # no model saved from a NaN run
+
+def test_unreachable_hub_model_gives_the_promised_error():
+    with pytest.raises(HubUnavailableError, match="tiny"):
+        load_base_model(make_config("flan-t5-base"))
+
+def test_tiny_base_is_cached_and_reused(tiny_run):
+    from claim_t5.data import load_claim_data
+    d = load_claim_data()["train"]
+    texts = list(d["input"]) + list(d["output"])
+    _, _, p1 = load_base_model(tiny_run.config, texts)
+    _, _, p2 = load_base_model(tiny_run.config, texts)
+    assert p1 == p2 and Path(p1).name == tiny_cache_key(tiny_run.config, texts)
+    assert tiny_cache_key(tiny_run.config, texts[:-1]) != Path(p1).name  # other texts, another model
+
+def test_tiny_model_has_a_separate_lm_head(tiny_run):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    m = AutoModelForSeq2SeqLM.from_pretrained(str(Path(tiny_run.model_dir)/"base_model"))
+    assert m.config.feed_forward_proj == "gated-gelu"
+    assert m.lm_head.weight.data_ptr() != m.shared.weight.data_ptr()
+    assert not torch.equal(m.lm_head.weight, m.shared.weight)
+
+def test_parse_set():
+    assert parse_set("lora_r=16 learning_rate=1e-3,seed=1") == {"lora_r": "16", "learning_rate": "1e-3", "seed": "1"}
+    with pytest.raises(ValueError, match="key=value"): parse_set("lora_r")
+
+def _cli(*args):
+    return subprocess.run([str(Path(sys.executable).parent/"claim_t5_train"), *args], capture_output=True, text=True, timeout=600)
+
+def test_cli_trains_with_overrides(tmp_path):
+    r = _cli("--config", "tiny", "--output_dir", str(tmp_path/"mt"), "--num_epochs", "1", "--max_train_samples", "32",
+             "--max_eval_samples", "4", "--set", "lora_r=4 logging_steps=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path/"mt"/"fine_tuned_model"/"adapter_config.json").read_text())["r"] == 4
+    assert len(json.loads((tmp_path/"mt"/"fine_tuned_model"/"history.json").read_text())) == 1
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "lora_rank=4"], "lora_rank"),
+    (["--num_epochs", "0"], "num_epochs"),
+    (["--set", "lora_dropout=1.5"], "lora_dropout"),
+    (["--config", "no-such-preset"], "preset"),
+])
+def test_cli_rejects_bad_config(tmp_path, args, needle):
+    r = _cli("--config", "tiny", "--output_dir", str(tmp_path/"mt"), *args)
+    assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path/"mt").exists()
