@@ -1,11 +1,11 @@
 # The two commands a new user needs (see README):
-#   make        set up .venv and run the whole pipeline (bundled data, tiny preset) into runs/tiny
+#   make        set up .venv and run the whole pipeline (bundled data, tiny preset) into a new runs/tiny-<time>/
 #   make test   check the export is in sync, then run nbdev_test and the pytest suite
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/tiny
+RUN_DIR ?= runs/$(PRESET)-$(shell date +%Y%m%d-%H%M%S)
 PRESET ?= tiny
 
 .PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench readme clean

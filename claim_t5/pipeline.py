@@ -59,7 +59,7 @@ _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
           "03_eval": "model_training/fine_tuned_model/adapter_config.json",
           "04_inference": "model_training/fine_tuned_model/adapter_config.json"}
 
-# %% ../nbs/05_pipeline.ipynb #9b37038312
+# %% ../nbs/05_pipeline.ipynb #22cd944c12
 def run_pipeline(config:str="tiny", # preset name or YAML path
                  run_dir:str|Path="runs/tiny", # the run folder
                  overrides:dict|None=None, # config keys to change, e.g. {"num_epochs": 1}
@@ -78,6 +78,10 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
     first, last = resolve_stage(start_at), resolve_stage(stop_after) if stop_after is not None else len(STAGES) - 1
     if first > 0 and not (run_dir/_NEEDS[STAGES[first]]).exists():
         raise FileNotFoundError(f"cannot start at {STAGES[first]}: {run_dir/_NEEDS[STAGES[first]]} is missing; run the earlier stages first")
+    cks = run_dir/"model_training"/"checkpoints"
+    if first <= STAGES.index("02_lora_train") <= last and not resume_from_checkpoint and cks.exists() and any(cks.glob("checkpoint-*")):
+        raise FileExistsError(f"{run_dir} already holds a training run ({cks}); resume it (--resume), restart after "
+                              "training (--start_at 03_eval), or choose another run folder")
     params = stage_parameters(run_dir, config, overrides, data_dir, resume_from_checkpoint)
     timings = {}
     for i in range(first, last + 1):

@@ -66,3 +66,8 @@ def test_cli_reports_the_failing_stage(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent/"claim_t5_run"), "--config", "tiny", "--run_dir", str(tmp_path/"run"),
                         "--data_dir", str(bad)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "stage 01_data failed" in r.stderr and "executed notebook" in r.stderr
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_folder_refuses_to_mix_runs(small_run):
+    with pytest.raises(FileExistsError, match="resume"):
+        run_pipeline("tiny", small_run["run_dir"], overrides=SMALL, log=lambda *a, **k: None)
