@@ -107,7 +107,7 @@ def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
     tmp.rename(out)
     return out
 
-# %% ../nbs/04_inference.ipynb #39359cb515
+# %% ../nbs/04_inference.ipynb #2aad6ec415
 class BodyLimit:
     "ASGI middleware: refuse request bodies over `max_bytes` with 413, whether or not they declare their length."
     def __init__(self, app, max_bytes:int): self.app, self.max_bytes = app, max_bytes
@@ -153,19 +153,21 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
         meta = req.model_dump(exclude_none=True)
         bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
         if bad: raise HTTPException(422, f"field(s) {bad}: values must be strings of at most {max_value_chars} characters")
-        try:
-            with warnings.catch_warnings(): warnings.simplefilter("ignore"); text = gen.prepare(meta)
-        except MetadataError as e: raise HTTPException(422, str(e))
-        return {"report": gen.generate([text])[0], "input": text, "unknown_fields": unknown_fields(meta)}
+        with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
+            warnings.simplefilter("ignore")
+            try: text = gen.prepare(meta)
+            except MetadataError as e: raise HTTPException(422, str(e))
+            report = gen.generate([text])[0]
+        return {"report": report, "input": text, "unknown_fields": unknown_fields(meta)}
     generate_claim.__annotations__ = {"req": ClaimRequest}  # a local class: resolved here, not from a string annotation
     app.post("/generate_claim")(generate_claim)
     return app
 
-# %% ../nbs/04_inference.ipynb #14f3d7e017
+# %% ../nbs/04_inference.ipynb #1bbfdeb417
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 
 @call_parse
-def main(model_dir:str, # fine-tuned model folder
+def main(model_dir:str=None, # fine-tuned model folder
          input:str=None, # one metadata string
          input_file:str=None, # a JSON file holding one metadata object (or {"input": "..."})
          batch:str=None, # a JSONL file of inputs
@@ -178,6 +180,7 @@ def main(model_dir:str, # fine-tuned model folder
          device:str=None, # cuda or cpu; default: CUDA if available
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
+    if not model_dir: _fail("--model_dir is required")
     if not any([input, input_file, batch, interactive, merge_to]):
         _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
     if batch and not output: _fail("--batch needs --output")
@@ -201,13 +204,14 @@ def main(model_dir:str, # fine-tuned model folder
     except (MetadataError, ModelLoadError, FileNotFoundError, ValueError) as e: _fail(e)
 
 @call_parse
-def serve(model_dir:str, # fine-tuned model folder
+def serve(model_dir:str=None, # fine-tuned model folder
           port:int=8000, # port to listen on
           host:str="127.0.0.1", # interface to bind; 0.0.0.0 to serve other machines
           max_body_bytes:int=8192, # larger request bodies are refused
          ):
     "Serve claim reports over HTTP: POST /generate_claim."
     import uvicorn
+    if not model_dir: _fail("--model_dir is required")
     try: gen = ClaimReportGenerator(model_dir)
     except ModelLoadError as e: _fail(e)
     uvicorn.run(create_app(gen, max_body_bytes=max_body_bytes), host=host, port=port)

@@ -281,13 +281,14 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
                         processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer), callbacks=callbacks)
 
-# %% ../nbs/02_lora_train.ipynb #897f17d731
+# %% ../nbs/02_lora_train.ipynb #a040133831
 def save_fine_tuned(trainer, cfg:ClaimT5Config, base_path:str, history:list) -> Path:
     "Write adapter, tokenizer, generation config, config, history and curves to fine_tuned_model/, atomically."
     final = Path(cfg.paths["fine_tuned_model"])
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))  # adapter_model.safetensors, adapter_config.json, tokenizer files
+    (tmp/"training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to use the model: claim_t5_config.yaml says it all
     # the generation settings used in evaluation, lengths included: a default generation_config.json cuts reports at 20 tokens
     trainer.args.generation_config.save_pretrained(str(tmp))
     if cfg.is_tiny: shutil.copytree(base_path, tmp/"base_model")  # the tiny base travels with its adapter

@@ -467,17 +467,15 @@ def test_generate_reports_warns_on_truncation(loaded):
 @pytest.fixture(scope="module")
 def eval_cli_runs(tiny_model_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("eval_cli")
-    good = copy_model(tiny_model_dir, base/"positional"/"fine_tuned_model")
-    documented = copy_model(tiny_model_dir, base/"documented"/"fine_tuned_model")
-    for d in (good, documented):
-        (d/"test_results.json").unlink(missing_ok=True)
-    runs = {"good": [str(good), "--max_samples", "8", "--batch_size", "4"],
-            "missing": [str(base/"no_such_model"), "--max_samples", "8"],
-            "documented": ["--model_dir", str(documented), "--max_samples", "8", "--batch_size", "4"]}
+    good = copy_model(tiny_model_dir, base/"run"/"fine_tuned_model")
+    (good/"test_results.json").unlink(missing_ok=True)
+    runs = {"good": ["--model_dir", str(good), "--max_samples", "8", "--batch_size", "4"],
+            "missing": ["--model_dir", str(base/"no_such_model"), "--max_samples", "8"],
+            "no_model_dir": ["--max_samples", "8"]}
     run = lambda args: subprocess.run([str(CLI), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
     with ThreadPoolExecutor(max_workers=2) as ex:
         futures = {k: ex.submit(run, a) for k, a in runs.items()}
-        yield dict(good_dir=good, documented_dir=documented, missing_dir=base/"no_such_model",
+        yield dict(good_dir=good, missing_dir=base/"no_such_model",
                    **{k: f for k, f in futures.items()})
 
 
@@ -498,8 +496,6 @@ def test_cli_eval_missing_folder(eval_cli_runs):
     assert "Traceback" not in r.stderr
 
 
-def test_cli_eval_documented_model_dir_option(eval_cli_runs):
-    # The README, the notebook and compare_runs' own error message all say `claim_t5_eval --model_dir DIR`.
-    r = eval_cli_runs["documented"].result()
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((eval_cli_runs["documented_dir"]/"test_results.json").read_text())["examples"] == 8
+def test_cli_eval_requires_model_dir(eval_cli_runs):
+    r = eval_cli_runs["no_model_dir"].result()
+    assert r.returncode != 0 and "--model_dir" in r.stderr and "Traceback" not in r.stderr
