@@ -168,14 +168,17 @@ def generate_dataset(seed:int=42, # one seed fixes every input and phrasing
     for split, k in sizes.items(): out[split] = rows[i:i+k]; i += k
     return out
 
-# %% ../nbs/01_data.ipynb #4999102514
+# %% ../nbs/01_data.ipynb #6bc236d314
 def write_jsonl(rows:list, path:str|Path) -> Path:
     "Write `rows` as JSON lines to `path` atomically (a temporary file renamed into place)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder, not a file")
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally: tmp.unlink(missing_ok=True)  # nothing half-written is left behind
     return path
 
 def write_bundled_dataset(out_dir:str|Path, # folder to write clean_train/val/test.jsonl into
@@ -203,13 +206,14 @@ class DataValidationError(ValueError):
         more = f"\n  ... and {len(problems) - max_shown} more" if len(problems) > max_shown else ""
         super().__init__(f"{len(problems)} problem(s) in the data:\n{shown}{more}")
 
-# %% ../nbs/01_data.ipynb #42857f0617
+# %% ../nbs/01_data.ipynb #4d06973717
 def _decode_lines(path:Path, keepends:bool=False):
     "Yield (line number, text or Problem) for each non-empty line of `path`."
     for i, raw in enumerate(path.read_bytes().splitlines(keepends=keepends), 1):
         try: line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             yield i, Problem(str(path), i, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"); continue
+        if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
         if line.strip(): yield i, line
 
 def _read_csv(path:Path) -> tuple:
@@ -217,7 +221,7 @@ def _read_csv(path:Path) -> tuple:
     records, problems, lines = [], [], []
     for i, line in _decode_lines(path, keepends=True):
         if isinstance(line, Problem): problems.append(line)
-        else: lines.append((i, line.lstrip("\ufeff") if not lines else line))  # a byte-order mark (Excel) is not data
+        else: lines.append((i, line))
     consumed = []
     def feed():
         for i, t in lines: consumed.append(i); yield t
@@ -396,7 +400,7 @@ def rouge_scores(predictions:list, references:list) -> dict:
     if not per: return {k: 0.0 for k in ROUGE_KEYS}
     return {k: sum(x[k] for x in per) / len(per) for k in ROUGE_KEYS}
 
-# %% ../nbs/01_data.ipynb #62244b5932
+# %% ../nbs/01_data.ipynb #d222bb8832
 @call_parse
 def main(out:str=None, # write the bundled dataset (clean_train/val/test.jsonl) into this folder
          check:str=None, # validate this file or folder of splits and report every problem
@@ -406,7 +410,9 @@ def main(out:str=None, # write the bundled dataset (clean_train/val/test.jsonl) 
     import sys
     if not out and not check: print("nothing to do: pass --out DIR and/or --check PATH", file=sys.stderr); sys.exit(2)
     if out:
-        for split, p in write_bundled_dataset(out, seed).items(): print(f"wrote {split:10s} {p}")
+        try: written = write_bundled_dataset(out, seed)
+        except OSError as e: print(f"error: cannot write the dataset to {out}: {e.strerror or e}", file=sys.stderr); sys.exit(1)
+        for split, p in written.items(): print(f"wrote {split:10s} {p}")
     if check:
         try: good, problems = validate_splits(find_split_files(check))
         except (FileNotFoundError, ValueError) as e: print(f"error: {e}", file=sys.stderr); sys.exit(1)

@@ -16,7 +16,7 @@ __all__ = ['SEVERITY_LEVELS', 'TARGETS', 'ModelLoadError', 'load_model_config', 
            'field_stated', 'invented_facts', 'check_facts', 'fact_accuracy', 'score_table', 'machine_description',
            'evaluate_model', 'write_model_card', 'compare_runs', 'plot_comparison', 'evaluate_and_report', 'main']
 
-# %% ../nbs/03_eval.ipynb #ddb7420209
+# %% ../nbs/03_eval.ipynb #6ce0f03309
 class ModelLoadError(RuntimeError):
     "A model folder that is missing, incomplete or damaged; the message names the folder and the file."
 
@@ -49,12 +49,16 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
     _safetensors_ok(weights)
     try: cfg = load_model_config(d)
     except ConfigError as e: raise ModelLoadError(f"{d}/claim_t5_config.yaml: {e}") from None
+    try: tok = AutoTokenizer.from_pretrained(str(d))
+    except Exception as e:
+        raise ModelLoadError(f"{d}: could not load the tokenizer (tokenizer.json, tokenizer_config.json): "
+                             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
     try:
-        tok = AutoTokenizer.from_pretrained(str(d))
         if adapter:
             from peft import PeftModel
             try: meta = json.loads((d/"adapter_config.json").read_text())
             except ValueError as e: raise ModelLoadError(f"{d}/adapter_config.json: invalid JSON ({e})") from None
+            if not isinstance(meta, dict): raise ModelLoadError(f"{d}/adapter_config.json: expected a JSON object, got {type(meta).__name__}")
             base_path = d/"base_model" if (d/"base_model").is_dir() else meta.get("base_model_name_or_path")
             if not base_path: raise ModelLoadError(f"{d}/adapter_config.json: no base_model_name_or_path")
             if Path(base_path).is_dir():
@@ -71,7 +75,7 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tok, cfg
 
-# %% ../nbs/03_eval.ipynb #c7263cab11
+# %% ../nbs/03_eval.ipynb #33f57b5111
 def generate_reports(model, tokenizer, inputs:list, # metadata strings
                      batch_size:int=64, max_input_length:int=128,
                      progress:bool=False, # show a tqdm bar over batches
@@ -79,6 +83,7 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
     "Generate one report per input, in length-sorted batches; returned in input order."
     import torch
     from tqdm.auto import tqdm
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not inputs: return []
     lengths = [len(x) for x in tokenizer(list(inputs))["input_ids"]]
     long = sum(n > max_input_length for n in lengths)
@@ -152,7 +157,7 @@ def score_table(results:dict, targets:dict=TARGETS):
     return pd.DataFrame([dict(metric=k, score=round(results["rouge"][k], 4), target=f"> {t}", passed=results["rouge"][k] > t)
                          for k, t in targets.items()]).set_index("metric")
 
-# %% ../nbs/03_eval.ipynb #da491d5d20
+# %% ../nbs/03_eval.ipynb #c1b5dfbd20
 def machine_description() -> str:
     "The machine results are measured on: GPU name or CPU, core count, platform, torch version."
     import torch
@@ -170,10 +175,13 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     "Generate for a split, score ROUGE and fact accuracy, and write the results and the per-row report."
     import pandas as pd
     model_dir = Path(model_dir)
+    if max_samples is not None and max_samples < 1: raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, tok, cfg = load_fine_tuned(model_dir)
     ds = load_claim_data(data_dir)
     if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
     d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
+    if len(d) == 0: raise ValueError(f"the {split} split is empty: nothing to evaluate")
     inputs, refs = list(d["input"]), list(d["output"])
     gen = generation_kwargs(cfg, num_beams=num_beams)
     t0 = time.time()
@@ -199,7 +207,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     results["report"] = rep
     return results
 
-# %% ../nbs/03_eval.ipynb #6b493a7722
+# %% ../nbs/03_eval.ipynb #d420d4aa22
 def write_model_card(model_dir:str|Path, results:dict) -> Path:
     "Write README.md (a model card) into the model folder from the evaluation results."
     model_dir = Path(model_dir)
@@ -228,10 +236,11 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
              f"on {results['measured_on']}; generation {results['generation']}.\n",
              "| metric | score | target |", "|---|---|---|"]
     lines += [f"| {k} | {r[k]:.4f} | {'> %s' % TARGETS[k] if k in TARGETS else ''} |" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
-    lines += ["", "| fact | accuracy |", "|---|---|", f"| all facts of a report correct | {fa['all_facts_correct']:.4f} |",
-              f"| facts overall | {fa['overall']:.4f} |"]
+    f4 = lambda v: "n/a" if v is None else f"{v:.4f}"
+    lines += ["", "| fact | accuracy |", "|---|---|", f"| all facts of a report correct | {f4(fa['all_facts_correct'])} |",
+              f"| facts overall | {f4(fa['overall'])} |"]
     lines += [f"| {f} | {v:.4f} |" for f, v in fa["per_field"].items() if v is not None]
-    lines += [f"| invented shipment id | {fa['invented_shipment_id']:.4f} |", f"| invented vendor | {fa['invented_vendor']:.4f} |",
+    lines += [f"| invented shipment id | {f4(fa['invented_shipment_id'])} |", f"| invented vendor | {f4(fa['invented_vendor'])} |",
               "", "![training curves](training_curves.png)\n" if (model_dir/"training_curves.png").exists() else "",
               "## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
               f"gen = ClaimReportGenerator('{model_dir.name}')",

@@ -15,7 +15,7 @@ from .evaluation import load_fine_tuned, generate_reports, ModelLoadError
 # %% auto #0
 __all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'merge_adapter', 'BodyLimit', 'create_app', 'main', 'serve']
 
-# %% ../nbs/04_inference.ipynb #71b5466509
+# %% ../nbs/04_inference.ipynb #6c05206c09
 class ClaimReportGenerator:
     "Generate claim reports from shipment metadata with a fine-tuned claim_t5 model."
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
@@ -24,6 +24,7 @@ class ClaimReportGenerator:
                  num_beams:int|None=None, # beam width (1 = greedy); default: the model's saved setting
                  max_new_tokens:int|None=None, # longest report in tokens; default: the model's saved setting
                 ):
+        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
         self.batch_size = batch_size
@@ -163,7 +164,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     app.post("/generate_claim")(generate_claim)
     return app
 
-# %% ../nbs/04_inference.ipynb #1bbfdeb417
+# %% ../nbs/04_inference.ipynb #f302848017
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 
 @call_parse
@@ -184,6 +185,8 @@ def main(model_dir:str=None, # fine-tuned model folder
     if not any([input, input_file, batch, interactive, merge_to]):
         _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
     if batch and not output: _fail("--batch needs --output")
+    if output and Path(output).is_dir(): _fail(f"--output {output} is a folder; give a file path")
+    if batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
     try:
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return
@@ -193,7 +196,10 @@ def main(model_dir:str=None, # fine-tuned model folder
             try: obj = json.loads(Path(input_file).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: _fail(f"{input_file}: {e}")
             if not isinstance(obj, dict): _fail(f"{input_file}: expected a JSON object of metadata fields")
-            print(gen(obj["input"] if "input" in obj else obj))
+            if "input" in obj and not isinstance(obj["input"], str):
+                _fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
+            try: print(gen(obj["input"] if "input" in obj else obj))
+            except MetadataError as e: _fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
         if batch: print(f"wrote {generate_file(gen, batch, output)}")
         if interactive:
             print("metadata line (key=value; ...), empty line to stop:", file=sys.stderr)
@@ -201,7 +207,7 @@ def main(model_dir:str=None, # fine-tuned model folder
                 if not line.strip(): break
                 try: print(gen(line.strip()), flush=True)
                 except MetadataError as e: print(f"error: {e}", file=sys.stderr, flush=True)
-    except (MetadataError, ModelLoadError, FileNotFoundError, ValueError) as e: _fail(e)
+    except (MetadataError, ModelLoadError, ValueError, OSError) as e: _fail(e)
 
 @call_parse
 def serve(model_dir:str=None, # fine-tuned model folder

@@ -116,7 +116,7 @@ def count_parameters(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     return dict(trainable=trainable, total=total, trainable_pct=round(100 * trainable / total, 3))
 
-# %% ../nbs/02_lora_train.ipynb #04f10dc820
+# %% ../nbs/02_lora_train.ipynb #7cedf1b620
 from transformers import Seq2SeqTrainer, TrainerCallback
 
 class NonFiniteLossError(RuntimeError):
@@ -142,6 +142,12 @@ class ClaimTrainer(Seq2SeqTrainer):
         return loss
 
     def log(self, logs:dict, start_time=None):
+        if "eval_loss" in logs and not math.isfinite(logs["eval_loss"]):  # runs before this epoch's checkpoint is saved
+            raise NonFiniteLossError(
+                f"non-finite validation loss ({logs['eval_loss']}) after step {self.state.global_step} (epoch "
+                f"{self.state.epoch:.2f}): the weights have overflowed, so no checkpoint is saved for this epoch. Set "
+                "mixed_precision to 'bf16', 'auto' or 'no', or lower learning_rate, and resume from the last complete "
+                f"checkpoint in {self.args.output_dir}.")
         if "eval_loss" in logs and self._loss_n:
             logs["epoch_train_loss"] = self._loss_sum / self._loss_n
             logs["epoch_learning_rate"] = self._get_learning_rate()
