@@ -155,7 +155,7 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
         v = getattr(c, k); _check(k, v is None or v > 0, f"must be > 0 or None, got {v}")
     return cfg
 
-# %% ../nbs/00_config.ipynb #2d5040ae16
+# %% ../nbs/00_config.ipynb #bb2e889f16
 PRESETS_DIR = Path(__import__("claim_t5").__file__).parent/"presets"  # shipped inside the package
 
 def config_keys() -> list:
@@ -207,7 +207,12 @@ def make_config(config:str|Path|None=None, # preset name, YAML path, or None for
         base = _read_yaml(path); _check_keys(base, str(path))
     overrides = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(overrides, "overrides")
-    return ClaimT5Config(**{**base, **overrides})
+    try: return ClaimT5Config(**{**base, **overrides})
+    except ConfigError as e:
+        import re
+        key = re.search(r"config key '(\w+)'", str(e))
+        if key and key.group(1) in base and key.group(1) not in overrides: raise ConfigError(f"{path}: {e}") from None
+        raise
 
 def save_config(cfg:ClaimT5Config, path:str|Path) -> Path:
     "Write `cfg` to `path` as YAML (every key, so the file documents the whole run)."

@@ -1,5 +1,5 @@
-"Shared fixtures: a tiny model trained for a few steps once per test session."
-import os
+"Shared fixtures and helpers: one torch thread, a tiny model trained for a few steps once per session, CLI helpers."
+import os, shutil
 from pathlib import Path
 import pytest
 
@@ -21,3 +21,23 @@ def tiny_run(tmp_path_factory):
 def tiny_model_dir(tiny_run) -> Path:
     "The fine_tuned_model/ folder of `tiny_run` (read-only: copy it before changing anything)."
     return Path(tiny_run.model_dir)
+
+# On this shared 2-core machine torch's default of one thread per core makes generation 10-100x slower whenever another
+# process is busy (the threads spin waiting for each other); one thread is as fast when the machine is idle and keeps
+# the suite's runtime predictable. Set before the session's tiny training run, restored at the end.
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def cli_env() -> dict:
+    "The environment for console-script subprocesses: offline, one thread."
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+def copy_model(src: Path, dst: Path) -> Path:
+    "A private, writable copy of a model folder."
+    shutil.copytree(src, dst)
+    return dst

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import cli_env, copy_model
 
 from claim_t5.config import generation_kwargs
 from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
@@ -25,35 +26,6 @@ CSV_COLUMNS = ["input", "reference", "prediction", "rougeL", "missing_facts", "i
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-# On this shared 2-core machine, torch's default of one thread per core makes generation 10-100x slower whenever another
-# process is busy (the threads spin waiting for each other). One thread is as fast when the machine is idle and keeps the
-# tests' runtime predictable. The session-scoped fixture runs before the (session-scoped) tiny training run; the
-# module-scoped one gives the original count back after this file, so other test files are not affected.
-
-@pytest.fixture(scope="session", autouse=True)
-def _torch_threads_before():
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return n
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread(_torch_threads_before):
-    import torch
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(_torch_threads_before)
-
-
-def cli_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def copy_model(src: Path, dst: Path) -> Path:
-    "A private, writable copy of a model folder."
-    shutil.copytree(src, dst)
-    return dst
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import cli_env, copy_model
 
 from claim_t5.data import MetadataError, format_metadata, load_claim_data
 from claim_t5.inference import ClaimReportGenerator, create_app, generate_file, merge_adapter
@@ -22,32 +23,6 @@ META_STR = "shipment_id=SHP-12345; image_id=img_0042.png; damage_type=dent; seve
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-# One torch thread: see the note in test_evaluation.py (the default of one per core is 10-100x slower on this shared
-# 2-core machine whenever another process is busy). The original count is restored after this file.
-
-@pytest.fixture(scope="session", autouse=True)
-def _torch_threads_before():
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return n
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread(_torch_threads_before):
-    import torch
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(_torch_threads_before)
-
-
-def cli_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def copy_model(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
 
 
 @pytest.fixture(scope="module")
