@@ -64,7 +64,8 @@ def test_non_finite_loss_stops_the_run(tmp_path):
                 with torch.no_grad():
                     next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
     cfg = make_config("tiny", output_dir=str(tmp_path/"mt"), **TINY_QUICK)
-    with pytest.raises(NonFiniteLossError, match=r"step 3.*(bf16|'no')"):
+    # poisoned after step 2: epoch 1's validation loss (or step 3's training loss) is the first non-finite value
+    with pytest.raises(NonFiniteLossError, match=r"step [23]\b.*(bf16|'no')"):
         train(cfg, callbacks=[Poison()], verbose=False)
     assert not (tmp_path/"mt"/"fine_tuned_model").exists()  # no model saved from a NaN run
 
