@@ -52,7 +52,7 @@ bench: install
 	$(BIN)/python bench/bench_generate.py
 
 readme: install
-	$(BIN)/jupyter nbconvert --to markdown --output-dir . --output README nbs/index.ipynb
+	$(BIN)/jupytext --quiet --to markdown --opt notebook_metadata_filter=-all --opt cell_metadata_filter=-all -o README.md nbs/index.ipynb
 
 clean:
 	rm -rf runs model_training _proc _docs
