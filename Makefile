@@ -31,6 +31,7 @@ check-export: install
 	@tmp=$$(mktemp -d); cp -r claim_t5 $$tmp/before; \
 	$(BIN)/nbdev_export; \
 	if ! diff -r -x __pycache__ $$tmp/before claim_t5; then \
+	  rm -rf claim_t5 && cp -r $$tmp/before claim_t5; \
 	  echo "ERROR: claim_t5/ is out of sync with nbs/: run nbdev_export and commit both"; rm -rf $$tmp; exit 1; fi; \
 	rm -rf $$tmp; echo "export in sync"
 
@@ -47,9 +48,12 @@ test: check-export nbtest pytest
 
 test-fast: check-export nbtest pytest-fast
 
+# bench_generate needs a trained model: the newest run folder's, or MODEL_DIR=...
+MODEL_DIR ?= $(lastword $(sort $(wildcard runs/*/model_training/fine_tuned_model)))
 bench: install
 	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_generate.py
+	@test -n "$(MODEL_DIR)" || { echo "no trained model under runs/: run make first, or pass MODEL_DIR=..."; exit 1; }
+	$(BIN)/python bench/bench_generate.py --model_dir $(MODEL_DIR)
 
 readme: install
 	$(BIN)/jupytext --quiet --to markdown --opt notebook_metadata_filter=-all --opt cell_metadata_filter=-all -o README.md nbs/index.ipynb

@@ -59,7 +59,7 @@ _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
           "03_eval": "model_training/fine_tuned_model/adapter_config.json",
           "04_inference": "model_training/fine_tuned_model/adapter_config.json"}
 
-# %% ../nbs/05_pipeline.ipynb #d0e1953812
+# %% ../nbs/05_pipeline.ipynb #9e44054012
 def run_pipeline(config:str="tiny", # preset name or YAML path
                  run_dir:str|Path="runs/tiny", # the run folder
                  overrides:dict|None=None, # config keys to change, e.g. {"num_epochs": 1}
@@ -74,9 +74,18 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
     import papermill as pm
     overrides = dict(overrides or {})
     make_config(config, **overrides)  # a bad config fails here, before any stage runs
+    # the stages run inside the run folder: paths the caller gave relative to where they are must not change meaning
+    if Path(config).exists(): config = str(Path(config).resolve())
+    if data_dir is not None: data_dir = str(Path(data_dir).resolve())
+    if start_at is None and resume_from_checkpoint: start_at = "02_lora_train"  # keep the run's config.yaml and data/
+    first, last = resolve_stage(start_at), resolve_stage(stop_after) if stop_after is not None else len(STAGES) - 1
+    if first > STAGES.index("00_config") and overrides:
+        raise ValueError(f"config overrides {sorted(overrides)} only take effect in 00_config; this run starts at {STAGES[first]} "
+                         "and uses its config.yaml: start at 00_config or use another run folder")
+    if first > STAGES.index("01_data") and data_dir is not None:
+        raise ValueError(f"data_dir only takes effect in 01_data; this run starts at {STAGES[first]} and uses its data/")
     run_dir = Path(run_dir).resolve(); (run_dir/"notebooks").mkdir(parents=True, exist_ok=True)
     nbs = Path(nbs_dir) if nbs_dir else find_nbs_dir()
-    first, last = resolve_stage(start_at), resolve_stage(stop_after) if stop_after is not None else len(STAGES) - 1
     if first > 0 and not (run_dir/_NEEDS[STAGES[first]]).exists():
         raise FileNotFoundError(f"cannot start at {STAGES[first]}: {run_dir/_NEEDS[STAGES[first]]} is missing; run the earlier stages first")
     cks = run_dir/"model_training"/"checkpoints"
@@ -105,7 +114,7 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
                 report=model_dir/"evaluation_report.csv", model_card=model_dir/"README.md",
                 sample_reports=run_dir/"sample_reports.jsonl", timings=timings)
 
-# %% ../nbs/05_pipeline.ipynb #685e1d4c14
+# %% ../nbs/05_pipeline.ipynb #ae00939414
 def summary(out:dict) -> str:
     "Where the run's results are, and its test scores if it has them."
     lines = [f"run folder:        {out['run_dir']}", f"executed notebooks: {out['notebooks']}",
@@ -129,11 +138,11 @@ def main(config:str="tiny", # preset name (tiny, flan-t5-base) or YAML path
          set:str=None, # config keys to change: "num_epochs=1 max_train_samples=200"
         ):
     "Run the claim_t5 pipeline (data, LoRA training, evaluation, sample reports) with papermill."
-    from claim_t5.train import parse_set
+    from claim_t5.config import parse_set
     try:
         t0 = time.time()
         out = run_pipeline(config, run_dir, parse_set(set), data_dir, start_at, stop_after, True if resume else None,
                            max_test_samples)
-    except (PipelineStageError, ConfigError, FileNotFoundError, ValueError) as e:
+    except (PipelineStageError, ConfigError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr); sys.exit(1)
     print(f"\npipeline finished in {time.time() - t0:.0f} s\n" + summary(out))

@@ -120,7 +120,7 @@ def test_none_overrides_are_ignored():
     ("learning_rate", "2e-5", 2e-5),
     ("lora_dropout", "0.05", 0.05),
     ("gradient_checkpointing", "true", True),
-    ("greater_is_better", "false", False),
+    ("gradient_checkpointing", "true", True),
     ("lora_target_modules", "q, k, v", ["q", "k", "v"]),
     ("max_train_samples", "None", None),
     ("max_train_samples", "100", 100),
@@ -282,3 +282,11 @@ def test_step_plan_accumulation_devices_and_sample_cap():
     assert plan["warmup_share"] == 1.0                 # warmup is capped at the whole run
     capped = step_plan(ClaimT5Config(max_train_samples=10))
     assert (capped["train_examples"], capped["steps_per_epoch"], capped["total_steps"]) == (10, 3, 9)
+
+
+def test_best_metric_direction_must_match_the_metric():
+    with pytest.raises(ConfigError, match="greater_is_better"):
+        make_config(metric_for_best_model="loss")            # greater_is_better stays True: would keep the worst
+    assert make_config(metric_for_best_model="loss", greater_is_better=False).greater_is_better is False
+    with pytest.raises(ConfigError, match="greater_is_better"):
+        make_config(greater_is_better=False)                 # rougeL, lower is better: would keep the worst

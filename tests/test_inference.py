@@ -397,3 +397,10 @@ def test_cli_batch_without_output(cli_runs):
 def test_cli_requires_model_dir(cli_runs):
     r = cli_runs["no_model_dir"].result()
     assert r.returncode != 0 and "--model_dir" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_service_refuses_metadata_over_the_token_limit(client, gen):
+    # each value is within the 200-character limit, together they are far over max_input_length tokens
+    r = client.post("/generate_claim", json={**META, "vendor": "Vendor " * 28, "notes": "long note " * 19,
+                                             "extra": "more words " * 18})
+    assert r.status_code == 422 and "tokens" in r.text and str(gen.cfg.max_input_length) in r.text

@@ -38,7 +38,7 @@ def test_override_reaches_the_notebooks(small_run):
 @pytest.mark.slow
 def test_restart_from_a_stage(small_run):
     before = (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns
-    out = run_pipeline("tiny", small_run["run_dir"], overrides=SMALL, start_at="04_inference", log=lambda *a, **k: None)
+    out = run_pipeline("tiny", small_run["run_dir"], start_at="04_inference", log=lambda *a, **k: None)
     assert list(out["timings"]) == ["04_inference"]
     assert (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns == before
 
@@ -71,3 +71,26 @@ def test_cli_reports_the_failing_stage(tmp_path):
 def test_a_second_run_into_the_same_folder_refuses_to_mix_runs(small_run):
     with pytest.raises(FileExistsError, match="resume"):
         run_pipeline("tiny", small_run["run_dir"], overrides=SMALL, log=lambda *a, **k: None)
+
+def test_relative_paths_keep_their_meaning(tmp_path, monkeypatch):
+    "The stages run inside the run folder; a config or data path relative to the caller must still be found."
+    from claim_t5.config import make_config, save_config
+    from claim_t5.data import write_bundled_dataset
+    monkeypatch.chdir(tmp_path)
+    save_config(make_config("tiny", num_epochs=1), "my.yaml")
+    write_bundled_dataset("mydata")
+    out = run_pipeline("my.yaml", "run", data_dir="mydata", stop_after="01_data", log=lambda *a, **k: None)
+    assert (Path(out["run_dir"])/"data"/"clean_val.jsonl").read_text() == (tmp_path/"mydata"/"clean_val.jsonl").read_text()
+    assert "num_epochs: 1" in (Path(out["run_dir"])/"config.yaml").read_text()
+
+def test_restart_refuses_overrides_it_would_ignore(tmp_path):
+    with pytest.raises(ValueError, match="00_config"):
+        run_pipeline("tiny", tmp_path/"run", overrides={"num_epochs": 5}, start_at="03_eval", log=lambda *a, **k: None)
+    with pytest.raises(ValueError, match="01_data"):
+        run_pipeline("tiny", tmp_path/"run", data_dir=str(tmp_path), start_at="02_lora_train", log=lambda *a, **k: None)
+
+@pytest.mark.slow
+def test_cli_into_an_existing_run_says_what_to_do(small_run):
+    r = subprocess.run([str(Path(sys.executable).parent/"claim_t5_run"), "--config", "tiny", "--run_dir", str(small_run["run_dir"])],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "--resume" in r.stderr and "Traceback" not in r.stderr

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_QUICK
 from claim_t5.config import make_config
+from claim_t5.config import parse_set, ConfigError
 from claim_t5.train import (train, load_base_model, HubUnavailableError, NonFiniteLossError, latest_checkpoint,
-                            epoch_history, tiny_cache_key, parse_set)
+                            epoch_history, tiny_cache_key)
 
 def test_training_writes_every_file(tiny_run):
     out = Path(tiny_run.config.output_dir)
@@ -78,8 +79,10 @@ def test_tiny_base_is_cached_and_reused(tiny_run):
     d = load_claim_data()["train"]
     texts = list(d["input"]) + list(d["output"])
     _, _, p1 = load_base_model(tiny_run.config, texts)
+    stamp = [(f.name, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(Path(p1).iterdir())]
     _, _, p2 = load_base_model(tiny_run.config, texts)
     assert p1 == p2 and Path(p1).name == tiny_cache_key(tiny_run.config, texts)
+    assert [(f.name, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(Path(p2).iterdir())] == stamp  # not rebuilt
     assert tiny_cache_key(tiny_run.config, texts[:-1]) != Path(p1).name  # other texts, another model
 
 def test_tiny_model_has_a_separate_lm_head(tiny_run):
@@ -91,8 +94,9 @@ def test_tiny_model_has_a_separate_lm_head(tiny_run):
     assert not torch.equal(m.lm_head.weight, m.shared.weight)
 
 def test_parse_set():
-    assert parse_set("lora_r=16 learning_rate=1e-3,seed=1") == {"lora_r": "16", "learning_rate": "1e-3", "seed": "1"}
-    with pytest.raises(ValueError, match="key=value"): parse_set("lora_r")
+    assert parse_set("lora_r=16 learning_rate=1e-3 lora_target_modules=q,k,v") == {
+        "lora_r": "16", "learning_rate": "1e-3", "lora_target_modules": "q,k,v"}
+    with pytest.raises(ConfigError, match="key=value"): parse_set("lora_r")
 
 def _cli(*args):
     return subprocess.run([str(Path(sys.executable).parent/"claim_t5_train"), *args], capture_output=True, text=True, timeout=600)
@@ -114,3 +118,10 @@ def test_cli_rejects_bad_config(tmp_path, args, needle):
     r = _cli("--config", "tiny", "--output_dir", str(tmp_path/"mt"), *args)
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path/"mt").exists()
+
+def test_epoch_train_loss_does_not_depend_on_gradient_accumulation(tmp_path):
+    "The Trainer divides each micro-batch loss by the accumulation steps; the history must show the real mean loss."
+    quick = {**TINY_QUICK, "num_epochs": 1, "max_train_samples": 64, "batch_size": 16}
+    one = train(make_config("tiny", output_dir=str(tmp_path/"a"), **quick), verbose=False)
+    two = train(make_config("tiny", output_dir=str(tmp_path/"b"), **{**quick, "batch_size": 8, "gradient_accumulation_steps": 2}), verbose=False)
+    assert one.history[0]["train_loss"] == pytest.approx(two.history[0]["train_loss"], rel=0.05)
