@@ -205,15 +205,15 @@ class DataValidationError(ValueError):
         more = f"\n  ... and {len(problems) - max_shown} more" if len(problems) > max_shown else ""
         super().__init__(f"{len(problems)} problem(s) in the data:\n{shown}{more}")
 
-# %% ../nbs/01_data.ipynb #4d06973717
+# %% ../nbs/01_data.ipynb #8d867b0f17
 def _decode_lines(path:Path, keepends:bool=False):
-    "Yield (line number, text or Problem) for each non-empty line of `path`."
+    "Yield (line number, text or Problem) for each line of `path` (blank ones too when `keepends`, as CSV fields may span them)."
     for i, raw in enumerate(path.read_bytes().splitlines(keepends=keepends), 1):
         try: line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             yield i, Problem(str(path), i, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"); continue
         if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
-        if line.strip(): yield i, line
+        if keepends or line.strip(): yield i, line
 
 def _read_csv(path:Path) -> tuple:
     "Records of a CSV file with columns input and output; a bad line is reported and reading goes on after it."
@@ -236,6 +236,7 @@ def _read_csv(path:Path) -> tuple:
         except StopIteration: break
         except csv.Error as e: problems.append(Problem(str(path), consumed[-1], None, f"malformed CSV: {e}")); continue
         line = consumed[start] if start < len(consumed) else consumed[-1]
+        if not row: continue  # a blank line between records holds no record
         if len(row) != len(header): problems.append(Problem(str(path), line, None, f"wrong number of columns: {len(row)}, header has {len(header)}", row))
         else:
             rec = dict(zip(header, row)); records.append((line, {"input": rec["input"], "output": rec["output"]}))
@@ -254,7 +255,7 @@ def read_records(path:str|Path) -> tuple:
         except json.JSONDecodeError as e: problems.append(Problem(str(path), i, None, f"malformed JSON: {e.msg} at column {e.colno}", line))
     return records, problems
 
-# %% ../nbs/01_data.ipynb #a40b472b18
+# %% ../nbs/01_data.ipynb #b33ac25718
 def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000) -> tuple:
     "(field, reason) for the first problem of one record, or None if it is good."
     if not isinstance(rec, dict): return None, f"expected a JSON object, got {type(rec).__name__}"
@@ -280,23 +281,25 @@ def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
                     max_input_chars:int=1000, max_output_chars:int=2000) -> tuple:
     "Read and check every split: (split -> list of good records, list of every `Problem`)."
     cfg = cfg or ClaimT5Config()
-    good, problems, train_inputs = {}, [], {}
-    for split in sorted(files, key=lambda s: s != "train"):  # train first, for the leakage check
+    good, problems, earlier_inputs = {}, [], {}
+    order = ["train", "validation", "test"]
+    for split in sorted(files, key=lambda s: order.index(s) if s in order else 3):  # train, validation, test: for leakage
         path = Path(files[split])
         recs, probs = read_records(path); problems += probs
-        seen, kept = {}, []
+        seen, kept, here = {}, [], {}
         for line, rec in recs:
             bad = check_record(rec, max_input_chars, max_output_chars)
             if bad is None and tokenizer is not None: bad = _token_problem(rec, tokenizer, cfg)
             if bad is None:
                 key = (rec["input"], rec["output"])
                 if key in seen: bad = None, f"duplicate of line {seen[key]}"
-                elif split != "train" and rec["input"] in train_inputs:
-                    bad = "input", f"also in the train split ({train_inputs[rec['input']]}): leakage"
+                elif rec["input"] in earlier_inputs:
+                    bad = "input", f"also in an earlier split ({earlier_inputs[rec['input']]}): leakage"
                 else: seen[key] = line
             if bad is not None: problems.append(Problem(str(path), line, bad[0], bad[1], rec)); continue
             kept.append({"input": rec["input"], "output": rec["output"]})
-            if split == "train": train_inputs.setdefault(rec["input"], f"{path.name}:{line}")
+            here.setdefault(rec["input"], f"{path.name}:{line}")
+        for k, v in here.items(): earlier_inputs.setdefault(k, v)
         good[split] = kept
     return good, problems
 

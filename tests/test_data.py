@@ -11,7 +11,7 @@ from claim_t5.config import ClaimT5Config
 from claim_t5.data import (REQUIRED_FIELDS, ROUGE_KEYS, SPLIT_FILES, SPLIT_SIZES, DataValidationError, MetadataError,
                            Problem, check_record, find_split_files, format_metadata, generate_dataset, load_claim_data,
                            parse_metadata, read_records, rouge_per_example, rouge_scores, unknown_fields,
-                           validate_splits, write_bundled_dataset)
+                           validate_splits, write_bundled_dataset, write_jsonl)
 
 CLI = Path(sys.executable).parent/"claim_t5_data"
 
@@ -673,3 +673,21 @@ def test_cli_no_arguments():
     res = run_cli()
     assert res.returncode != 0
     assert "--out" in res.stderr
+
+
+def test_test_input_also_in_validation_is_leakage(tmp_path):
+    rows = generate_dataset(sizes={"train": 3, "validation": 2, "test": 2})
+    rows["test"].append(rows["validation"][1])
+    for split, name in SPLIT_FILES.items(): write_jsonl(rows[split], tmp_path/name)
+    good, problems = validate_splits(find_split_files(tmp_path))
+    assert [(Path(p.file).name, p.line, p.field) for p in problems] == [("clean_test.jsonl", 3, "input")]
+    assert "clean_val.jsonl:2" in problems[0].reason and len(good["test"]) == 2
+
+
+def test_csv_blank_line_inside_a_quoted_field_is_kept(tmp_path):
+    p = tmp_path/"train.csv"
+    p.write_text('input,output\n"shipment_id=SHP-1; damage_type=dent; severity=low","Para one.\n\nPara two."\n\n'
+                 '"shipment_id=SHP-2; damage_type=dent; severity=low",Two.\n')
+    recs, problems = read_records(p)
+    assert problems == [] and [r["output"] for _, r in recs] == ["Para one.\n\nPara two.", "Two."]
+    assert [line for line, _ in recs] == [2, 6]
