@@ -17,7 +17,7 @@ from conftest import cli_env, copy_model
 
 from claim_t5.config import generation_kwargs
 from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
-from claim_t5.evaluation import (ModelLoadError, check_facts, compare_runs, evaluate_and_report, evaluate_model,
+from claim_t5.evaluation import (ModelLoadError, check_facts, compare_runs, plot_comparison, evaluate_and_report, evaluate_model,
                                  fact_accuracy, field_stated, generate_reports, invented_facts, load_fine_tuned,
                                  machine_description)
 
@@ -283,6 +283,14 @@ def test_compare_runs(evaluated, reported):
         for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             assert row[k] == pytest.approx(r["rouge"][k], abs=1e-4)
         assert row["fact_accuracy"] == pytest.approx(r["fact_accuracy"]["overall"], abs=1e-4)
+
+
+def test_plot_comparison(evaluated, reported, tmp_path):
+    fig = plot_comparison({"first": evaluated[0], "second": reported[0]}, tmp_path/"comparison.png")
+    bars, curves = fig.axes
+    assert len(bars.patches) == 2 * 3  # two runs x ROUGE-1/2/L
+    assert sorted(l.get_label() for l in curves.get_lines()) == ["first", "second"]  # one validation ROUGE-L curve per run
+    assert (tmp_path/"comparison.png").stat().st_size > 0
 
 
 def test_compare_runs_unevaluated_folder(evaluated, tmp_path):
