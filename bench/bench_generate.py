@@ -24,7 +24,7 @@ if __name__ == "__main__":
     inputs, refs = list(test["input"])[:a.n], list(test["output"])[:a.n]
     gen = generation_kwargs(cfg, num_beams=a.num_beams)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"model: {'tiny T5 built locally (NOT flan-t5-base)' if cfg.is_tiny else cfg.model_name} from {a.model_dir}")
+    print(f"model: {cfg.model_label} from {a.model_dir}")
     print(f"{len(inputs)} test inputs, generation {gen}")
     t0 = time.time(); batched = generate_reports(model, tok, inputs, batch_size=a.batch_size, max_input_length=cfg.max_input_length, **gen)
     tb = time.time() - t0

@@ -18,7 +18,7 @@ __all__ = ['PRECISIONS', 'PRESETS_DIR', 'ConfigError', 'ClaimT5Config', 'validat
 class ConfigError(ValueError):
     "A configuration value that is unknown, of the wrong type, or impossible; the message names the key."
 
-# %% ../nbs/00_config.ipynb #2383de4a10
+# %% ../nbs/00_config.ipynb #036109be10
 PRECISIONS = ("auto", "fp16", "bf16", "no")
 
 @dataclass
@@ -77,6 +77,11 @@ class ClaimT5Config:
 
     @property
     def is_tiny(self) -> bool: return self.model_name == "tiny"
+
+    @property
+    def model_label(self) -> str:
+        "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
+        return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
 
     @property
     def paths(self) -> dict:

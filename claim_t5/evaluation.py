@@ -165,7 +165,7 @@ def score_table(results:dict, targets:dict=TARGETS):
     return pd.DataFrame([dict(metric=k, score=round(results["rouge"][k], 4), target=f"> {t}", passed=results["rouge"][k] > t)
                          for k, t in targets.items()]).set_index("metric")
 
-# %% ../nbs/03_eval.ipynb #b1e8200220
+# %% ../nbs/03_eval.ipynb #51e653db20
 def machine_description() -> str:
     "The machine results are measured on: GPU name or CPU, core count, platform, torch version."
     import torch
@@ -201,7 +201,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     per = rouge_per_example(preds, refs)
     seen = {parse_metadata(i, require=False).get("vendor") for i in inputs}
     facts = fact_accuracy(inputs, preds, vendors=tuple(dict.fromkeys([*VENDORS, *sorted(v for v in seen if v)])))
-    results = dict(model_dir=str(model_dir), base_model="tiny T5 built locally (NOT flan-t5-base)" if cfg.is_tiny else cfg.model_name,
+    results = dict(model_dir=str(model_dir), base_model=cfg.model_label,
                    tiny=cfg.is_tiny, split=split, examples=len(inputs), data=str(data_dir or "bundled dataset"),
                    rouge=rouge_scores(preds, refs), targets=TARGETS,
                    fact_accuracy={k: v for k, v in facts.items() if k != "rows"}, generation=gen,
@@ -219,7 +219,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     results["report"], results["files"] = rep, [name, report_name]
     return results
 
-# %% ../nbs/03_eval.ipynb #99dd70a222
+# %% ../nbs/03_eval.ipynb #ae0481da22
 def write_model_card(model_dir:str|Path, results:dict) -> Path:
     "Write README.md (a model card) into the model folder from the evaluation results."
     model_dir = Path(model_dir)
@@ -231,7 +231,7 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
     hist = json.loads((model_dir/"history.json").read_text()) if (model_dir/"history.json").exists() else []
     lines = [f"---\nlibrary_name: peft\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
              "tags: [claim_t5, lora, t5, text2text-generation]\n---\n",
-             f"# Claim report generator ({'tiny T5, NOT FLAN-T5' if cfg.is_tiny else cfg.model_name} + LoRA)\n", warn,
+             f"# Claim report generator ({cfg.model_label} + LoRA)\n", warn,
              "Writes a shipment-damage claim report from one line of metadata "
              "(`shipment_id=...; damage_type=...; severity=...; ...`). Trained with "
              "[claim_t5](https://github.com/claim-t5/claim_t5).\n",

@@ -14,7 +14,7 @@ from .evaluation import load_fine_tuned, generate_reports, ModelLoadError
 # %% auto #0
 __all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'merge_adapter', 'BodyLimit', 'create_app', 'main', 'serve']
 
-# %% ../nbs/04_inference.ipynb #6c05206c09
+# %% ../nbs/04_inference.ipynb #2ebe8fae09
 class ClaimReportGenerator:
     "Generate claim reports from shipment metadata with a fine-tuned claim_t5 model."
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
@@ -56,8 +56,7 @@ class ClaimReportGenerator:
         return self.generate([x])[0]
 
     def __repr__(self):
-        kind = "tiny T5 (NOT flan-t5-base)" if self.cfg.is_tiny else self.cfg.model_name
-        return f"ClaimReportGenerator({self.model_dir}, base={kind}, device={self.device}, {self.gen_kwargs})"
+        return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, {self.gen_kwargs})"
 
 # %% ../nbs/04_inference.ipynb #e4f9e64c11
 def read_inputs(path:str|Path) -> list:

@@ -286,7 +286,7 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
                         processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer), callbacks=callbacks)
 
-# %% ../nbs/02_lora_train.ipynb #a040133831
+# %% ../nbs/02_lora_train.ipynb #30a3f19b31
 def save_fine_tuned(trainer, cfg:ClaimT5Config, base_path:str, history:list) -> Path:
     "Write adapter, tokenizer, generation config, config, history and curves to fine_tuned_model/, atomically."
     final = Path(cfg.paths["fine_tuned_model"])
@@ -301,7 +301,7 @@ def save_fine_tuned(trainer, cfg:ClaimT5Config, base_path:str, history:list) -> 
     save_history(history, tmp)
     import matplotlib.pyplot as plt
     fig = plot_history(history, tmp/"training_curves.png",
-                       title=f"{'tiny T5 (not FLAN-T5)' if cfg.is_tiny else cfg.model_name}, LoRA r={cfg.lora_r}")
+                       title=f"{cfg.model_label}, LoRA r={cfg.lora_r}")
     plt.close(fig)
     if final.exists():
         old = final.with_name(final.name + ".old"); shutil.rmtree(old, ignore_errors=True)
@@ -309,7 +309,7 @@ def save_fine_tuned(trainer, cfg:ClaimT5Config, base_path:str, history:list) -> 
     else: tmp.rename(final)
     return final
 
-# %% ../nbs/02_lora_train.ipynb #db655e5932
+# %% ../nbs/02_lora_train.ipynb #a075a56132
 def train(cfg:ClaimT5Config, # the run's configuration
           resume_from_checkpoint=None, # a checkpoint folder, True for the latest complete one, or None
           callbacks:list|None=None, # extra TrainerCallbacks
@@ -328,7 +328,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
     if cut.values.sum(): warnings.warn(f"examples longer than max_input_length/max_target_length are truncated:\n{cut}")
     trainer = build_trainer(cfg, model, tokenizer, dsd, callbacks)
     if verbose:
-        print(f"model: {'tiny T5 built locally (NOT flan-t5-base)' if cfg.is_tiny else cfg.model_name}; "
+        print(f"model: {cfg.model_label}; "
               f"precision: {resolve_precision(cfg)}; resume: {resume}")
         print(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']}%)")
         print("steps:", step_plan(cfg, len(trainer.train_dataset), max(1, trainer.args.world_size)))
