@@ -128,7 +128,7 @@ def _coerce(key:str, value, typ):
         return value
     return value
 
-# %% ../nbs/00_config.ipynb #71cb970215
+# %% ../nbs/00_config.ipynb #b98259af15
 def _check(key, ok, rule):
     if not ok: raise ConfigError(f"config key '{key}': {rule}")
 
@@ -161,6 +161,13 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
            "needs eval_strategy == save_strategy (and not 'no')")
     for k in ("max_train_samples", "max_eval_samples"):
         v = getattr(c, k); _check(k, v is None or v > 0, f"must be > 0 or None, got {v}")
+    if (c.optimizer, c.lr_scheduler) != ("adamw_torch", "linear"):  # only then pay the seconds transformers takes to import
+        from transformers.trainer_utils import SchedulerType
+        from transformers.training_args import OptimizerNames
+        names = [o.value for o in OptimizerNames]
+        _check("optimizer", c.optimizer in names, f"unknown optimizer {c.optimizer!r}; e.g. adamw_torch, adamw_torch_fused, adafactor")
+        _check("lr_scheduler", c.lr_scheduler in [t.value for t in SchedulerType],
+               f"unknown scheduler {c.lr_scheduler!r}; e.g. linear, cosine, constant_with_warmup")
     return cfg
 
 # %% ../nbs/00_config.ipynb #940491af18
