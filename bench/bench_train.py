@@ -64,7 +64,8 @@ if __name__ == "__main__":
     ap.add_argument("--skip_full", action="store_true"); ap.add_argument("--pad_steps", type=int, default=30)
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
-    print("machine:", machine()); print("model: tiny T5 built locally (NOT flan-t5-base); data: bundled 5289/661/662")
+    from claim_t5.config import make_config
+    print("machine:", machine()); print(f"model: {make_config('tiny').model_label}; data: bundled 5289/661/662")
     res = {"machine": machine()}
     res["padding"] = bench_padding(a.pad_steps); print("padding:", json.dumps(res["padding"], indent=2))
     if not a.skip_full:
