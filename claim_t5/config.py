@@ -10,13 +10,70 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'PRESETS_DIR', 'ConfigError', 'ClaimT5Config', 'validate_config', 'config_keys', 'list_presets',
-           'make_config', 'parse_set', 'save_config', 'step_plan', 'resolve_precision', 'generation_kwargs',
-           'in_nbdev_test']
+__all__ = ['FIELD_KINDS', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'ConfigError', 'FieldSchema', 'check_fields',
+           'field_names', 'ClaimT5Config', 'validate_config', 'config_keys', 'list_presets', 'make_config', 'parse_set',
+           'save_config', 'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test']
 
 # %% ../nbs/00_config.ipynb #c164959b08
 class ConfigError(ValueError):
     "A configuration value that is unknown, of the wrong type, or impossible; the message names the key."
+
+# %% ../nbs/00_config.ipynb #d23e970fcb
+FIELD_KINDS = ("copy", "category")
+CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Config.fields`
+    dict(name="shipment_id", required=True, kind="copy"),
+    dict(name="image_id", required=False, kind="copy"),
+    dict(name="damage_type", required=True, kind="category"),
+    dict(name="severity", required=True, kind="category"),
+    dict(name="vendor", required=False, kind="copy"),
+    dict(name="shipment_stage", required=False, kind="category"),
+)
+
+class FieldSchema(list):
+    "Type of `ClaimT5Config.fields`: a list of {name, required, kind} dicts (checked by `check_fields`)."
+
+def _field_entry(e, i:int, key:str) -> dict:
+    "One schema entry as a dict, from a dict or the short form `name:kind[:required]`."
+    if isinstance(e, str):
+        parts = [s.strip() for s in e.split(":")]
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("required", "optional")):
+            raise ConfigError(f"config key '{key}': entry {i+1} {e!r} is not name:kind or name:kind:required")
+        return dict(name=parts[0], kind=parts[1], required=len(parts) == 3 and parts[2] == "required")
+    if not isinstance(e, dict): raise ConfigError(f"config key '{key}': entry {i+1} must be a mapping with name, required, kind; got {e!r}")
+    extra = set(e) - {"name", "required", "kind"}
+    if extra: raise ConfigError(f"config key '{key}': entry {i+1} has unknown key(s) {sorted(extra)} (allowed: name, required, kind)")
+    return dict(e)
+
+def check_fields(fields, # list of {name, required, kind}, or a comma-separated string of name:kind[:required]
+                 key:str="fields", # config key named in errors
+                ) -> list:
+    "The field schema as a list of plain {name, required, kind} dicts, checked; a `ConfigError` names the key and entry."
+    if isinstance(fields, str): fields = [s for s in fields.split(",") if s.strip()]
+    if not isinstance(fields, (list, tuple)) or not fields:
+        raise ConfigError(f"config key '{key}': expected a non-empty list of {{name, required, kind}}, got {fields!r}")
+    out, seen = [], set()
+    for i, e in enumerate(fields):
+        e = _field_entry(e, i, key)
+        name, kind, req = e.get("name"), e.get("kind"), e.get("required", False)
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ]*", name.strip()):
+            raise ConfigError(f"config key '{key}': entry {i+1} name {name!r} must be letters, digits, _ and spaces")
+        name = name.strip()
+        if name in seen: raise ConfigError(f"config key '{key}': field '{name}' is listed twice")
+        if kind not in FIELD_KINDS: raise ConfigError(f"config key '{key}': field '{name}' kind must be one of {FIELD_KINDS}, got {kind!r}")
+        if isinstance(req, str) and req.lower() in ("true", "false"): req = req.lower() == "true"
+        if not isinstance(req, bool): raise ConfigError(f"config key '{key}': field '{name}' required must be true or false, got {req!r}")
+        seen.add(name); out.append(dict(name=name, required=req, kind=kind))
+    if not any(f["required"] for f in out): raise ConfigError(f"config key '{key}': at least one field must be required")
+    if sum(f["kind"] == "copy" for f in out) > 100:
+        raise ConfigError(f"config key '{key}': at most 100 copy fields (one T5 sentinel token each)")
+    return out
+
+def field_names(fields, # a checked schema (`cfg.fields`)
+                kind:str|None=None, # only fields of this kind (copy or category)
+                required:bool|None=None, # only required (True) or optional (False) fields
+               ) -> tuple:
+    "Names of the schema's fields, in schema order, optionally filtered by kind and requiredness."
+    return tuple(f["name"] for f in fields if (kind is None or f["kind"] == kind) and (required is None or f["required"] == required))
 
 # %% ../nbs/00_config.ipynb #036109be10
 PRECISIONS = ("auto", "fp16", "bf16", "no")
@@ -72,8 +129,13 @@ class ClaimT5Config:
     max_train_samples: typing.Optional[int] = None  # use only the first N training examples
     max_eval_samples: typing.Optional[int] = None   # use only the first N validation examples
     output_dir: str = "model_training"  # holds checkpoints/, fine_tuned_model/ and logs/
+    # facts
+    fields: FieldSchema = field(default_factory=lambda: [dict(f) for f in CLAIM_FIELDS])  # the metadata schema: {name, required, kind: copy|category}
+    copy_placeholders: bool = True   # copy fields become T5 sentinel placeholders for the model; False: the reference recipe's raw text
 
-    def __post_init__(self): validate_config(self)
+    def __post_init__(self):
+        self.fields = check_fields(self.fields)  # a FieldSchema annotation: _coerce leaves it to this check
+        validate_config(self)
 
     @property
     def is_tiny(self) -> bool: return self.model_name == "tiny"
