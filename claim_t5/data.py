@@ -8,18 +8,19 @@ import csv, hashlib, json, random, re, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config
+from .config import ClaimT5Config, CLAIM_FIELDS, field_names
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED_FIELDS', 'SPLIT_SIZES', 'SPLIT_FILES', 'DAMAGE', 'SEVERITIES', 'STAGES', 'VENDORS', 'ACTIONS',
-           'ROUGE_KEYS', 'MetadataError', 'format_metadata', 'parse_metadata', 'unknown_fields', 'write_report',
-           'generate_dataset', 'write_jsonl', 'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records',
-           'check_record', 'validate_splits', 'find_split_files', 'write_problem_report', 'load_claim_data',
-           'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example', 'rouge_scores', 'main']
+           'OPTIONAL', 'MISSING_PATTERNS', 'ROUGE_KEYS', 'MetadataError', 'format_metadata', 'parse_metadata',
+           'unknown_fields', 'write_report', 'generate_dataset', 'write_jsonl', 'write_bundled_dataset', 'Problem',
+           'DataValidationError', 'read_records', 'check_record', 'validate_splits', 'find_split_files',
+           'write_problem_report', 'load_claim_data', 'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits',
+           'rouge_per_example', 'rouge_scores', 'main']
 
 # %% ../nbs/01_data.ipynb #3289fd3509
-FIELDS = ("shipment_id", "image_id", "damage_type", "severity", "vendor", "shipment_stage")
-REQUIRED_FIELDS = ("shipment_id", "damage_type", "severity")
+FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
+REQUIRED_FIELDS = field_names(CLAIM_FIELDS, required=True)
 
 class MetadataError(ValueError):
     "Metadata that cannot be formatted or parsed; the message names the field."
@@ -27,8 +28,10 @@ class MetadataError(ValueError):
 def _escape(v:str) -> str: return v.replace("\\", "\\\\").replace(";", "\\;").replace("=", "\\=")
 
 def format_metadata(meta:dict, # field name -> value; None values are left out
+                    fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                    ) -> str:
-    "The metadata line for `meta`: known fields in their standard order, then any others, as `key=value; ...`."
+    "The metadata line for `meta`: the schema's fields in its order, then any others, as `key=value; ...`."
+    names, required = (FIELDS, REQUIRED_FIELDS) if fields is None else (field_names(fields), field_names(fields, required=True))
     if not isinstance(meta, dict): raise MetadataError(f"metadata must be a dict of fields, got {type(meta).__name__}")
     clean = {}
     for k, v in meta.items():
@@ -40,9 +43,9 @@ def format_metadata(meta:dict, # field name -> value; None values are left out
         v = str(v).strip()
         if "\n" in v or "\r" in v: raise MetadataError(f"field '{k}': value contains a line break")
         if v: clean[k] = v
-    missing = [f for f in REQUIRED_FIELDS if f not in clean]
+    missing = [f for f in required if f not in clean]
     if missing: raise MetadataError(f"missing required field(s): {', '.join(missing)}")
-    order = [f for f in FIELDS if f in clean] + [k for k in clean if k not in FIELDS]
+    order = [f for f in names if f in clean] + [k for k in clean if k not in names]
     return "; ".join(f"{k}={_escape(clean[k])}" for k in order)
 
 def _split_unescaped(s:str, sep:str, maxsplit:int=-1) -> list:
@@ -60,6 +63,7 @@ def _unescape(v:str) -> str: return re.sub(r"\\(.)", r"\1", v)
 
 def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
                    require:bool=True, # raise if a required field is missing
+                   fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                   ) -> dict:
     "Parse a metadata line back into a dict; the inverse of `format_metadata`."
     if not isinstance(text, str): raise MetadataError(f"metadata must be a string, got {type(text).__name__}")
@@ -73,13 +77,15 @@ def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
         if k in meta: raise MetadataError(f"field '{k}' appears twice")
         meta[k] = v
     if require:
-        missing = [f for f in REQUIRED_FIELDS if not meta.get(f)]
+        missing = [f for f in (REQUIRED_FIELDS if fields is None else field_names(fields, required=True)) if not meta.get(f)]
         if missing: raise MetadataError(f"missing required field(s): {', '.join(missing)}")
     return meta
 
-def unknown_fields(meta:dict) -> list:
-    "Field names in `meta` that are not among the six known `FIELDS`."
-    return [k for k in meta if k not in FIELDS]
+def unknown_fields(meta:dict, fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
+                  ) -> list:
+    "Field names in `meta` that the schema does not know."
+    names = FIELDS if fields is None else field_names(fields)
+    return [k for k in meta if k not in names]
 
 # %% ../nbs/01_data.ipynb #3d64872412
 SPLIT_SIZES = {"train": 5289, "validation": 661, "test": 662}
@@ -121,6 +127,9 @@ ACTIONS = {
             "The damage is cosmetic; a minor credit is recommended."],
 }
 
+OPTIONAL = ("image_id", "vendor", "shipment_stage")
+MISSING_PATTERNS = [tuple(f for j, f in enumerate(OPTIONAL) if k >> j & 1) for k in range(8)]  # (), (image_id,), ... all three
+
 def _pick(rng, options, weights=None): return rng.choices(options, weights=weights)[0]
 
 def _stable(*keys) -> int: return int(hashlib.sha256("|".join(keys).encode()).hexdigest(), 16)
@@ -157,11 +166,11 @@ def generate_dataset(seed:int=42, # one seed fixes every input and phrasing
     ids = rng.sample(range(10000, 100000), n)  # unique shipment ids: no input repeats across splits
     rows = []
     for sid in ids:
-        meta = dict(shipment_id=f"SHP-{sid}",
-                    image_id=f"img_{rng.randint(1, 9999):04d}.png" if rng.random() < 0.85 else None,
+        gone = _pick(rng, MISSING_PATTERNS, weights=[0.7] + [0.3 / 7] * 7)
+        meta = dict(shipment_id=f"SHP-{sid}", image_id=f"img_{rng.randint(1, 9999):04d}.png",
                     damage_type=rng.choice(list(DAMAGE)), severity=rng.choice(SEVERITIES),
-                    vendor=rng.choice(VENDORS) if rng.random() < 0.85 else None,
-                    shipment_stage=rng.choice(list(STAGES)) if rng.random() < 0.9 else None)
+                    vendor=rng.choice(VENDORS), shipment_stage=rng.choice(list(STAGES)))
+        for f in gone: meta[f] = None
         rows.append({"input": format_metadata(meta), "output": write_report(meta, rng)})
     out, i = {}, 0
     for split, k in sizes.items(): out[split] = rows[i:i+k]; i += k
@@ -256,14 +265,16 @@ def read_records(path:str|Path) -> tuple:
     return records, problems
 
 # %% ../nbs/01_data.ipynb #b33ac25718
-def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000) -> tuple:
+def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000,
+                 fields:list|None=None, # the schema whose required fields every input needs; None: the claim schema
+                ) -> tuple:
     "(field, reason) for the first problem of one record, or None if it is good."
     if not isinstance(rec, dict): return None, f"expected a JSON object, got {type(rec).__name__}"
     for k in ("input", "output"):
         if k not in rec: return k, "missing"
         if not isinstance(rec[k], str): return k, f"expected a string, got {type(rec[k]).__name__}"
         if not rec[k].strip(): return k, "empty text"
-    try: parse_metadata(rec["input"])
+    try: parse_metadata(rec["input"], fields=fields)
     except MetadataError as e: return "input", str(e)
     if len(rec["input"]) > max_input_chars: return "input", f"too long: {len(rec['input'])} characters > {max_input_chars}"
     if len(rec["output"]) > max_output_chars: return "output", f"too long: {len(rec['output'])} characters > {max_output_chars}"
@@ -288,7 +299,7 @@ def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
         recs, probs = read_records(path); problems += probs
         seen, kept, here = {}, [], {}
         for line, rec in recs:
-            bad = check_record(rec, max_input_chars, max_output_chars)
+            bad = check_record(rec, max_input_chars, max_output_chars, fields=cfg.fields)
             if bad is None and tokenizer is not None: bad = _token_problem(rec, tokenizer, cfg)
             if bad is None:
                 key = (rec["input"], rec["output"])

@@ -198,6 +198,45 @@ def test_generate_dataset_rows_are_valid_and_consistent(bundled):
             assert meta["severity"] in ("low", "medium", "high")
 
 
+def test_generate_dataset_covers_every_missing_optional_pattern(bundled):
+    "Each optional field is missing alone and together with the others, in every split, often enough to learn from."
+    from itertools import combinations
+    opt = ("image_id", "vendor", "shipment_stage")
+    patterns = {c for k in range(4) for c in combinations(opt, k)}
+    for split, rows in bundled.items():
+        seen = {}
+        for r in rows:
+            meta = parse_metadata(r["input"])
+            gone = tuple(f for f in opt if f not in meta)
+            seen[gone] = seen.get(gone, 0) + 1
+        assert set(seen) == patterns, split
+        assert min(seen.values()) >= (100 if split == "train" else 10), (split, seen)
+        assert 0.6 <= seen[()] / len(rows) <= 0.8, (split, seen[()])
+
+
+def test_generate_dataset_references_never_mention_an_absent_fact(bundled):
+    "Without a vendor, photo id or stage in the input, the reference names none: no vendor, no image id, no stage or liable party."
+    import re
+    from claim_t5.data import STAGES, VENDORS
+    stage_words = [w for where, party in STAGES.values() for w in (where, party)]
+    checked = {"vendor": 0, "image_id": 0, "shipment_stage": 0}
+    for rows in bundled.values():
+        for r in rows:
+            meta, out = parse_metadata(r["input"]), r["output"]
+            if "vendor" not in meta:
+                checked["vendor"] += 1
+                assert not [v for v in VENDORS if v in out] and " from " not in out, out
+            if "image_id" not in meta:
+                checked["image_id"] += 1
+                assert not re.search(r"img_\d+", out) and "attached" not in out and "documents" not in out, out
+            if "shipment_stage" not in meta:
+                checked["shipment_stage"] += 1
+                assert not [w for w in stage_words if w in out], out
+            for f in ("vendor", "image_id"):  # and present facts are stated verbatim
+                if f in meta: assert meta[f] in out, (f, out)
+    assert min(checked.values()) > 500, checked
+
+
 def test_write_bundled_dataset_files(tmp_path, bundled):
     paths = write_bundled_dataset(tmp_path/"data")
     assert {k: Path(p).name for k, p in paths.items()} == SPLIT_FILES
