@@ -49,6 +49,7 @@ def format_metadata(meta:dict, # field name -> value; None values are left out
     return "; ".join(f"{k}={_escape(clean[k])}" for k in order)
 
 def _split_unescaped(s:str, sep:str, maxsplit:int=-1) -> list:
+    if "\\" not in s: return s.split(sep, maxsplit)  # nothing escaped: the fast path (the fact check parses every input)
     parts, cur, i = [], [], 0
     while i < len(s):
         c = s[i]
@@ -59,7 +60,7 @@ def _split_unescaped(s:str, sep:str, maxsplit:int=-1) -> list:
     parts.append("".join(cur))
     return parts
 
-def _unescape(v:str) -> str: return re.sub(r"\\(.)", r"\1", v)
+def _unescape(v:str) -> str: return re.sub(r"\\(.)", r"\1", v) if "\\" in v else v
 
 def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
                    require:bool=True, # raise if a required field is missing

@@ -138,11 +138,22 @@ def exclusive_wordings(docs:list, # word n-gram sets, one per training report
     return chosen
 
 # %% ../nbs/01a_facts.ipynb #ee9e727ced
-_ID = re.compile(r"(?<![\w-])(?=[\w./#-]*\d)[A-Za-z0-9](?:[\w./#-]*[A-Za-z0-9])?(?![\w-])")
+_DIGITS, _ID_PUNCT = re.compile(r"\d+"), "_./#-"
 
 def id_like(text:str) -> list:
     "(start, end, string) of each id-shaped string in `text`: a digit with letters or `-_./#` around it (SHP-12345, ORD-77, img_0042.png), or 5+ digits."
-    return [(m.start(), m.end(), m.group()) for m in _ID.finditer(text) if not (m.group().isdigit() and len(m.group()) < 5)]
+    out, done, n = [], -1, len(text)
+    for m in _DIGITS.finditer(text):  # grow each run of digits into its token: cheaper than one pattern tried at every position
+        if m.start() < done: continue
+        s, e = m.start(), m.end()
+        while s > 0 and (text[s-1].isalnum() or text[s-1] in _ID_PUNCT): s -= 1
+        while e < n and (text[e].isalnum() or text[e] in _ID_PUNCT): e += 1
+        done = e
+        while not text[s].isalnum(): s += 1
+        while not text[e-1].isalnum(): e -= 1
+        x = text[s:e]
+        if not (x.isdigit() and len(x) < 5): out.append((s, e, x))
+    return out
 
 def id_shape(s:str) -> str:
     "The shape of an id: each run of digits written as 9 (`SHP-12345` -> `SHP-9`)."
@@ -150,7 +161,6 @@ def id_shape(s:str) -> str:
 
 # %% ../nbs/01a_facts.ipynb #f3525147c3
 FACTS_FILE = "facts.json"  # saved in the model folder beside the adapter
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
 
@@ -173,11 +183,10 @@ class FactChecker:
         self.categories, self.cues = categories or {}, cues or {}
         self.known, self.id_shapes, self.template_ids = known or {}, id_shapes or {}, sorted(template_ids)
         self._copy, self._cat = field_names(self.fields, kind="copy"), field_names(self.fields, kind="category")
-        self._names = {}  # first token -> [(tokens, field, value)], longest first: "Acme Logistics" before "Acme"
+        self._names = {}  # first word (lower case) -> [(name in lower case, field, name)], longest first
         for f, values in self.known.items():
             for v in values:
-                toks = tuple(t.lower() for t in _TOKEN.findall(v))
-                if toks: self._names.setdefault(toks[0], []).append((toks, f, v))
+                if v.strip(): self._names.setdefault(v.lower().split()[0], []).append((v.lower(), f, v))
         for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
         self._phrases = {}  # first word -> [(words, field, value or None for a cue)]
         for f, vals in self.categories.items():
@@ -257,17 +266,15 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
         spans = value_spans(v, report); own += spans
         status[f] = "ok" if spans else "missing"
         if not spans: problems.append(f"{f}: {v!r} is not in the report")
-    toks = [(m.group().lower(), m.start(), m.end()) for m in _TOKEN.finditer(report)]
-    i = 0
-    while i < len(toks):  # names seen in training that are not the input's (longest first: Acme Logistics, then Acme)
-        step = 1
-        for cand, f, v in self._names.get(toks[i][0], ()):
-            n = len(cand)
-            if tuple(t[0] for t in toks[i:i+n]) == cand:
-                s, e = toks[i][1], toks[i+n-1][2]
-                if not _inside(own, s, e) and v.lower() != (meta.get(f) or "").lower(): invented.append(f"{f}={report[s:e]}")
-                step = n; break
-        i += step
+    low, taken = report.lower(), list(own)
+    same = len(low) == len(report)  # lower() can change the length of a few letters: then match case-sensitively
+    for first, names in self._names.items():  # names seen in training that are not the input's
+        if first not in low: continue
+        for name, f, v in names:  # longest first: Acme Logistics is taken before the Acme inside it
+            for a, b in (value_spans(name, low) if same else value_spans(v, report)):
+                if any(x <= a and b <= y for x, y in taken): continue  # part of the input's own value or of a longer name
+                taken.append((a, b))
+                if v.lower() != (meta.get(f) or "").lower(): invented.append(f"{f}={report[a:b]}")
     shapes = {id_shape(meta[f]): f for f in self._copy if meta.get(f)}
     for s, e, x in id_like(report):  # ids that are not the input's
         if x in self._template or _inside(own, s, e): continue
@@ -275,14 +282,15 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
     for m in _LEFT.finditer(report):  # placeholders that had no value to restore
         name = m.group(1)
         if name is None or name in self._copy: invented.append(f"{name or m.group()} (not in the input)")
-    words = [(t, s) for t, s, _ in toks if t[0].isalnum() or t[0] == "_"]
-    ws = [t for t, _ in words]
-    hits = {}
-    for j, (w, s) in enumerate(words):  # category wordings and presence cues, outside the input's own names
-        for cand, f, v in self._phrases.get(w, ()):
-            if tuple(ws[j:j+len(cand)]) == cand and not _inside(own, s, s + 1): hits.setdefault(f, set()).add(v)
+    cut = report
+    for a, b in sorted(own, reverse=True): cut = cut[:a] + " | " + cut[b:]  # the input's own names say nothing about categories
+    ws, hits, phrases = _WORD.findall(cut.lower()), {}, self._phrases
+    for j, w in enumerate(ws):  # category wordings and presence cues
+        for cand, f, v in phrases.get(w, ()):
+            if len(cand) == 1 or tuple(ws[j:j+len(cand)]) == cand: hits.setdefault(f, set()).add(v)
     for f in self._copy:
-        if status[f] is None and f in hits: invented.append(f"{f} (not in the input)")
+        if status[f] is None and f in hits and not any(x.startswith(f + "=") for x in invented):
+            invented.append(f"{f} (not in the input)")  # (unless already named: vendor=Globex)
     for f in self._cat:
         v, said = meta.get(f), hits.get(f, set()) - {None}
         if not v:
