@@ -7,12 +7,13 @@ from __future__ import annotations
 import json, re
 from collections import Counter
 from pathlib import Path
-from .config import CLAIM_FIELDS, field_names
+from .config import ClaimT5Config, CLAIM_FIELDS, field_names
 from .data import parse_metadata, format_metadata
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'placeholders', 'value_spans', 'mask_text', 'mask_input', 'mask_pair', 'restore', 'decode_reports',
-           'word_grams', 'exclusive_wordings', 'id_like', 'id_shape', 'FactChecker', 'fact_accuracy']
+           'model_inputs', 'model_splits', 'decode_generated', 'word_grams', 'exclusive_wordings', 'id_like',
+           'id_shape', 'FactChecker', 'fact_accuracy']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
@@ -95,6 +96,35 @@ def decode_reports(tokenizer, # the model's tokenizer
     texts = [re.sub(r"\s+", " ", strip.sub(" ", t)).strip() for t in texts]
     if metas is None: return texts
     return [restore(t, m, fields) for t, m in zip(texts, metas)]
+
+# %% ../nbs/01a_facts.ipynb #8c8fd3807c
+def model_inputs(inputs:list, # metadata lines
+                 cfg:ClaimT5Config, # reads copy_placeholders and fields
+                ) -> list:
+    "The inputs as the model sees them: copy values replaced by placeholders (unchanged when `copy_placeholders` is off)."
+    return [mask_input(t, cfg.fields) for t in inputs] if cfg.copy_placeholders else list(inputs)
+
+def model_splits(dsd, # a DatasetDict with input and output columns
+                 cfg:ClaimT5Config, # reads copy_placeholders and fields
+                ):
+    "Every split as the model is trained on it: placeholders in inputs and targets (unchanged when `copy_placeholders` is off)."
+    if not cfg.copy_placeholders: return dsd
+    def fn(batch):
+        pairs = [mask_pair(i, o, cfg.fields) for i, o in zip(batch["input"], batch["output"])]
+        return {"input": [p[0] for p in pairs], "output": [p[1] for p in pairs]}
+    return dsd.map(fn, batched=True, desc="Placeholders")
+
+def decode_generated(tokenizer, # the model's tokenizer
+                     ids, # generated ids (or labels: -100 is padding), one row per input
+                     inputs:list, # the metadata lines they were generated for (the placeholders' values)
+                     cfg:ClaimT5Config, # reads copy_placeholders and fields
+                    ) -> list:
+    "The reports users see: placeholders restored from `inputs` (a plain decode when `copy_placeholders` is off)."
+    if cfg.copy_placeholders:
+        return decode_reports(tokenizer, ids, [parse_metadata(i, require=False, fields=cfg.fields) for i in inputs], cfg.fields)
+    pad = tokenizer.pad_token_id
+    return [t.strip() for t in tokenizer.batch_decode([[pad if int(t) < 0 else int(t) for t in row] for row in ids],
+                                                       skip_special_tokens=True)]
 
 # %% ../nbs/01a_facts.ipynb #f84c666a27
 _WORD = re.compile(r"\w+")
