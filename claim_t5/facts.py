@@ -13,7 +13,7 @@ from .data import parse_metadata, format_metadata
 # %% auto #0
 __all__ = ['FACTS_FILE', 'placeholders', 'value_spans', 'mask_text', 'mask_input', 'mask_pair', 'restore', 'decode_reports',
            'model_inputs', 'model_splits', 'decode_generated', 'word_grams', 'exclusive_wordings', 'id_like',
-           'id_shape', 'FactChecker', 'fact_accuracy']
+           'id_shape', 'FactChecker', 'CheckedReport', 'FactCheckError', 'check_reports', 'fact_accuracy']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
@@ -342,6 +342,30 @@ def _unseen(self, meta:dict) -> list:
     "`field=value` for each category value in `meta` that training never saw (flag it before generating)."
     return [f"{f}={meta[f]}" for f in self._cat if meta.get(f) and meta[f] not in self.categories.get(f, {})]
 FactChecker.unseen = _unseen
+
+# %% ../nbs/01a_facts.ipynb #3a84784d5b
+class CheckedReport(str):
+    "A report: the text itself (a `str`), carrying its fact verdict in `.facts`."
+    def __new__(cls, text:str, facts:dict):
+        obj = super().__new__(cls, text); obj.facts = facts; return obj
+    @property
+    def ok(self) -> bool: return bool(self.facts and self.facts["ok"])
+
+class FactCheckError(ValueError):
+    "Reports that still failed the fact check after the retry (strict mode); `.failures` holds (index, input, problems)."
+    def __init__(self, failures:list):
+        self.failures = failures
+        lines = [f"input {i} ({inp}): " + "; ".join(p) for i, inp, p in failures[:10]]
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        super().__init__(f"{len(failures)} report(s) failed the fact check:\n  " + "\n  ".join(lines) + more)
+
+def check_reports(checker:FactChecker|None, # the model's checker; None: reports are returned unchecked (facts None)
+                  inputs:list, # metadata lines
+                  reports:list, # their reports
+                 ) -> list:
+    "Each report as a `CheckedReport` with its verdict."
+    if checker is None: return [CheckedReport(r, None) for r in reports]
+    return [CheckedReport(r, checker.check(i, r)) for i, r in zip(inputs, reports)]
 
 # %% ../nbs/01a_facts.ipynb #6678b2d40a
 def fact_accuracy(inputs:list, # metadata lines (or their fields)
