@@ -251,3 +251,21 @@ def test_user_schema_learns_its_own_wordings():
     assert set(fc.categories["reason"]) == set(words)
     assert fc.check("order_no=ORD-5; reason=late", "Order ORD-5 arrived late; refund issued.")["ok"]
     assert fc.check("order_no=ORD-5; reason=late", "Order ORD-5 did not fit.")["fields"]["reason"] == "wrong"
+
+
+# ---------------------------------------------------------------- the switch
+
+def test_copy_placeholders_off_leaves_everything_as_it_was(bundled):
+    "copy_placeholders=False reproduces the reference recipe's text exactly: raw inputs and targets, a plain decode."
+    from datasets import Dataset, DatasetDict
+    from claim_t5.facts import decode_generated, model_inputs, model_splits
+    off, on = ClaimT5Config(copy_placeholders=False), ClaimT5Config()
+    rows = bundled["train"][:20]
+    dsd = DatasetDict(train=Dataset.from_list(rows))
+    assert model_splits(dsd, off) is dsd
+    assert model_inputs([r["input"] for r in rows], off) == [r["input"] for r in rows]
+    assert model_splits(dsd, on)["train"]["input"] != [r["input"] for r in rows]
+    tok = _tiny_tokenizer([t for r in rows for t in (r["input"], r["output"])] + ["<extra_id_0>"])
+    ids = [tok(text_target=r["output"])["input_ids"] + [-100, 0] for r in rows]
+    plain = [t.strip() for t in tok.batch_decode([[0 if t < 0 else t for t in x] for x in ids], skip_special_tokens=True)]
+    assert decode_generated(tok, ids, [r["input"] for r in rows], off) == plain
