@@ -54,10 +54,10 @@ def mask_text(text:str, # a report (a training target)
 def mask_input(text:str, # a metadata line
                fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
               ) -> str:
-    "The metadata line the model sees: every copy field's value replaced by its placeholder."
-    meta = parse_metadata(text, fields=fields)
-    ph = placeholders(fields)
-    return format_metadata({k: (ph[k] if k in ph else v) for k, v in meta.items()}, fields=fields)
+    "The metadata line the model sees: every copy field's value replaced by its placeholder (inputs are checked elsewhere)."
+    meta, ph = parse_metadata(text, require=False, fields=fields), placeholders(fields)
+    lenient = [{**f, "required": False} for f in fields]  # a missing field is the validator's to report, not this one's
+    return format_metadata({k: (ph[k] if k in ph else v) for k, v in meta.items()}, fields=lenient)
 
 def mask_pair(inp:str, # a metadata line
               out:str, # its report
