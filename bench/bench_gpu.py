@@ -22,7 +22,8 @@ def run(precision: str, steps: int, in_len: int, out_len: int, out_dir: Path) ->
     from datasets import Dataset
     from transformers import T5Config, T5ForConditionalGeneration, Seq2SeqTrainingArguments, DataCollatorForSeq2Seq, set_seed
     from claim_t5.config import make_config
-    from claim_t5.train import add_lora, count_parameters, ClaimTrainer
+    from claim_t5.model import add_lora, count_parameters
+    from claim_t5.train import ClaimTrainer
     set_seed(42)
     cfg = make_config("flan-t5-base")
     model = T5ForConditionalGeneration(T5Config(**FLAN_T5_BASE))

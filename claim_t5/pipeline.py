@@ -47,9 +47,9 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
     model_dir = str(run_dir/"model_training"/"fine_tuned_model")
     data = str(run_dir/"data")
     return {
-        "00_config": dict(preset=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
+        "00_config": dict(config=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
         "01_data": dict(data_dir=data_dir, out_dir=data, strict=True),
-        "02_lora_train": dict(preset=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
+        "02_lora_train": dict(config=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
                               resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),
         "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run_dir/"sample_reports.jsonl")),
