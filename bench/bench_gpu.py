@@ -227,6 +227,7 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats (about half the time)")
     ap.add_argument("--smoke", action="store_true", help="a small model and a few steps: checks the code runs (CPU)")
     ap.add_argument("--sections", default="train,eval,batch,gen,guard", help="which sections to run")
+    ap.add_argument("--gen_modes", default="greedy,beam4", help="generation modes to time (greedy, beam4)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 3)")
     ap.add_argument("--out", default="bench/results/bench_gpu.json")
     a = ap.parse_args()
@@ -335,7 +336,7 @@ if __name__ == "__main__":
         sec = res["sections"]["gen"] = dict(precision="fp32 (as load_fine_tuned loads the model)", batched_n=NB,
                                             batch_size=64, one_at_a_time_n=N1, results={})
         model = build_model(model_cfg, dev).eval()
-        for beams, name in ((1, "greedy"), (4, "beam4")):
+        for beams, name in [m for m in ((1, "greedy"), (4, "beam4")) if m[1] in a.gen_modes.split(",")]:
             time_generation(model, te_lens, 2, 2, beams, 0, dev); time_generation(model, te_lens, 1, None, beams, 0, dev)  # warm-up
             b, s = [], []
             for rep in range(R):

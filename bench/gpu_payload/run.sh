@@ -33,7 +33,7 @@ if [ "${SKIP_PIPE:-0}" != 1 ]; then
   ( while true; do nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader >>"$OUT/gpu_apps.log" 2>&1; sleep 2; done ) &
   MON=$!
   t0=$(date +%s)
-  timeout "${PIPE_LIMIT:-240}" $PY -c 'import sys; sys.argv[0] = "claim_t5_run"; from claim_t5.pipeline import main; main()' \
+  timeout "${PIPE_LIMIT:-240}" $PY claim_t5_run.py \
     --config tiny --run_dir "$RUN" ${PIPE_SET:+--set "$PIPE_SET"} ${PIPE_ARGS:-} 2>&1 | tee "$OUT/pipeline.log"
   echo "pipeline exit: ${PIPESTATUS[0]} after $(( $(date +%s) - t0 )) s"
   kill $MON 2>/dev/null

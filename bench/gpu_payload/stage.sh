@@ -10,7 +10,7 @@ rm -rf "$D/claim_t5" "$D/nbs" "$D/bench"
 cp -r "$WT/claim_t5" "$WT/nbs" "$WT/bench" "$D/"
 find "$D" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$D/bench/results"
-cp "$WT/bench/gpu_payload/run.sh" "$D/run.sh"
+cp "$WT/bench/gpu_payload/run.sh" "$WT/bench/gpu_payload/claim_t5_run.py" "$D/"
 git -C "$WT" rev-parse HEAD > "$D/COMMIT"
 [ "$WHL" = "$D/whl" ] || { rm -rf "$D/whl"; cp -r "$WHL" "$D/whl"; }
 du -sh "$D"
