@@ -23,8 +23,8 @@ meaningless. Random weights mean losses and reports are meaningless; speed and m
 Prints progress and figures; writes one JSON (machine, versions, commit, every repeat with min/median/max). Asserts
 nothing.
 
-Run on a GPU:    PYTHONUNBUFFERED=1 python bench/bench_gpu.py            (about 3-4 minutes on an H100/H200)
-                 python bench/bench_gpu.py --quick                        (fewer steps and repeats, about 2 minutes)
+Run on a GPU:    PYTHONUNBUFFERED=1 python bench/bench_gpu.py            (about 5 minutes on an H200: 270 s covered sections 1-3 and half of 4)
+                 python bench/bench_gpu.py --quick                        (fewer steps and repeats, about half)
 Smoke on a CPU:  python bench/bench_gpu.py --smoke                        (a small model, fp32 only: checks the code runs)
 """
 import argparse, gc, json, math, os, platform, statistics, subprocess, sys, time
@@ -147,7 +147,7 @@ def train_run(model_cfg:dict, prec:str, batch_size:int, warm:int, timed:int, len
         r["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         r["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     r["losses_logged"] = len(losses); r["first_last_loss"] = [losses[0], losses[-1]] if losses else None
-    r["all_losses_finite"] = all(math.isfinite(x) for x in losses)
+    r["all_losses_finite"] = all(math.isfinite(x) for x in losses) if losses and "non_finite_loss_error" not in r else None if not losses else False
     scaler = getattr(trainer.accelerator, "scaler", None)
     if scaler is not None and prec == "fp16": r["fp16_grad_scale_end"] = float(scaler.get_scale())
     del trainer, model; free()
@@ -258,6 +258,8 @@ if __name__ == "__main__":
     mean = lambda xs: round(statistics.mean(xs), 1)
     res["lengths"].update(train_mean_in_out=[mean([x for x, _ in tr_lens]), mean([y for _, y in tr_lens])],
                           train_max_in_out=[max(x for x, _ in tr_lens), max(y for _, y in tr_lens)])
+    from claim_t5.train import count_parameters
+    res["parameters"] = count_parameters(build_model(model_cfg, "meta"))  # shapes only, no memory
     log(f"estimated tokens per example (train): input {res['lengths']['train_mean_in_out'][0]}, report {res['lengths']['train_mean_in_out'][1]} (mean)")
     save()
 
@@ -280,7 +282,7 @@ if __name__ == "__main__":
             ok = [r["samples_per_s"] for r in rs if "samples_per_s" in r and "non_finite_loss_error" not in r]
             s = dict(samples_per_s=spread(ok) if ok else None,
                      peak_gpu_mem_gib=spread([r["peak_gpu_mem_gib"] for r in rs]) if cuda else None,
-                     non_finite_loss_runs=sum("non_finite_loss_error" in r for r in rs), all_losses_finite=all(r["all_losses_finite"] for r in rs))
+                     non_finite_loss_runs=sum("non_finite_loss_error" in r for r in rs), all_losses_finite=all(r["all_losses_finite"] is not False for r in rs))
             if p == "fp16": s["fp16_grad_scale_end"] = [r.get("fp16_grad_scale_end") for r in rs]
             sec["summary"][p] = s
             if ok: sps[p] = statistics.median(ok)
