@@ -58,7 +58,7 @@ bench: install
 
 # JupyterLab on the notebooks (the source of the library); Ctrl-C stops it
 lab: install
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 readme: install
 	$(BIN)/jupytext --quiet --to markdown --opt notebook_metadata_filter=-all --opt cell_metadata_filter=-all -o README.md nbs/index.ipynb
