@@ -1,6 +1,7 @@
 # The two commands a new user needs (see README):
 #   make        set up .venv and run the whole pipeline (bundled data, tiny preset) into a new runs/tiny-<time>/
 #   make test   check the export is in sync, then run nbdev_test and the pytest suite
+#   make lab    open the notebooks in JupyterLab
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/$(PRESET)-$(shell date +%Y%m%d-%H%M%S)
 PRESET ?= tiny
 
-.PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench readme clean
+.PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench readme lab clean
 
 all: install run
 
@@ -54,6 +55,10 @@ bench: install
 	$(BIN)/python bench/bench_train.py
 	@test -n "$(MODEL_DIR)" || { echo "no trained model under runs/: run make first, or pass MODEL_DIR=..."; exit 1; }
 	$(BIN)/python bench/bench_generate.py --model_dir $(MODEL_DIR)
+
+# JupyterLab on the notebooks (the source of the library); Ctrl-C stops it
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 readme: install
 	$(BIN)/jupytext --quiet --to markdown --opt notebook_metadata_filter=-all --opt cell_metadata_filter=-all -o README.md nbs/index.ipynb

@@ -17,7 +17,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     import torch
     from claim_t5.data import load_claim_data, rouge_scores
-    from claim_t5.evaluation import load_fine_tuned, generate_reports, fact_accuracy
+    from claim_t5.model import load_fine_tuned, generate_reports
+    from claim_t5.evaluation import fact_accuracy
     from claim_t5.config import generation_kwargs
     model, tok, cfg = load_fine_tuned(a.model_dir, device="cpu")
     test = load_claim_data()["test"]

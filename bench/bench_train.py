@@ -33,7 +33,7 @@ def bench_padding(steps: int) -> dict:
     from transformers import DataCollatorForSeq2Seq
     from claim_t5.config import make_config
     from claim_t5.data import load_claim_data, tokenize_splits
-    from claim_t5.train import load_base_model, add_lora
+    from claim_t5.model import load_base_model, add_lora
     cfg = make_config("tiny")
     dsd = load_claim_data()
     model, tok, _ = load_base_model(cfg, list(dsd["train"]["input"]) + list(dsd["train"]["output"]))

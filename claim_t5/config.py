@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_config.ipynb #f6947a9806
 from __future__ import annotations
-import math, os, re, types, typing
+import contextlib, math, os, re, shutil, types, typing
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['FIELD_KINDS', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'ConfigError', 'FieldSchema', 'check_fields',
+__all__ = ['FIELD_KINDS', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'QUICK_RUN', 'ConfigError', 'FieldSchema', 'check_fields',
            'field_names', 'ClaimT5Config', 'validate_config', 'config_keys', 'list_presets', 'make_config', 'parse_set',
-           'save_config', 'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test']
+           'save_config', 'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write',
+           'atomic_folder', 'quick_config']
 
 # %% ../nbs/00_config.ipynb #c164959b08
 class ConfigError(ValueError):
@@ -340,3 +341,41 @@ def generation_kwargs(cfg:ClaimT5Config|None=None, # config to read gen_num_beam
 def in_nbdev_test() -> bool:
     "True while the notebook runs under `nbdev_test`."
     return os.environ.get("IN_TEST", "") == "1"
+
+# %% ../nbs/00_config.ipynb #a1b2c3d403
+def atomic_write(path:str|Path, # the file to write
+                 data:str|bytes, # its whole content (str is written as UTF-8)
+                ) -> Path:
+    "Write `data` to `path` through a temporary file and a rename, so readers see the old file or the new, never half."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        if isinstance(data, bytes): tmp.write_bytes(data)
+        else: tmp.write_text(data, encoding="utf-8")
+        tmp.replace(path)
+    finally: tmp.unlink(missing_ok=True)
+    return path
+
+# %% ../nbs/00_config.ipynb #a1b2c3d405
+@contextlib.contextmanager
+def atomic_folder(final:str|Path, # the folder to (re)place
+                 ):
+    "Yield a fresh temporary folder next to `final`; on success it replaces `final`, on error it is removed."
+    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    try: yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    if final.exists():  # swap: the old folder is moved aside first, so there is never a moment with neither
+        old = final.with_name(f"{final.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True); final.rename(old); tmp.rename(final); shutil.rmtree(old)
+    else: tmp.rename(final)
+
+# %% ../nbs/00_config.ipynb #a1b2c3d408
+QUICK_RUN = dict(num_epochs=2, max_train_samples=48, max_eval_samples=8, logging_steps=1)
+
+def quick_config(output_dir:str|Path, # where checkpoints/, fine_tuned_model/ and logs/ go
+                 **overrides) -> ClaimT5Config:
+    "The tiny preset shrunk to a seconds-long run (`QUICK_RUN`), with any `overrides` on top."
+    return make_config("tiny", output_dir=str(output_dir), **{**QUICK_RUN, **overrides})

@@ -4,101 +4,19 @@
 
 # %% ../nbs/03_eval.ipynb #9ea98e8d07
 from __future__ import annotations
-import datetime, json, os, platform, re, sys, time, warnings
+import datetime, json, re, sys, time, warnings
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError
+from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError, atomic_write
 from .data import (FIELDS, VENDORS, load_claim_data, parse_metadata, rouge_scores, rouge_per_example,
                            DataValidationError)
+from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
+                            plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
 
 # %% auto #0
-__all__ = ['SEVERITY_LEVELS', 'TARGETS', 'ModelLoadError', 'load_model_config', 'load_fine_tuned', 'generate_reports',
-           'field_stated', 'id_pattern', 'invented_facts', 'check_facts', 'fact_accuracy', 'score_table',
-           'machine_description', 'evaluate_model', 'write_model_card', 'compare_runs', 'plot_comparison',
-           'evaluate_and_report', 'main']
-
-# %% ../nbs/03_eval.ipynb #6ce0f03309
-class ModelLoadError(RuntimeError):
-    "A model folder that is missing, incomplete or damaged; the message names the folder and the file."
-
-def _safetensors_ok(path:Path):
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f: list(f.keys())
-    except Exception as e: raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from None
-
-def load_model_config(model_dir:str|Path) -> ClaimT5Config:
-    "The claim_t5 config saved with a model (claim_t5_config.yaml), or the reference defaults if there is none."
-    p = Path(model_dir)/"claim_t5_config.yaml"
-    return make_config(p) if p.exists() else ClaimT5Config()
-
-def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) or a merged model folder
-                    device:str|None=None, # "cuda", "cpu"; default: CUDA if available
-                   ) -> tuple:
-    "(model, tokenizer, config) from a fine-tuned folder, in eval mode on `device`."
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
-    d = Path(model_dir)
-    if not d.is_dir(): raise ModelLoadError(f"{d}: no such model folder")
-    adapter = (d/"adapter_config.json").exists()
-    weights = d/("adapter_model.safetensors" if adapter else "model.safetensors")
-    if not adapter and not (d/"config.json").exists():
-        raise ModelLoadError(f"{d}: neither an adapter (adapter_config.json) nor a model (config.json)")
-    if not weights.exists():
-        bins = [p.name for p in d.glob("*.bin")]
-        raise ModelLoadError(f"{d}: {weights.name} is missing" + (f" (found {bins}: pickled weights are not loaded)" if bins else ""))
-    _safetensors_ok(weights)
-    try: cfg = load_model_config(d)
-    except ConfigError as e: raise ModelLoadError(f"{d}/claim_t5_config.yaml: {e}") from None
-    try: tok = AutoTokenizer.from_pretrained(str(d))
-    except Exception as e:
-        raise ModelLoadError(f"{d}: could not load the tokenizer (tokenizer.json, tokenizer_config.json): "
-                             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}") from None
-    try:
-        if adapter:
-            from peft import PeftModel
-            try: meta = json.loads((d/"adapter_config.json").read_text())
-            except ValueError as e: raise ModelLoadError(f"{d}/adapter_config.json: invalid JSON ({e})") from None
-            if not isinstance(meta, dict): raise ModelLoadError(f"{d}/adapter_config.json: expected a JSON object, got {type(meta).__name__}")
-            base_path = d/"base_model" if (d/"base_model").is_dir() else meta.get("base_model_name_or_path")
-            if not base_path: raise ModelLoadError(f"{d}/adapter_config.json: no base_model_name_or_path")
-            if Path(base_path).is_dir():
-                if not (Path(base_path)/"model.safetensors").exists(): raise ModelLoadError(f"{base_path}: model.safetensors is missing")
-                _safetensors_ok(Path(base_path)/"model.safetensors")
-            base = AutoModelForSeq2SeqLM.from_pretrained(str(base_path), use_safetensors=True)
-            model = PeftModel.from_pretrained(base, str(d))
-        else: model = AutoModelForSeq2SeqLM.from_pretrained(str(d), use_safetensors=True)
-        if (d/"generation_config.json").exists(): model.generation_config = GenerationConfig.from_pretrained(str(d))
-    except ModelLoadError: raise
-    except Exception as e:  # whatever a damaged file makes a library raise, the user gets the folder and the reason
-        msg = (str(e).splitlines() or [""])[0][:300]
-        raise ModelLoadError(f"{d}: could not load the model ({type(e).__name__}: {msg})") from None
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tok, cfg
-
-# %% ../nbs/03_eval.ipynb #33f57b5111
-def generate_reports(model, tokenizer, inputs:list, # metadata strings
-                     batch_size:int=64, max_input_length:int=128,
-                     progress:bool=False, # show a tqdm bar over batches
-                     **gen_kwargs) -> list:
-    "Generate one report per input, in length-sorted batches; returned in input order."
-    import torch
-    from tqdm.auto import tqdm
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not inputs: return []
-    lengths = [len(x) for x in tokenizer(list(inputs))["input_ids"]]
-    long = sum(n > max_input_length for n in lengths)
-    if long: warnings.warn(f"{long} input(s) longer than {max_input_length} tokens were truncated")
-    order = sorted(range(len(inputs)), key=lambda i: -lengths[i])
-    out = [None] * len(inputs)
-    device = next(model.parameters()).device
-    batches = [order[i:i+batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc="Generating", disable=not progress):
-        enc = tokenizer([inputs[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_input_length).to(device)
-        with torch.inference_mode(): gen = model.generate(**enc, **gen_kwargs)
-        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)): out[i] = text.strip()
-    return out
+__all__ = ['SEVERITY_LEVELS', 'TARGETS', 'METRIC_NAMES', 'field_stated', 'id_pattern', 'invented_facts', 'check_facts',
+           'fact_accuracy', 'score_table', 'evaluate_model', 'write_model_card', 'compare_runs', 'plot_comparison',
+           'metric_class', 'metric_path', 'load_metrics', 'evaluate_and_report', 'main']
 
 # %% ../nbs/03_eval.ipynb #219559f813
 SEVERITY_LEVELS = ("low", "medium", "high", "critical")
@@ -166,28 +84,19 @@ def score_table(results:dict, targets:dict=TARGETS):
                          for k, t in targets.items()]).set_index("metric")
 
 # %% ../nbs/03_eval.ipynb #51e653db20
-def machine_description() -> str:
-    "The machine results are measured on: GPU name or CPU, core count, platform, torch version."
-    import torch
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return f"{dev}; {platform.system()} {platform.release()}; Python {platform.python_version()}; torch {torch.__version__}"
-
-def _atomic_write(path:Path, text:str):
-    tmp = path.with_name(path.name + ".tmp")
-    try: tmp.write_text(text, encoding="utf-8"); tmp.replace(path)
-    finally: tmp.unlink(missing_ok=True)
-
 def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                    data_dir:str|Path|None=None, # splits folder; None: the bundled dataset
-                   split:str="test", max_samples:int|None=None, batch_size:int=64,
+                   split:str="test", max_samples:int|None=None,
+                   batch_size:int|None=None, # generation batch size; None: the model's eval_batch_size
                    num_beams:int|None=None, # None: the model's saved generation settings
                    progress:bool=True) -> dict:
     "Generate for a split, score ROUGE and fact accuracy, and write the results and the per-row report."
     import pandas as pd
     model_dir = Path(model_dir)
     if max_samples is not None and max_samples < 1: raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, tok, cfg = load_fine_tuned(model_dir)
+    batch_size = batch_size or cfg.eval_batch_size
     ds = load_claim_data(data_dir)
     if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
     d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
@@ -208,14 +117,14 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                    reports_per_second=round(len(inputs) / secs, 2), measured_on=machine_description(),
                    date=datetime.datetime.now().isoformat(timespec="seconds"))
     results["targets_met"] = {k: results["rouge"][k] > t for k, t in TARGETS.items()}
-    name = "test_results.json" if split == "test" else f"{split}_results.json"
-    _atomic_write(model_dir/name, json.dumps(results, indent=2))
+    name = results_file(split)
+    atomic_write(model_dir/name, json.dumps(results, indent=2))
     rep = pd.DataFrame(dict(input=inputs, reference=refs, prediction=preds, rougeL=[p["rougeL"] for p in per],
                             missing_facts=[";".join(r["missing"]) for r in facts["rows"]],
                             invented_facts=[";".join(r["invented"]) for r in facts["rows"]]))
     rep = rep.sort_values("rougeL", kind="stable")
-    report_name = "evaluation_report.csv" if split == "test" else f"{split}_evaluation_report.csv"
-    _atomic_write(model_dir/report_name, rep.to_csv(index=False))
+    report_name = report_file(split)
+    atomic_write(model_dir/report_name, rep.to_csv(index=False))
     results["report"], results["files"] = rep, [name, report_name]
     return results
 
@@ -228,7 +137,7 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
     warn = ("> **Warning: this is the tiny model, not FLAN-T5.** It is a T5 of about 1M parameters built from random weights on "
             "this project's bundled synthetic data, to test the pipeline offline. Its scores say nothing about how "
             "google/flan-t5-base performs. Do not use it for real claims.\n\n") if cfg.is_tiny else ""
-    hist = json.loads((model_dir/"history.json").read_text()) if (model_dir/"history.json").exists() else []
+    hist = json.loads((model_dir/HISTORY_JSON).read_text()) if (model_dir/HISTORY_JSON).exists() else []
     lines = [f"---\nlibrary_name: peft\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
              "tags: [claim_t5, lora, t5, text2text-generation]\n---\n",
              f"# Claim report generator ({cfg.model_label} + LoRA)\n", warn,
@@ -253,11 +162,11 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
               f"| facts overall | {f4(fa['overall'])} |"]
     lines += [f"| {f} | {v:.4f} |" for f, v in fa["per_field"].items() if v is not None]
     lines += [f"| invented shipment id | {f4(fa['invented_shipment_id'])} |", f"| invented vendor | {f4(fa['invented_vendor'])} |",
-              "", "![training curves](training_curves.png)\n" if (model_dir/"training_curves.png").exists() else "",
+              "", f"![training curves]({CURVES_PNG})\n" if (model_dir/CURVES_PNG).exists() else "",
               "## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
               f"gen = ClaimReportGenerator('{model_dir.name}')",
               "gen('shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit')", "```"]
-    p = model_dir/"README.md"; _atomic_write(p, "\n".join(lines) + "\n")
+    p = atomic_write(model_dir/MODEL_CARD, "\n".join(lines) + "\n")
     return p
 
 # %% ../nbs/03_eval.ipynb #f8d619f024
@@ -267,7 +176,7 @@ def compare_runs(model_dirs:dict, # run name -> model folder holding test_result
     import pandas as pd
     rows = []
     for name, d in model_dirs.items():
-        p = Path(d)/"test_results.json"
+        p = Path(d)/results_file("test")
         if not p.exists(): raise FileNotFoundError(f"{p}: evaluate the run first (claim_t5_eval --model_dir {d})")
         r = json.loads(p.read_text())
         rows.append(dict(run=name, base=r["base_model"], examples=r["examples"], **{k: round(v, 4) for k, v in r["rouge"].items()},
@@ -284,7 +193,7 @@ def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     table[["rouge1", "rouge2", "rougeL"]].plot.bar(ax=a, rot=0); a.set_ylim(0, 1); a.set_title("Test ROUGE")
     for k, t in TARGETS.items(): a.axhline(t, ls=":", lw=0.8, color="gray")
     for name, d in model_dirs.items():
-        h = Path(d)/"history.json"
+        h = Path(d)/HISTORY_JSON
         if h.exists():
             hist = json.loads(h.read_text()); b.plot([x["epoch"] for x in hist], [x["rougeL"] for x in hist], marker="o", label=name)
     b.set_xlabel("epoch"); b.set_title("Validation ROUGE-L"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
@@ -292,17 +201,55 @@ def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     if path: fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/03_eval.ipynb #c3m0000004
+METRIC_NAMES = ("claim_rouge", "fact_accuracy")
+
+def metric_class(name:str):
+    "The `evaluate.Metric` class of a claim_t5 metric: 'claim_rouge' or 'fact_accuracy'."
+    import datasets, evaluate
+    s = lambda: datasets.Value("string")
+    class ClaimRouge(evaluate.Metric):
+        "ROUGE-1/2/L/Lsum F-measures averaged over examples (rouge_score, stemming): claim_t5's one ROUGE."
+        def _info(self):
+            return evaluate.MetricInfo(description=self.__doc__, citation="Lin, ROUGE (2004)", inputs_description="predictions, references",
+                                       features=datasets.Features({"predictions": s(), "references": s()}))
+        def _compute(self, predictions, references, **_): return rouge_scores(predictions, references)  # ignores a combined run's inputs
+    class FactAccuracy(evaluate.Metric):
+        "Facts of the input metadata stated correctly in each report, reports with all facts right, invented facts."
+        def _info(self):
+            return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="predictions, references, inputs (metadata)",
+                                       features=datasets.Features({"predictions": s(), "references": s(), "inputs": s()}))
+        def _compute(self, predictions, inputs, references=None, **_):
+            out = fact_accuracy(inputs, predictions)
+            return {k: v for k, v in out.items() if k not in ("rows", "per_field")} | {f"fact_{k}": v for k, v in out["per_field"].items()}
+    classes = dict(claim_rouge=ClaimRouge, fact_accuracy=FactAccuracy)
+    if name not in classes: raise ValueError(f"unknown metric {name!r}: one of {', '.join(METRIC_NAMES)}")
+    return classes[name]
+
+def metric_path(name:str, # 'claim_rouge' or 'fact_accuracy'
+                cache_dir:str|Path="~/.cache/claim_t5/metrics") -> str:
+    "A local metric script for `evaluate.load(path)`, written on first use."
+    metric_class(name)  # an unknown name fails here, not inside evaluate
+    p = Path(cache_dir).expanduser()/name/f"{name}.py"
+    text = f"from claim_t5.evaluation import metric_class\n{''.join(w.title() for w in name.split('_'))} = metric_class({name!r})\n"
+    if not p.exists() or p.read_text() != text: atomic_write(p, text)
+    return str(p)
+
+def load_metrics(*names:str):
+    "The named claim_t5 metrics (all by default) as one `evaluate.combine` evaluation, loaded offline."
+    import evaluate
+    return evaluate.combine([evaluate.load(metric_path(n)) for n in (names or METRIC_NAMES)])
+
 # %% ../nbs/03_eval.ipynb #e6e0e32526
-def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None, batch_size=64, num_beams=None,
+def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None, batch_size=None, num_beams=None,
                         progress=True) -> dict:
     "Evaluate a model folder, then write its curves (from history.json) and its model card."
     import matplotlib.pyplot as plt
-    from claim_t5.train import plot_history  # imported here: the Trainer costs seconds, and inference must not need it
     res = evaluate_model(model_dir, data_dir, split=split, max_samples=max_samples, batch_size=batch_size,
                          num_beams=num_beams, progress=progress)
-    h = Path(model_dir)/"history.json"
+    h = Path(model_dir)/HISTORY_JSON
     if h.exists():
-        plt.close(plot_history(json.loads(h.read_text()), Path(model_dir)/"training_curves.png",
+        plt.close(plot_history(json.loads(h.read_text()), Path(model_dir)/CURVES_PNG,
                                title=res["base_model"]))
     write_model_card(model_dir, res)
     return res
@@ -312,7 +259,7 @@ def main(model_dir:str=None, # fine-tuned model folder (e.g. model_training/fine
          data_dir:str=None, # folder with the splits; default: the bundled dataset
          split:str="test", # split to evaluate
          max_samples:int=None, # evaluate only the first N examples
-         batch_size:int=64, # generation batch size
+         batch_size:int=None, # generation batch size; default: the model's eval_batch_size
          num_beams:int=None, # beam width; default: the model's saved setting
         ):
     "Evaluate a fine-tuned claim report model: ROUGE, fact accuracy, report CSV, curves and model card."

@@ -4,29 +4,29 @@
 
 # %% ../nbs/04_inference.ipynb #e5f85d5507
 from __future__ import annotations
-import datetime, json, shutil, sys, threading, warnings
+import datetime, json, sys, threading, warnings
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs
 from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, FIELDS, _decode_lines
-from .evaluation import load_fine_tuned, generate_reports, ModelLoadError
+from .model import load_fine_tuned, generate_reports, merge_adapter, ModelLoadError
 
 # %% auto #0
-__all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'merge_adapter', 'BodyLimit', 'create_app', 'main', 'serve']
+__all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'BodyLimit', 'create_app', 'main', 'serve']
 
 # %% ../nbs/04_inference.ipynb #2ebe8fae09
 class ClaimReportGenerator:
     "Generate claim reports from shipment metadata with a fine-tuned claim_t5 model."
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
                  device:str|None=None, # "cuda" or "cpu"; default: CUDA if available
-                 batch_size:int=64, # inputs per generation batch
+                 batch_size:int|None=None, # inputs per generation batch; default: the model's eval_batch_size
                  num_beams:int|None=None, # beam width (1 = greedy); default: the model's saved setting
                  max_new_tokens:int|None=None, # longest report in tokens; default: the model's saved setting
                 ):
-        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or self.cfg.eval_batch_size
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=num_beams, max_new_tokens=max_new_tokens)
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
 
@@ -87,25 +87,6 @@ def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path,
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return write_jsonl([{**rec, "input": rec.get("input", t), "report": r, "generated_at": now}
                         for (_, rec, t), r in zip(rows, reports)], out_path)
-
-# %% ../nbs/04_inference.ipynb #402250da13
-def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
-                  out_dir:str|Path, # where the merged model goes (written under a temporary name, then renamed)
-                 ) -> Path:
-    "Merge a LoRA adapter into its base model and save a standalone safetensors model."
-    model, tok, cfg = load_fine_tuned(model_dir, device="cpu")
-    if not hasattr(model, "merge_and_unload"): raise ValueError(f"{model_dir} is not an adapter folder (already merged?)")
-    merged = model.merge_and_unload()
-    out = Path(out_dir); tmp = out.with_name(out.name + ".tmp"); shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    model.generation_config.save_pretrained(str(tmp))
-    for f in ("claim_t5_config.yaml", "history.json", "history.csv", "training_curves.png"):
-        if (Path(model_dir)/f).exists(): shutil.copy2(Path(model_dir)/f, tmp/f)
-    if out.exists():  # swap in the new model, then drop the old one: never a moment with neither
-        old = out.with_name(out.name + ".old"); shutil.rmtree(old, ignore_errors=True); out.rename(old); tmp.rename(out); shutil.rmtree(old)
-    else: tmp.rename(out)
-    return out
 
 # %% ../nbs/04_inference.ipynb #03f4af8915
 class BodyLimit:
@@ -179,7 +160,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          merge_to:str=None, # save a merged standalone model here
          num_beams:int=None, # beam width (1 = greedy); default: the model's saved setting
          max_new_tokens:int=None, # longest report in tokens
-         batch_size:int=64, # inputs per generation batch
+         batch_size:int=None, # inputs per generation batch; default: the model's eval_batch_size
          device:str=None, # cuda or cpu; default: CUDA if available
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
@@ -188,7 +169,7 @@ def main(model_dir:str=None, # fine-tuned model folder
         _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
     if batch and not output: _fail("--batch needs --output")
     if output and Path(output).is_dir(): _fail(f"--output {output} is a folder; give a file path")
-    if batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None and batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
     try:
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return

@@ -4,10 +4,11 @@
 
 # %% ../nbs/05_pipeline.ipynb #45f951c707
 from __future__ import annotations
-import json, os, sys, time
+import json, os, shutil, sys, tempfile, time
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import make_config, ConfigError
+from .model import results_file, report_file, CURVES_PNG, MODEL_CARD
 
 # %% auto #0
 __all__ = ['STAGES', 'PipelineStageError', 'find_nbs_dir', 'resolve_stage', 'stage_parameters', 'run_pipeline', 'summary', 'main']
@@ -47,9 +48,9 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
     model_dir = str(run_dir/"model_training"/"fine_tuned_model")
     data = str(run_dir/"data")
     return {
-        "00_config": dict(preset=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
+        "00_config": dict(config=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
         "01_data": dict(data_dir=data_dir, out_dir=data, strict=True),
-        "02_lora_train": dict(preset=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
+        "02_lora_train": dict(config=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
                               resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),
         "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run_dir/"sample_reports.jsonl")),
@@ -60,6 +61,15 @@ _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
           "04_inference": "model_training/fine_tuned_model/adapter_config.json"}
 
 # %% ../nbs/05_pipeline.ipynb #9e44054012
+def _kernel_manager(socket_dir:str):
+    "A KernelManager class whose kernels talk over Unix sockets in `socket_dir` (TCP on systems without them)."
+    from jupyter_client.manager import KernelManager
+    class LocalKernelManager(KernelManager):  # local and private; ipykernel warns about unencrypted TCP
+        def __init__(self, **kw):
+            if os.name == "posix": kw.setdefault("transport", "ipc"); kw.setdefault("ip", os.path.join(socket_dir, "kernel"))
+            super().__init__(**kw)
+    return LocalKernelManager
+
 def run_pipeline(config:str="tiny", # preset name or YAML path
                  run_dir:str|Path="runs/tiny", # the run folder
                  overrides:dict|None=None, # config keys to change, e.g. {"num_epochs": 1}
@@ -93,25 +103,27 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
         raise FileExistsError(f"{run_dir} already holds a training run ({cks}); resume it (--resume), restart after "
                               "training (--start_at 03_eval), or choose another run folder")
     params = stage_parameters(run_dir, config, overrides, data_dir, resume_from_checkpoint, max_test_samples)
-    timings = {}
-    for i in range(first, last + 1):
-        stage = STAGES[i]
-        out_nb = run_dir/"notebooks"/f"{stage}.ipynb"
-        log(f"[{i+1}/{len(STAGES)}] {stage} ...", flush=True) if log is print else log(f"[{i+1}/{len(STAGES)}] {stage} ...")
-        t0 = time.time()
-        try:
-            pm.execute_notebook(str(nbs/f"{stage}.ipynb"), str(out_nb), parameters=params[stage], kernel_name="python3",
-                                progress_bar=False, cwd=str(run_dir))
-        except pm.PapermillExecutionError as e:
-            raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}") from None
-        except Exception as e:
-            raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}") from None
-        timings[stage] = round(time.time() - t0, 1)
-        log(f"      {stage} done in {timings[stage]} s")
+    timings, sockets = {}, tempfile.mkdtemp(prefix="claim_t5_kernels_")
+    try:
+        for i in range(first, last + 1):
+            stage = STAGES[i]
+            out_nb = run_dir/"notebooks"/f"{stage}.ipynb"
+            log(f"[{i+1}/{len(STAGES)}] {stage} ...", flush=True) if log is print else log(f"[{i+1}/{len(STAGES)}] {stage} ...")
+            t0 = time.time()
+            try:
+                pm.execute_notebook(str(nbs/f"{stage}.ipynb"), str(out_nb), parameters=params[stage], kernel_name="python3",
+                                    progress_bar=False, cwd=str(run_dir), kernel_manager_class=_kernel_manager(sockets))
+            except pm.PapermillExecutionError as e:
+                raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}") from None
+            except Exception as e:
+                raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}") from None
+            timings[stage] = round(time.time() - t0, 1)
+            log(f"      {stage} done in {timings[stage]} s")
+    finally: shutil.rmtree(sockets, ignore_errors=True)
     model_dir = run_dir/"model_training"/"fine_tuned_model"
     return dict(run_dir=run_dir, notebooks=run_dir/"notebooks", model_dir=model_dir,
-                test_results=model_dir/"test_results.json", curves=model_dir/"training_curves.png",
-                report=model_dir/"evaluation_report.csv", model_card=model_dir/"README.md",
+                test_results=model_dir/results_file("test"), curves=model_dir/CURVES_PNG,
+                report=model_dir/report_file("test"), model_card=model_dir/MODEL_CARD,
                 sample_reports=run_dir/"sample_reports.jsonl", timings=timings)
 
 # %% ../nbs/05_pipeline.ipynb #ae00939414

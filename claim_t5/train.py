@@ -4,116 +4,18 @@
 
 # %% ../nbs/02_lora_train.ipynb #fac0769308
 from __future__ import annotations
-import hashlib, json, math, os, shutil, warnings
+import json, math, os, shutil, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, make_config, save_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
+from .config import ClaimT5Config, make_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
 from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats
+from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
+                            ADAPTER_WEIGHTS, MODEL_WEIGHTS)
 
 # %% auto #0
-__all__ = ['HISTORY_KEYS', 'tiny_cache_key', 'train_tiny_tokenizer', 'build_tiny_model', 'tiny_base_dir', 'HubUnavailableError',
-           'load_base_model', 'add_lora', 'count_parameters', 'NonFiniteLossError', 'ClaimTrainer',
-           'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint', 'prepare_resume', 'epoch_history',
-           'save_history', 'plot_history', 'TrainResult', 'build_trainer', 'save_fine_tuned', 'train', 'main']
-
-# %% ../nbs/02_lora_train.ipynb #574c3f4610
-def tiny_cache_key(cfg:ClaimT5Config, texts:list) -> str:
-    "A short hash of the tiny model's settings, seed and training texts: its cache folder name."
-    h = hashlib.sha256(b"tiny-v2")  # bump when the way the tokenizer or model is built changes
-    for k in ("tiny_d_model", "tiny_d_ff", "tiny_num_layers", "tiny_num_heads", "tiny_d_kv", "tiny_vocab_size", "seed"):
-        h.update(f"{k}={getattr(cfg, k)};".encode())
-    for t in texts: h.update(t.encode()); h.update(b"\0")
-    return "tiny-" + h.hexdigest()[:12]
-
-def train_tiny_tokenizer(texts:list, # training texts (inputs and reports)
-                         vocab_size:int=2000, # most pieces, before the 100 sentinels
-                        ):
-    "Train a SentencePiece-style BPE tokenizer with T5's special ids and sentinels."
-    import string
-    from tokenizers import SentencePieceBPETokenizer, processors, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    sp = SentencePieceBPETokenizer(replacement="▁", add_prefix_space=True, unk_token="<unk>")
-    sp._tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
-        pre_tokenizers.Punctuation(behavior="isolated"), pre_tokenizers.Digits(individual_digits=True)])
-    sp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                           special_tokens=["<pad>", "</s>", "<unk>"], initial_alphabet=list(string.printable.strip()))
-    sp._tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=sp._tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=[f"<extra_id_{i}>" for i in range(99, -1, -1)])
-
-# %% ../nbs/02_lora_train.ipynb #fa4f6fab12
-def build_tiny_model(cfg:ClaimT5Config, vocab_size:int):
-    "A randomly initialised FLAN-T5-shaped model (gated-gelu, separate LM head) sized by the config's tiny_* keys."
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-    config = T5Config(vocab_size=vocab_size, d_model=cfg.tiny_d_model, d_ff=cfg.tiny_d_ff, d_kv=cfg.tiny_d_kv,
-                      num_layers=cfg.tiny_num_layers, num_decoder_layers=cfg.tiny_num_layers, num_heads=cfg.tiny_num_heads,
-                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.1,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    torch.manual_seed(cfg.seed)
-    model = T5ForConditionalGeneration(config)
-    # transformers 5 ties lm_head to the embeddings even with tie_word_embeddings=False: untie it, as in FLAN-T5
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(vocab_size, cfg.tiny_d_model) * cfg.tiny_d_model ** -0.5)
-    return model
-
-# %% ../nbs/02_lora_train.ipynb #8e66675013
-def tiny_base_dir(cfg:ClaimT5Config, texts:list) -> Path:
-    "The cached folder of the tiny model and tokenizer for `cfg` and `texts`, built on first use."
-    from transformers import GenerationConfig
-    final = Path(cfg.tiny_cache_dir).expanduser()/tiny_cache_key(cfg, texts)
-    if (final/"model.safetensors").exists() and (final/"tokenizer.json").exists(): return final
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok = train_tiny_tokenizer(texts, cfg.tiny_vocab_size)
-    tok.save_pretrained(str(tmp))
-    model = build_tiny_model(cfg, len(tok))
-    model.generation_config = GenerationConfig(**generation_kwargs(cfg), decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    model.save_pretrained(str(tmp))
-    try: tmp.rename(final)
-    except OSError:  # another process (e.g. a second GPU rank) finished first: use its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-# %% ../nbs/02_lora_train.ipynb #776c44f415
-class HubUnavailableError(RuntimeError):
-    "The base model could not be loaded from the Hugging Face hub or a local folder."
-
-def load_base_model(cfg:ClaimT5Config, train_texts:list|None=None):
-    "(model, tokenizer, base_path) for the config's base model; `train_texts` are needed for the tiny model."
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-    if cfg.is_tiny:
-        if not train_texts: raise ValueError("the tiny model needs the training texts to train its tokenizer")
-        path = tiny_base_dir(cfg, train_texts)
-        name = str(path)
-    else: name = cfg.model_name
-    try:
-        tok = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSeq2SeqLM.from_pretrained(name, use_safetensors=True)
-    except (OSError, ValueError) as e:
-        if Path(name).is_dir(): raise HubUnavailableError(f"could not load a model from the folder '{name}': {e}") from None
-        raise HubUnavailableError(
-            f"could not load '{name}' from the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "Check your connection or HF_TOKEN, or pass a local folder as model_name; to run offline without it, use "
-            "the 'tiny' preset (--config tiny), which builds a small T5 locally.") from None
-    return model, tok, name
-
-# %% ../nbs/02_lora_train.ipynb #007c94a318
-def add_lora(model, cfg:ClaimT5Config):
-    "Wrap `model` with a LoRA adapter from the config; returns the PeftModel."
-    from peft import LoraConfig, TaskType, get_peft_model
-    lc = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                    target_modules=list(cfg.lora_target_modules), modules_to_save=list(cfg.lora_modules_to_save) or None,
-                    task_type=TaskType[cfg.lora_task_type])
-    return get_peft_model(model, lc)
-
-def count_parameters(model) -> dict:
-    "Trainable and total parameters of `model`, and the trainable share."
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return dict(trainable=trainable, total=total, trainable_pct=round(100 * trainable / total, 3))
+__all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
+           'prepare_resume', 'TrainResult', 'build_trainer', 'train', 'main']
 
 # %% ../nbs/02_lora_train.ipynb #32ca325720
 from transformers import Seq2SeqTrainer, TrainerCallback
@@ -175,7 +77,7 @@ def checkpoint_complete(path:str|Path) -> bool:
     path = Path(path)
     try: json.loads((path/"trainer_state.json").read_text())
     except (OSError, ValueError): return False
-    return any((path/f).exists() for f in ("adapter_model.safetensors", "model.safetensors"))
+    return any((path/f).exists() for f in (ADAPTER_WEIGHTS, MODEL_WEIGHTS))
 
 def _checkpoints(folder:Path) -> list:
     cks = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
@@ -206,45 +108,6 @@ def prepare_resume(folder:str|Path, resume) -> str|None:
     if not checkpoint_complete(resume): raise FileNotFoundError(f"{resume} is not a complete checkpoint")
     return str(resume)
 
-# %% ../nbs/02_lora_train.ipynb #4b8c8dcb27
-HISTORY_KEYS = dict(epoch="epoch", step="step", train_loss="epoch_train_loss", val_loss="eval_loss",
-                    rouge1="eval_rouge1", rouge2="eval_rouge2", rougeL="eval_rougeL", rougeLsum="eval_rougeLsum",
-                    gen_len="eval_gen_len", learning_rate="epoch_learning_rate")
-
-def epoch_history(log_history:list) -> list:
-    "One row per evaluation (epoch) from `trainer.state.log_history`."
-    rows = [{k: e.get(v) for k, v in HISTORY_KEYS.items()} for e in log_history if "eval_loss" in e]
-    for r in rows: r["epoch"] = round(r["epoch"], 4) if r["epoch"] is not None else None
-    return rows
-
-def save_history(history:list, folder:str|Path) -> dict:
-    "Write `history` as history.json and history.csv in `folder`."
-    import pandas as pd
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    (folder/"history.json").write_text(json.dumps(history, indent=2))
-    pd.DataFrame(history, columns=list(HISTORY_KEYS)).to_csv(folder/"history.csv", index=False)
-    return dict(json=folder/"history.json", csv=folder/"history.csv")
-
-def plot_history(history:list, # rows from `epoch_history`
-                 path:str|Path|None=None, # PNG to write
-                 title:str=""):
-    "Per-epoch train/validation loss and ROUGE-1/2/L curves, side by side."
-    import matplotlib; import matplotlib.pyplot as plt
-    ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
-        pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
-        if pts: a.plot(*zip(*pts), marker="o", label=label)
-    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.set_title("Loss"); a.legend(); a.grid(alpha=0.3)
-    for key in ("rouge1", "rouge2", "rougeL"):
-        pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
-        if pts: b.plot(*zip(*pts), marker="o", label=key)
-    b.set_xlabel("epoch"); b.set_ylabel("F-measure"); b.set_title("Validation ROUGE"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
-    return fig
-
 # %% ../nbs/02_lora_train.ipynb #5f159b6830
 @dataclass
 class TrainResult:
@@ -255,6 +118,10 @@ class TrainResult:
     metrics: dict
     best_checkpoint: str|None
     config: ClaimT5Config
+
+# transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns); take whichever exists
+_CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing")
+                 if a in __import__("transformers").Seq2SeqTrainingArguments.__dataclass_fields__)
 
 def _select(ds, n): return ds if n is None or n >= len(ds) else ds.select(range(n))
 
@@ -272,7 +139,7 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=
         per_device_eval_batch_size=cfg.eval_batch_size, num_train_epochs=cfg.num_epochs, warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, optim=cfg.optimizer, lr_scheduler_type=cfg.lr_scheduler,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_grad_norm=cfg.max_grad_norm,
-        fp16=prec == "fp16", bf16=prec == "bf16", use_cpu=not cuda, gradient_checkpointing=cfg.gradient_checkpointing,
+        fp16=prec == "fp16", bf16=prec == "bf16", use_cpu=not cuda, **{_CKPT_ARG: cfg.gradient_checkpointing},
         eval_strategy=cfg.eval_strategy, save_strategy=cfg.save_strategy, save_total_limit=cfg.save_total_limit,
         metric_for_best_model=cfg.metric_for_best_model, greater_is_better=cfg.greater_is_better,
         load_best_model_at_end=cfg.load_best_model_at_end, logging_strategy="steps", logging_steps=cfg.logging_steps,
@@ -285,29 +152,6 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
                         processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer), callbacks=callbacks)
-
-# %% ../nbs/02_lora_train.ipynb #30a3f19b31
-def save_fine_tuned(trainer, cfg:ClaimT5Config, base_path:str, history:list) -> Path:
-    "Write adapter, tokenizer, generation config, config, history and curves to fine_tuned_model/, atomically."
-    final = Path(cfg.paths["fine_tuned_model"])
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # adapter_model.safetensors, adapter_config.json, tokenizer files
-    (tmp/"training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to use the model: claim_t5_config.yaml says it all
-    # the generation settings used in evaluation, lengths included: a default generation_config.json cuts reports at 20 tokens
-    trainer.args.generation_config.save_pretrained(str(tmp))
-    if cfg.is_tiny: shutil.copytree(base_path, tmp/"base_model")  # the tiny base travels with its adapter
-    save_config(cfg, tmp/"claim_t5_config.yaml")
-    save_history(history, tmp)
-    import matplotlib.pyplot as plt
-    fig = plot_history(history, tmp/"training_curves.png",
-                       title=f"{cfg.model_label}, LoRA r={cfg.lora_r}")
-    plt.close(fig)
-    if final.exists():
-        old = final.with_name(final.name + ".old"); shutil.rmtree(old, ignore_errors=True)
-        final.rename(old); tmp.rename(final); shutil.rmtree(old)
-    else: tmp.rename(final)
-    return final
 
 # %% ../nbs/02_lora_train.ipynb #a075a56132
 def train(cfg:ClaimT5Config, # the run's configuration
@@ -322,6 +166,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
     train_texts = list(dsd["train"]["input"]) + list(dsd["train"]["output"])
     model, tokenizer, base_path = load_base_model(cfg, train_texts)
+    set_seed(cfg.seed)  # LoRA starts from the same numbers whether the base was just built or found in the cache
     model = add_lora(model, cfg)
     params = count_parameters(model)
     cut = data_stats(dsd, tokenizer, cfg)[["inputs_truncated", "outputs_truncated"]]
@@ -335,7 +180,8 @@ def train(cfg:ClaimT5Config, # the run's configuration
     out = trainer.train(resume_from_checkpoint=resume)
     history = epoch_history(trainer.state.log_history)
     model_dir = Path(cfg.paths["fine_tuned_model"])
-    if trainer.is_world_process_zero(): model_dir = save_fine_tuned(trainer, cfg, base_path, history)
+    if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
+        model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config)
     return TrainResult(model_dir=model_dir, history=history, parameters=params, metrics=out.metrics,
                        best_checkpoint=trainer.state.best_model_checkpoint, config=cfg)
 

@@ -17,9 +17,9 @@ from conftest import cli_env, copy_model
 
 from claim_t5.config import generation_kwargs
 from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
-from claim_t5.evaluation import (ModelLoadError, check_facts, compare_runs, plot_comparison, evaluate_and_report, evaluate_model,
-                                 fact_accuracy, field_stated, generate_reports, invented_facts, load_fine_tuned,
-                                 machine_description)
+from claim_t5.evaluation import (check_facts, compare_runs, plot_comparison, evaluate_and_report, evaluate_model,
+                                 fact_accuracy, field_stated, invented_facts)
+from claim_t5.model import ModelLoadError, generate_reports, load_fine_tuned, machine_description
 
 CLI = Path(sys.executable).parent/"claim_t5_eval"
 CSV_COLUMNS = ["input", "reference", "prediction", "rougeL", "missing_facts", "invented_facts"]

@@ -13,7 +13,8 @@ import pytest
 from conftest import cli_env, copy_model
 
 from claim_t5.data import MetadataError, format_metadata, load_claim_data
-from claim_t5.inference import ClaimReportGenerator, create_app, generate_file, merge_adapter
+from claim_t5.inference import ClaimReportGenerator, create_app, generate_file
+from claim_t5.model import merge_adapter
 
 CLI = Path(sys.executable).parent/"claim_t5_generate"
 

@@ -385,7 +385,7 @@ def _loader(d: Path):
 
 
 def _ModelLoadError():
-    from claim_t5.evaluation import ModelLoadError
+    from claim_t5.model import ModelLoadError
     return ModelLoadError
 
 

@@ -2,11 +2,10 @@
 import json, subprocess, sys
 from pathlib import Path
 import pytest
-from conftest import TINY_QUICK
-from claim_t5.config import make_config
+from claim_t5.config import make_config, quick_config, QUICK_RUN
 from claim_t5.config import parse_set, ConfigError
-from claim_t5.train import (train, load_base_model, HubUnavailableError, NonFiniteLossError, latest_checkpoint,
-                            epoch_history, tiny_cache_key)
+from claim_t5.train import train, NonFiniteLossError, latest_checkpoint
+from claim_t5.model import load_base_model, HubUnavailableError, epoch_history, tiny_cache_key
 
 def test_training_writes_every_file(tiny_run):
     out = Path(tiny_run.config.output_dir)
@@ -42,7 +41,7 @@ def test_resume_continues_at_the_right_step(tmp_path):
     from transformers import TrainerCallback
     class StopAfterFirstEpoch(TrainerCallback):
         def on_epoch_end(self, args, state, control, **kw): control.should_training_stop = True
-    cfg = make_config("tiny", output_dir=str(tmp_path/"mt"), **TINY_QUICK)
+    cfg = quick_config(tmp_path/"mt")
     first = train(cfg, callbacks=[StopAfterFirstEpoch()], verbose=False)
     assert [h["epoch"] for h in first.history] == [1.0]
     ck = latest_checkpoint(tmp_path/"mt"/"checkpoints")
@@ -64,7 +63,7 @@ def test_non_finite_loss_stops_the_run(tmp_path):
             if state.global_step == 2:
                 with torch.no_grad():
                     next(p for n, p in model.named_parameters() if "lora_A" in n).fill_(float("nan"))
-    cfg = make_config("tiny", output_dir=str(tmp_path/"mt"), **TINY_QUICK)
+    cfg = quick_config(tmp_path/"mt")
     # poisoned after step 2: epoch 1's validation loss (or step 3's training loss) is the first non-finite value
     with pytest.raises(NonFiniteLossError, match=r"step [23]\b.*(bf16|'no')"):
         train(cfg, callbacks=[Poison()], verbose=False)
@@ -85,13 +84,27 @@ def test_tiny_base_is_cached_and_reused(tiny_run):
     assert [(f.name, f.stat().st_mtime_ns, f.stat().st_ino) for f in sorted(Path(p2).iterdir())] == stamp  # not rebuilt
     assert tiny_cache_key(tiny_run.config, texts[:-1]) != Path(p1).name  # other texts, another model
 
-def test_tiny_model_has_a_separate_lm_head(tiny_run):
+def test_tiny_model_has_a_separate_lm_head_and_says_so(tiny_run):
     import torch
-    from transformers import AutoModelForSeq2SeqLM
-    m = AutoModelForSeq2SeqLM.from_pretrained(str(Path(tiny_run.model_dir)/"base_model"))
+    from claim_t5.model import load_seq2seq
+    base = Path(tiny_run.model_dir)/"base_model"
+    assert json.loads((base/"config.json").read_text())["tie_word_embeddings"] is False  # the saved config tells the truth
+    m = load_seq2seq(base)
     assert m.config.feed_forward_proj == "gated-gelu"
     assert m.lm_head.weight.data_ptr() != m.shared.weight.data_ptr()
     assert not torch.equal(m.lm_head.weight, m.shared.weight)
+
+def test_same_seed_same_run_whether_the_tiny_base_is_cached_or_not(tmp_path):
+    "Building the tiny base must not consume random numbers that LoRA's initialisation and training then miss."
+    import torch
+    from safetensors.torch import load_file
+    cache = tmp_path/"cache"
+    cold = train(quick_config(tmp_path/"cold", num_epochs=1, tiny_cache_dir=str(cache)), verbose=False)  # builds the base
+    assert len(list(cache.iterdir())) == 1
+    warm = train(quick_config(tmp_path/"warm", num_epochs=1, tiny_cache_dir=str(cache)), verbose=False)  # finds it cached
+    assert cold.history == warm.history
+    a, b = (load_file(str(r.model_dir/"adapter_model.safetensors")) for r in (cold, warm))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 def test_parse_set():
     assert parse_set("lora_r=16 learning_rate=1e-3 lora_target_modules=q,k,v") == {
@@ -121,7 +134,7 @@ def test_cli_rejects_bad_config(tmp_path, args, needle):
 
 def test_epoch_train_loss_does_not_depend_on_gradient_accumulation(tmp_path):
     "The Trainer divides each micro-batch loss by the accumulation steps; the history must show the real mean loss."
-    quick = {**TINY_QUICK, "num_epochs": 1, "max_train_samples": 64, "batch_size": 16}
+    quick = {**QUICK_RUN, "num_epochs": 1, "max_train_samples": 64, "batch_size": 16}
     one = train(make_config("tiny", output_dir=str(tmp_path/"a"), **quick), verbose=False)
     two = train(make_config("tiny", output_dir=str(tmp_path/"b"), **{**quick, "batch_size": 8, "gradient_accumulation_steps": 2}), verbose=False)
     assert one.history[0]["train_loss"] == pytest.approx(two.history[0]["train_loss"], rel=0.05)
