@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['FIELD_KINDS', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'QUICK_RUN', 'ConfigError', 'FieldSchema', 'check_fields',
-           'field_names', 'ClaimT5Config', 'validate_config', 'config_keys', 'list_presets', 'make_config', 'parse_set',
-           'save_config', 'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write',
-           'atomic_folder', 'quick_config']
+__all__ = ['FIELD_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'FIELDS_FILE', 'QUICK_RUN', 'ConfigError',
+           'FieldSchema', 'check_fields', 'field_names', 'ClaimT5Config', 'validate_config', 'config_keys',
+           'list_presets', 'make_config', 'parse_set', 'save_config', 'fields_yaml', 'load_fields', 'step_plan',
+           'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write', 'atomic_folder', 'quick_config']
 
 # %% ../nbs/00_config.ipynb #c164959b08
 class ConfigError(ValueError):
@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 
 # %% ../nbs/00_config.ipynb #d23e970fcb
 FIELD_KINDS = ("copy", "category")
+AUTO = "auto"  # `fields: auto`: the schema is inferred from the training split (`claim_t5.data.infer_fields`)
 CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Config.fields`
     dict(name="shipment_id", required=True, kind="copy"),
     dict(name="image_id", required=False, kind="copy"),
@@ -45,10 +46,13 @@ def _field_entry(e, i:int, key:str) -> dict:
     if extra: raise ConfigError(f"config key '{key}': entry {i+1} has unknown key(s) {sorted(extra)} (allowed: name, required, kind)")
     return dict(e)
 
-def check_fields(fields, # list of {name, required, kind}, or a comma-separated string of name:kind[:required]
+def check_fields(fields, # list of {name, required, kind}; a string of name:kind[:required], ...; a YAML file; or "auto"
                  key:str="fields", # config key named in errors
-                ) -> list:
-    "The field schema as a list of plain {name, required, kind} dicts, checked; a `ConfigError` names the key and entry."
+                ) -> list|str:
+    "The field schema as a list of plain {name, required, kind} dicts, checked (`\"auto\"` stays as it is); a `ConfigError` names the key and entry."
+    if isinstance(fields, (str, Path)) and str(fields).strip().lower() == AUTO: return AUTO
+    if isinstance(fields, Path) or (isinstance(fields, str) and fields.strip().lower().endswith((".yaml", ".yml"))):
+        return load_fields(fields, key)
     if isinstance(fields, str): fields = [s for s in fields.split(",") if s.strip()]
     if not isinstance(fields, (list, tuple)) or not fields:
         raise ConfigError(f"config key '{key}': expected a non-empty list of {{name, required, kind}}, got {fields!r}")
@@ -74,6 +78,8 @@ def field_names(fields, # a checked schema (`cfg.fields`)
                 required:bool|None=None, # only required (True) or optional (False) fields
                ) -> tuple:
     "Names of the schema's fields, in schema order, optionally filtered by kind and requiredness."
+    if isinstance(fields, str): raise ConfigError(f"config key 'fields' is {fields!r}: infer the schema from the training split "
+                                                  "first (claim_t5.data.resolve_fields)")
     return tuple(f["name"] for f in fields if (kind is None or f["kind"] == kind) and (required is None or f["required"] == required))
 
 # %% ../nbs/00_config.ipynb #036109be10
@@ -261,7 +267,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
-def _read_yaml(path:Path) -> dict:
+def _read_yaml(path:Path, allow_list:bool=False) -> dict|list:
     try: text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e: raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try: d = yaml.load(text, Loader=_UniqueKeyLoader)
@@ -270,7 +276,7 @@ def _read_yaml(path:Path) -> dict:
         raise ConfigError(f"{path}: invalid YAML" + (f" at line {mark.line+1}, column {mark.column+1}" if mark else "") +
                           f": {getattr(e, 'problem', e)}") from None
     if d is None: d = {}
-    if not isinstance(d, dict): raise ConfigError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
+    if not isinstance(d, dict) and not (allow_list and isinstance(d, list)): raise ConfigError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
     return d
 
 def make_config(config:str|Path|None=None, # preset name, YAML path, or None for the reference recipe
@@ -283,6 +289,9 @@ def make_config(config:str|Path|None=None, # preset name, YAML path, or None for
         elif not path.exists():
             raise ConfigError(f"config '{config}' is neither a preset ({', '.join(list_presets())}) nor an existing YAML file")
         base = _read_yaml(path); _check_keys(base, str(path))
+        f = base.get("fields")
+        if isinstance(f, str) and f.strip().lower().endswith((".yaml", ".yml")) and not Path(f).expanduser().is_absolute():
+            base["fields"] = str(path.parent/f)  # a schema file named in a config is relative to that config
     overrides = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(overrides, "overrides")
     try: return ClaimT5Config(**{**base, **overrides})
@@ -304,6 +313,31 @@ def save_config(cfg:ClaimT5Config, path:str|Path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
     return path
+
+# %% ../nbs/00_config.ipynb #5c0e1a7b02
+FIELDS_FILE = "fields.yaml"  # the schema as its own file: in a run's data folder and in a model folder
+
+def fields_yaml(fields, # a checked schema
+                notes:dict|None=None, # field name -> a comment written after its entry (e.g. the evidence for it)
+                header:str="", # comment lines at the top
+               ) -> str:
+    "The schema as YAML, one flow mapping per field, ready to paste into a config as its `fields:` key."
+    lines = [f"# {h}" if h else "#" for h in header.splitlines()] + ["fields:"]
+    for f in check_fields(fields):
+        entry = "- " + yaml.safe_dump(dict(f), default_flow_style=True, sort_keys=False, width=10**6).strip()
+        lines.append(entry + (f"  # {notes[f['name']]}" if notes and notes.get(f["name"]) else ""))
+    return "\n".join(lines) + "\n"
+
+def load_fields(path:str|Path, # a YAML file: a `fields:` list (as `fields_yaml` writes it) or the list alone
+                key:str="fields", # config key named in errors
+               ) -> list:
+    "The schema in a YAML file, checked; errors name the file."
+    path = Path(path).expanduser()
+    if not path.is_file(): raise ConfigError(f"config key '{key}': schema file {path} not found")
+    d = _read_yaml(path, allow_list=True)
+    d = d.get("fields") if isinstance(d, dict) else d
+    try: return check_fields(d, key)
+    except ConfigError as e: raise ConfigError(f"{path}: {e}") from None
 
 # %% ../nbs/00_config.ipynb #9d46311021
 def step_plan(cfg:ClaimT5Config, n_train:int=5289, # training examples

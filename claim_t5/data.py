@@ -4,19 +4,24 @@
 
 # %% ../nbs/01_data.ipynb #165fc24706
 from __future__ import annotations
-import csv, hashlib, json, random, re, warnings
+import csv, dataclasses, hashlib, json, random, re, warnings
+from collections import Counter
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, CLAIM_FIELDS, field_names
+from .config import (ClaimT5Config, CLAIM_FIELDS, AUTO, FIELDS_FILE, ConfigError, atomic_write, check_fields,
+                             field_names, fields_yaml, make_config)
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED_FIELDS', 'SPLIT_SIZES', 'SPLIT_FILES', 'DAMAGE', 'SEVERITIES', 'STAGES', 'VENDORS', 'ACTIONS',
-           'OPTIONAL', 'MISSING_PATTERNS', 'ROUGE_KEYS', 'MetadataError', 'format_metadata', 'parse_metadata',
-           'unknown_fields', 'write_report', 'generate_dataset', 'write_jsonl', 'write_bundled_dataset', 'Problem',
-           'DataValidationError', 'read_records', 'check_record', 'validate_splits', 'find_split_files',
-           'write_problem_report', 'load_claim_data', 'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits',
-           'rouge_per_example', 'rouge_scores', 'main']
+           'OPTIONAL', 'MISSING_PATTERNS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'ROUGE_KEYS', 'RETURN_ITEMS',
+           'RETURN_REASONS', 'RETURN_CONDITIONS', 'RETURN_REFUNDS', 'RETURN_METHODS', 'RETURN_FIELDS', 'MetadataError',
+           'format_metadata', 'parse_metadata', 'unknown_fields', 'write_report', 'generate_dataset', 'write_jsonl',
+           'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records', 'check_record', 'validate_splits',
+           'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs', 'verbatim_in', 'field_evidence',
+           'infer_fields', 'fields_from_evidence', 'fields_table', 'train_pairs', 'resolve_fields', 'write_fields',
+           'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example', 'rouge_scores',
+           'best_reference', 'reference_counts', 'return_note', 'returns_dataset', 'main']
 
 # %% ../nbs/01_data.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -36,8 +41,9 @@ def format_metadata(meta:dict, # field name -> value; None values are left out
     clean = {}
     for k, v in meta.items():
         if v is None: continue
-        if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-            raise MetadataError(f"field name {k!r} is not a valid name (letters, digits and _)")
+        if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z0-9_]+(?: +[A-Za-z0-9_]+)*", k.strip()):
+            raise MetadataError(f"field name {k!r} is not a valid name (letters, digits, _ and spaces)")
+        k = k.strip()
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise MetadataError(f"field '{k}': expected a string, got {type(v).__name__}")
         v = str(v).strip()
@@ -266,20 +272,24 @@ def read_records(path:str|Path) -> tuple:
     return records, problems
 
 # %% ../nbs/01_data.ipynb #b33ac25718
+def _check(rec, max_input_chars:int, max_output_chars:int, fields) -> tuple:
+    "((field, reason) of the first problem or None, the parsed fields or None) of one record."
+    if not isinstance(rec, dict): return (None, f"expected a JSON object, got {type(rec).__name__}"), None
+    for k in ("input", "output"):
+        if k not in rec: return (k, "missing"), None
+        if not isinstance(rec[k], str): return (k, f"expected a string, got {type(rec[k]).__name__}"), None
+        if not rec[k].strip(): return (k, "empty text"), None
+    try: meta = parse_metadata(rec["input"], fields=fields)
+    except MetadataError as e: return ("input", str(e)), None
+    if len(rec["input"]) > max_input_chars: return ("input", f"too long: {len(rec['input'])} characters > {max_input_chars}"), meta
+    if len(rec["output"]) > max_output_chars: return ("output", f"too long: {len(rec['output'])} characters > {max_output_chars}"), meta
+    return None, meta
+
 def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000,
                  fields:list|None=None, # the schema whose required fields every input needs; None: the claim schema
                 ) -> tuple:
     "(field, reason) for the first problem of one record, or None if it is good."
-    if not isinstance(rec, dict): return None, f"expected a JSON object, got {type(rec).__name__}"
-    for k in ("input", "output"):
-        if k not in rec: return k, "missing"
-        if not isinstance(rec[k], str): return k, f"expected a string, got {type(rec[k]).__name__}"
-        if not rec[k].strip(): return k, "empty text"
-    try: parse_metadata(rec["input"], fields=fields)
-    except MetadataError as e: return "input", str(e)
-    if len(rec["input"]) > max_input_chars: return "input", f"too long: {len(rec['input'])} characters > {max_input_chars}"
-    if len(rec["output"]) > max_output_chars: return "output", f"too long: {len(rec['output'])} characters > {max_output_chars}"
-    return None
+    return _check(rec, max_input_chars, max_output_chars, fields)[0]
 
 def _token_problem(rec, tokenizer, cfg):
     n_in = len(tokenizer(rec["input"])["input_ids"])
@@ -287,20 +297,32 @@ def _token_problem(rec, tokenizer, cfg):
     n_out = len(tokenizer(rec["output"])["input_ids"])
     if n_out > cfg.max_target_length: return "output", f"{n_out} tokens > max_target_length {cfg.max_target_length} (would be truncated)"
 
+def _bar(items, desc:str, progress:bool, total:int|None=None):
+    "`items` with a progress bar that appears only when the loop takes more than a few seconds."
+    from tqdm import tqdm
+    return tqdm(items, desc=desc, total=total, unit=" rows", delay=3, disable=not progress, leave=False, mininterval=0.5)
+
 def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
                     tokenizer=None, # if given, examples longer than the config's token limits are problems too
-                    cfg:ClaimT5Config|None=None, # token limits (max_input_length, max_target_length)
-                    max_input_chars:int=1000, max_output_chars:int=2000) -> tuple:
-    "Read and check every split: (split -> list of good records, list of every `Problem`)."
+                    cfg:ClaimT5Config|None=None, # the schema (`fields`; `auto` is inferred from the train split) and token limits
+                    max_input_chars:int=1000, max_output_chars:int=2000,
+                    progress:bool=True, # a progress bar on splits that take more than a few seconds
+                   ) -> tuple:
+    "Read and check every split: (split -> list of good examples, list of every `Problem`)."
     cfg = cfg or ClaimT5Config()
-    good, problems, earlier_inputs = {}, [], {}
+    if cfg.fields == AUTO:
+        if "train" not in files: raise ConfigError("config key 'fields': auto infers the schema from a train split, and there is none")
+        cfg, _ = resolve_fields(cfg, files["train"], progress=progress)
+    names = set(field_names(cfg.fields))
+    good, problems, earlier_inputs, unknown = {}, [], {}, {}
     order = ["train", "validation", "test"]
     for split in sorted(files, key=lambda s: order.index(s) if s in order else 3):  # train, validation, test: for leakage
         path = Path(files[split])
         recs, probs = read_records(path); problems += probs
-        seen, kept, here = {}, [], {}
-        for line, rec in recs:
-            bad = check_record(rec, max_input_chars, max_output_chars, fields=cfg.fields)
+        seen, kept, here, example_of = {}, [], {}, {}
+        grouped = split != "train"  # evaluation splits: one example per input, with all of its references
+        for line, rec in _bar(recs, f"checking {path.name}", progress):
+            bad, meta = _check(rec, max_input_chars, max_output_chars, cfg.fields)
             if bad is None and tokenizer is not None: bad = _token_problem(rec, tokenizer, cfg)
             if bad is None:
                 key = (rec["input"], rec["output"])
@@ -309,10 +331,19 @@ def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
                     bad = "input", f"also in an earlier split ({earlier_inputs[rec['input']]}): leakage"
                 else: seen[key] = line
             if bad is not None: problems.append(Problem(str(path), line, bad[0], bad[1], rec)); continue
-            kept.append({"input": rec["input"], "output": rec["output"]})
+            for k in meta:
+                if k not in names: unknown.setdefault(k, [0, f"{path.name}:{line}"])[0] += 1
+            if grouped and rec["input"] in example_of:  # the same input with another report: one more reference
+                ex = kept[example_of[rec["input"]]]
+                ex.setdefault("references", [ex["output"]]).append(rec["output"]); continue
+            example_of[rec["input"]] = len(kept)
+            kept.append({"input": rec["input"], "output": rec["output"]})  # `references` only where there are several
             here.setdefault(rec["input"], f"{path.name}:{line}")
         for k, v in here.items(): earlier_inputs.setdefault(k, v)
         good[split] = kept
+    if unknown:
+        warnings.warn("field(s) not in the schema: " + ", ".join(f"'{k}' ({n} rows, first at {at})" for k, (n, at) in unknown.items())
+                      + "; they reach the model as text but are not checked: add them to `fields` to check them")
     return good, problems
 
 # %% ../nbs/01_data.ipynb #2da3dce720
@@ -340,12 +371,13 @@ def write_problem_report(problems:list, path:str|Path) -> Path:
 def load_claim_data(path:str|Path|None=None, # data file or folder of splits; None: the bundled dataset
                     strict:bool=True, # raise on any problem; False drops problem rows and writes `report_path`
                     report_path:str|Path|None=None, # lenient mode: where dropped rows and reasons go
-                    tokenizer=None, cfg:ClaimT5Config|None=None, # optional token-length checks
+                    tokenizer=None, # optional token-length checks (the config's max_input_length, max_target_length)
+                    cfg:ClaimT5Config|None=None, # the schema (`fields`; `auto` reads the train split) and the token limits
+                    progress:bool=True, # progress bars on splits that take more than a few seconds
                    ):
-    "Load claim pairs as a `datasets.DatasetDict` (train / validation / test), validated."
-    from datasets import Dataset, DatasetDict
-    if path is None: return DatasetDict({k: Dataset.from_list(v) for k, v in generate_dataset().items()})
-    good, problems = validate_splits(find_split_files(path), tokenizer=tokenizer, cfg=cfg)
+    "Load the pairs as a `datasets.DatasetDict` (train / validation / test), validated: input, output and, in evaluation splits, references."
+    if path is None: return _dataset_dict(generate_dataset())
+    good, problems = validate_splits(find_split_files(path), tokenizer=tokenizer, cfg=cfg, progress=progress)
     if problems and strict: raise DataValidationError(problems)
     if problems:
         report_path = Path(report_path or Path(path if Path(path).is_dir() else Path(path).parent)/"data_problems.jsonl")
@@ -353,7 +385,119 @@ def load_claim_data(path:str|Path|None=None, # data file or folder of splits; No
         warnings.warn(f"dropped {len(problems)} problem row(s); reasons written to {report_path}")
     empty = [s for s, rows in good.items() if not rows]
     if empty: raise DataValidationError([Problem(str(path), 0, None, f"the {s} split has no usable rows") for s in empty])
-    return DatasetDict({s: Dataset.from_list(rows) for s, rows in good.items()})
+    return _dataset_dict(good)
+
+def _dataset_dict(splits:dict):
+    from datasets import Dataset, DatasetDict
+    # built column-wise (much faster than from_list for 50,000 rows); each evaluation example lists its references
+    cols = lambda s, rows: dict(input=[r["input"] for r in rows], output=[r["output"] for r in rows],
+                                **({} if s == "train" else dict(references=[r.get("references") or [r["output"]] for r in rows])))
+    return DatasetDict({s: Dataset.from_dict(cols(s, rows)) for s, rows in splits.items()})
+
+def as_pairs(examples) -> list:
+    "One {'input', 'output'} pair per reference of each example (a Dataset or a list of examples): the file format."
+    cols = examples.to_dict() if hasattr(examples, "to_dict") else None
+    rows = [dict(zip(cols, v)) for v in zip(*cols.values())] if cols else examples
+    return [{"input": r["input"], "output": ref} for r in rows for ref in r.get("references") or [r["output"]]]
+
+# %% ../nbs/01_data.ipynb #5c0e1a7b13
+MAX_CATEGORIES = 20  # more distinct values than this, repeated verbatim: an open set of ids or names, a copy field
+MIN_VERBATIM = 0.9   # a copy field's value appears verbatim in at least this share of the reports whose input has it
+
+def verbatim_in(value:str, # a field's value, e.g. SHP-12345
+                text:str, # a report
+               ) -> bool:
+    "True if `value` occurs in `text` as a whole (not inside a longer word or id): the same rule as `facts.value_spans`."
+    i = text.find(value) if value else -1
+    while i >= 0:
+        j = i + len(value)
+        before, after = (text[i-1] if i else " "), (text[j] if j < len(text) else " ")
+        if not (value[0].isalnum() and (before.isalnum() or before in "_-")) and \
+           not (value[-1].isalnum() and (after.isalnum() or after in "_-")): return True
+        i = text.find(value, i + 1)
+    return False
+
+def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
+                   outputs:list, # their reports
+                   progress:bool=True, # a progress bar when it takes more than a few seconds
+                  ) -> list:
+    "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat it verbatim, and the role that implies."
+    n, given, values, copied, order = 0, Counter(), {}, Counter(), []
+    for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
+        if not (isinstance(inp, str) and isinstance(out, str)): continue
+        try: meta = parse_metadata(inp, require=False)
+        except MetadataError: continue
+        n += 1
+        prev = None
+        for k, v in meta.items():
+            if k not in values:  # a new key goes right after the key before it in this line: the lines' own order
+                order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
+            prev = k
+            if not v: continue
+            given[k] += 1; values[k][v] += 1
+            if verbatim_in(v, out): copied[k] += 1
+    rows = []
+    for k in order:
+        g, d = given[k], len(values[k])
+        if not g: continue  # a key given only empty
+        verbatim, open_set = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d
+        kind = "copy" if verbatim >= MIN_VERBATIM and open_set else "category"
+        why = (f"open set ({d} values), repeated verbatim" if kind == "copy" else
+               f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM else f"few values ({d})")
+        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
+    return rows
+
+def infer_fields(inputs:list, outputs:list, # training pairs
+                 progress:bool=True) -> list:
+    "The schema the training pairs imply (see `field_evidence`), checked."
+    return fields_from_evidence(field_evidence(inputs, outputs, progress))
+
+def fields_from_evidence(evidence:list) -> list:
+    "The checked schema of `field_evidence` rows; an error explains a dataset no schema can be read from."
+    if not evidence: raise ConfigError("config key 'fields': auto found no key=value fields in the training inputs")
+    if not any(r["required"] for r in evidence):
+        raise ConfigError("config key 'fields': auto found no field that every training input gives, and a schema needs "
+                          "one required field: declare `fields` in the config (given: " +
+                          ", ".join(f"{r['name']} {r['given']:.0%}" for r in evidence) + ")")
+    return check_fields([dict(name=r["name"], required=r["required"], kind=r["kind"]) for r in evidence])
+
+def fields_table(evidence:list):
+    "The evidence as a table: one row per field, with its role and why."
+    import pandas as pd
+    return pd.DataFrame([dict(field=r["name"], required=r["required"], kind=r["kind"], given=f"{r['given']:.0%}",
+                              values=r["values"], verbatim=f"{r['verbatim']:.0%}", why=r["why"]) for r in evidence]).set_index("field")
+
+# %% ../nbs/01_data.ipynb #5c0e1a7b17
+def train_pairs(data=None, # a data file or folder of splits; None: the bundled dataset
+               ) -> tuple:
+    "(inputs, outputs) of the training split as the file holds them, before validation (what `fields: auto` reads)."
+    if data is None: rows = generate_dataset()["train"]
+    else:
+        files = find_split_files(data)
+        if "train" not in files: raise FileNotFoundError(f"{data}: no train split to infer the schema from")
+        rows = [r for _, r in read_records(files["train"])[0] if isinstance(r, dict)]
+    return [r.get("input") for r in rows], [r.get("output") for r in rows]
+
+def resolve_fields(cfg:ClaimT5Config, # a config whose `fields` may be `auto`
+                   data=None, # the data whose train split `auto` reads: a file or folder; None: the bundled dataset
+                   progress:bool=True) -> tuple:
+    "(config with a concrete schema, the evidence rows or None): `fields: auto` is inferred from the training split; a declared schema is kept."
+    if cfg.fields != AUTO: return cfg, None
+    evidence = field_evidence(*train_pairs(data), progress=progress)
+    return dataclasses.replace(cfg, fields=fields_from_evidence(evidence)), evidence
+
+def write_fields(path:str|Path, # the YAML file to write (e.g. a run's data/fields.yaml)
+                 fields:list, # the schema
+                 evidence:list|None=None, # from `field_evidence`: written as a comment after each field
+                ) -> Path:
+    "Write the schema as YAML to edit and reuse (`fields: <this file>` in a config)."
+    notes = {r["name"]: f"given in {r['given']:.0%} of {r['rows']} inputs, {r['values']} values, verbatim in "
+                        f"{r['verbatim']:.0%} of reports" for r in evidence or []}
+    head = (f"Field schema inferred from {evidence[0]['rows']} training pairs by claim_t5 (fields: auto).\n" if evidence else
+            "Field schema of a claim_t5 run.\n")
+    head += ("Edit and reuse: paste the fields list into a config, or name this file there (fields: fields.yaml).\n"
+             "kind: copy (an id or name the report repeats exactly) or category (one of a few values).")
+    return atomic_write(path, fields_yaml(fields, notes, head))
 
 # %% ../nbs/01_data.ipynb #3a1eddf323
 class WordCounter:
@@ -361,20 +505,31 @@ class WordCounter:
     unit = "words"
     def __call__(self, texts, **kw): return {"input_ids": [t.split() for t in texts]}
 
-def data_stats(dsd, # a DatasetDict with input and output columns
+def _column(d, name:str) -> list:
+    "A column as a Python list (a Dataset's column is read through Arrow: iterating it row by row is ~100x slower)."
+    return d.data.column(name).to_pylist() if hasattr(d, "data") else [r[name] for r in d]
+
+def _references(d) -> list:
+    "Every reference of a split, flattened (a split without a references column: its outputs)."
+    cols = d.column_names if hasattr(d, "column_names") else list(d[0]) if len(d) else []
+    return [x for refs in _column(d, "references") for x in refs] if "references" in cols else _column(d, "output")
+
+def data_stats(dsd, # a DatasetDict with input and output (and references) columns
                tokenizer, # the model's tokenizer, or `WordCounter()` for word counts
                cfg:ClaimT5Config|None=None):
-    "A DataFrame per split: examples, mean/max input and output length, and (in tokens) how many exceed the limits."
+    "A DataFrame per split: examples, references, mean/max input and output length, and (in tokens) how many exceed the limits."
     import pandas as pd
     cfg = cfg or ClaimT5Config()
     unit = getattr(tokenizer, "unit", "tokens")
     rows = []
     for split, d in dsd.items():
-        li = [len(x) for x in tokenizer(list(d["input"]))["input_ids"]]
-        lo = [len(x) for x in tokenizer(list(d["output"]))["input_ids"]]
-        row = {"split": split, "examples": len(d), f"input_{unit}_mean": round(sum(li)/len(li), 1), f"input_{unit}_max": max(li),
+        outs = _references(d)
+        li = [len(x) for x in tokenizer(_column(d, "input"))["input_ids"]]
+        lo = [len(x) for x in tokenizer(outs)["input_ids"]]
+        row = {"split": split, "examples": len(d), "references": len(outs),
+               f"input_{unit}_mean": round(sum(li)/len(li), 1), f"input_{unit}_max": max(li),
                f"output_{unit}_mean": round(sum(lo)/len(lo), 1), f"output_{unit}_max": max(lo),
-               "output_words_mean": round(sum(len(x.split()) for x in d["output"])/len(d), 1)}
+               "output_words_mean": round(sum(len(x.split()) for x in outs)/len(outs), 1)}
         if unit == "tokens":  # the limits are in tokens: counting words against them would mean nothing
             row.update(inputs_truncated=sum(x > cfg.max_input_length for x in li),
                        outputs_truncated=sum(x > cfg.max_target_length for x in lo))
@@ -387,7 +542,8 @@ def plot_lengths(dsd, tokenizer, path:str|Path|None=None):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, col in zip(axes, ("input", "output")):
         for split, d in dsd.items():
-            ax.hist([len(x) for x in tokenizer(list(d[col]))["input_ids"]], bins=30, alpha=0.5, label=split, density=True)
+            texts = _column(d, "input") if col == "input" else _references(d)
+            ax.hist([len(x) for x in tokenizer(texts)["input_ids"]], bins=30, alpha=0.5, label=split, density=True)
         unit = getattr(tokenizer, "unit", "tokens")
         ax.set_title(f"{col} length ({unit})"); ax.set_xlabel(unit); ax.legend()
     fig.tight_layout()
@@ -401,7 +557,8 @@ def tokenize_splits(dsd, tokenizer, cfg:ClaimT5Config):
         enc = tokenizer(batch["input"], max_length=cfg.max_input_length, truncation=True)
         enc["labels"] = tokenizer(text_target=batch["output"], max_length=cfg.max_target_length, truncation=True)["input_ids"]
         return enc
-    return dsd.map(fn, batched=True, remove_columns=["input", "output"], desc="Tokenising")
+    from datasets import DatasetDict
+    return DatasetDict({s: d.map(fn, batched=True, remove_columns=d.column_names, desc="Tokenising") for s, d in dsd.items()})
 
 # %% ../nbs/01_data.ipynb #8751f08629
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -409,14 +566,28 @@ _scorer = None
 
 def _sentences(t:str) -> str: return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", t.strip()) if s)
 
-def rouge_per_example(predictions:list, references:list) -> list:
-    "ROUGE-1/2/L/Lsum F-measure (stemmed) for each prediction against its reference."
+def _rouge():
     global _scorer
     from rouge_score import rouge_scorer
-    if len(predictions) != len(references): raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if _scorer is None: _scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    return [{k: v.fmeasure for k, v in _scorer.score(_sentences(r), _sentences(p)).items()}
-            for p, r in zip(predictions, references)]
+    return _scorer
+
+def _refs(r) -> list:
+    refs = [r] if isinstance(r, str) else list(r)
+    if not refs: raise ValueError("an example has no reference")
+    return refs
+
+def rouge_per_example(predictions:list, # generated reports
+                      references:list, # per prediction: its reference, or a list of references (the best one counts)
+                     ) -> list:
+    "ROUGE-1/2/L/Lsum F-measure (stemmed) for each prediction, against its reference or the best of its references."
+    if len(predictions) != len(references): raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    sc, out = _rouge(), []
+    for p, r in zip(predictions, references):
+        refs = _refs(r)
+        s = sc.score(_sentences(refs[0]), _sentences(p)) if len(refs) == 1 else sc.score_multi([_sentences(x) for x in refs], _sentences(p))
+        out.append({k: v.fmeasure for k, v in s.items()})
+    return out
 
 def rouge_scores(predictions:list, references:list) -> dict:
     "Mean ROUGE-1/2/L/Lsum F-measure over the examples, deterministic."
@@ -424,13 +595,76 @@ def rouge_scores(predictions:list, references:list) -> dict:
     if not per: return {k: 0.0 for k in ROUGE_KEYS}
     return {k: sum(x[k] for x in per) / len(per) for k in ROUGE_KEYS}
 
+def best_reference(prediction:str, references, # a reference or a list of them
+                   key:str="rougeL") -> int:
+    "The index of the reference `prediction` scores best against on `key` (the first on ties)."
+    refs = _refs(references)
+    if len(refs) == 1: return 0
+    scores = [_rouge().score(_sentences(x), _sentences(prediction))[key].fmeasure for x in refs]
+    return scores.index(max(scores))
+
+def reference_counts(references:list) -> dict:
+    "How many examples have 1, 2, ... references: {'1': n1, '2': n2, ...} (what test_results.json reports)."
+    c = Counter(len(_refs(r)) for r in references)
+    return {str(k): c[k] for k in sorted(c)}
+
+# %% ../nbs/01_data.ipynb #5c0e1a7b21
+RETURN_ITEMS = tuple(f"{c} {t}" for c in ("Blue", "Walnut", "Steel", "Linen", "Amber") for t in
+                     ("Desk Lamp", "Kettle", "Office Chair", "Backpack", "Headphones", "Toaster", "Rug", "Blender"))
+RETURN_REASONS = {"damaged": "it arrived damaged", "wrong_size": "it was the wrong size", "late": "it arrived too late",
+                  "not_as_described": "it was not as described", "changed_mind": "the customer changed their mind"}
+RETURN_CONDITIONS = {"unopened": "It came back unopened.", "opened": "It came back opened but unused.",
+                     "used": "It came back used.", "broken": "It came back broken."}
+RETURN_REFUNDS = {"full": "A full refund was issued.", "partial": "A partial refund was issued after inspection.",
+                  "store_credit": "Store credit was offered instead of a refund.", "none": "No refund is due."}
+RETURN_METHODS = ("courier pickup", "drop-off", "mail")
+
+def return_note(meta:dict, rng:random.Random) -> str:
+    "A product-return note for `meta` (order_no, item, reason, refund; optional condition, return method)."
+    first = _pick(rng, [f"Return for order {meta['order_no']}: the customer sent back the {meta['item']} because {RETURN_REASONS[meta['reason']]}.",
+                        f"Order {meta['order_no']} was returned: the {meta['item']}, as {RETURN_REASONS[meta['reason']]}."])
+    cond = RETURN_CONDITIONS[meta["condition"]] if meta.get("condition") else "Its condition was not recorded."
+    how = f" It was returned by {meta['return method']}." if meta.get("return method") else ""
+    return f"{first} {cond} {RETURN_REFUNDS[meta['refund']]}{how}"
+
+def returns_dataset(seed:int=0, # fixes every input and phrasing
+                    sizes:dict|None=None, # split -> number of inputs; default 240/40/40
+                    second_reference:float=0.25, # share of validation/test inputs written up a second time, differently
+                   ) -> dict:
+    "Product-return pairs with their own schema: split -> list of {'input', 'output'}; repeated inputs in validation/test are extra references."
+    sizes, rng = sizes or {"train": 240, "validation": 40, "test": 40}, random.Random(seed)
+    ids = rng.sample(range(100000, 1000000), sum(sizes.values()))
+    out, i = {}, 0
+    for split, k in sizes.items():
+        rows = []
+        for n in ids[i:i+k]:
+            meta = {"order_no": f"ORD-{n}", "item": rng.choice(RETURN_ITEMS), "reason": rng.choice(list(RETURN_REASONS)),
+                    "condition": rng.choice(list(RETURN_CONDITIONS)) if rng.random() < 0.8 else None,
+                    "refund": rng.choice(list(RETURN_REFUNDS)),
+                    "return method": rng.choice(RETURN_METHODS) if rng.random() < 0.6 else None}
+            inp, note = format_metadata(meta, fields=RETURN_FIELDS), return_note(meta, rng)
+            rows.append({"input": inp, "output": note})
+            if split != "train" and rng.random() < second_reference:
+                other = return_note(meta, rng)
+                while other == note: other = return_note(meta, rng)
+                rows.append({"input": inp, "output": other})
+        out[split], i = rows, i + k
+    return out
+
+RETURN_FIELDS = [dict(name="order_no", required=True, kind="copy"), dict(name="item", required=True, kind="copy"),
+                 dict(name="reason", required=True, kind="category"), dict(name="condition", required=False, kind="category"),
+                 dict(name="refund", required=True, kind="category"), dict(name="return method", required=False, kind="category")]
+
 # %% ../nbs/01_data.ipynb #d222bb8832
 @call_parse
 def main(out:str=None, # write the bundled dataset (clean_train/val/test.jsonl) into this folder
          check:str=None, # validate this file or folder of splits and report every problem
          seed:int=42, # seed of the bundled dataset
+         config:str=None, # preset or YAML whose `fields` schema the check uses; default: the claim schema
+         fields:str=None, # the schema instead: auto (read from the train split), a YAML file, or name:kind[:required],...
+         fields_out:str=None, # write the schema used by --check (inferred or declared) to this YAML file
         ):
-    "Write the bundled claim dataset, or check a data file or folder."
+    "Write the bundled claim dataset, or check a data file or folder against a field schema."
     import sys
     if not out and not check: print("nothing to do: pass --out DIR and/or --check PATH", file=sys.stderr); sys.exit(2)
     if out:
@@ -438,9 +672,16 @@ def main(out:str=None, # write the bundled dataset (clean_train/val/test.jsonl) 
         except OSError as e: print(f"error: cannot write the dataset to {out}: {e.strerror or e}", file=sys.stderr); sys.exit(1)
         for split, p in written.items(): print(f"wrote {split:10s} {p}")
     if check:
-        try: good, problems = validate_splits(find_split_files(check))
+        try:
+            cfg, evidence = resolve_fields(make_config(config, fields=fields), check)
+            if evidence: print(f"field schema inferred from the train split:\n{fields_table(evidence).to_string()}\n")
+            if fields_out: print(f"wrote {write_fields(fields_out, cfg.fields, evidence)}")
+            good, problems = validate_splits(find_split_files(check), cfg=cfg)
         except (FileNotFoundError, ValueError) as e: print(f"error: {e}", file=sys.stderr); sys.exit(1)
-        for split, rows in good.items(): print(f"{split:10s} {len(rows)} good rows")
+        for split, rows in good.items():
+            pairs = sum(len(r.get("references", "x")) for r in rows)
+            print(f"{split:10s} {pairs} good rows" + (f" ({len(rows)} examples: an input with several reports is one example "
+                                                     "with several references)" if pairs != len(rows) else ""))
         for p in problems: print(p)
         if problems: print(f"{len(problems)} problem(s) found", file=sys.stderr); sys.exit(1)
         print("no problems found")

@@ -140,7 +140,7 @@ def test_parse_metadata_bad_segments(text, needle):
 @pytest.mark.parametrize("meta,needle", [
     (dict(shipment_id="S1", damage_type="dent", severity="low", vendor="two\nlines"), "vendor"),
     (dict(shipment_id="S1", damage_type="dent", severity="low", vendor=["a"]), "vendor"),
-    ({"shipment_id": "S1", "damage_type": "dent", "severity": "low", "bad key": "x"}, "bad key"),
+    ({"shipment_id": "S1", "damage_type": "dent", "severity": "low", "bad-key": "x"}, "bad-key"),
 ])
 def test_format_metadata_bad_values(meta, needle):
     with pytest.raises(MetadataError, match=needle):
@@ -254,9 +254,9 @@ def test_load_claim_data_from_written_files(bundled_dir, bundled):
     assert set(dsd) == {"train", "validation", "test"}
     assert {k: len(v) for k, v in dsd.items()} == SPLIT_SIZES
     for split in dsd:
-        assert dsd[split].column_names == ["input", "output"]
-    assert dsd["validation"][0] == bundled["validation"][0]
-    assert dsd["test"][-1] == bundled["test"][-1]
+        assert dsd[split].column_names == (["input", "output"] if split == "train" else ["input", "output", "references"])
+    assert dsd["validation"][0] == {**bundled["validation"][0], "references": [bundled["validation"][0]["output"]]}
+    assert dsd["test"][-1] == {**bundled["test"][-1], "references": [bundled["test"][-1]["output"]]}
 
 
 def test_load_claim_data_default_is_bundled():
@@ -419,7 +419,7 @@ def test_csv_folder_of_splits(tmp_path):
                   "".join(f'"{good_input(n)}",report {n}\n' for n in range(start, start + 3)))
     dsd = load_claim_data(d)
     assert {k: len(v) for k, v in dsd.items()} == {"train": 3, "validation": 3, "test": 3}
-    assert dsd["validation"][0] == {"input": good_input(100), "output": "report 100"}
+    assert dsd["validation"][0] == {"input": good_input(100), "output": "report 100", "references": ["report 100"]}
 
 
 def test_csv_missing_output_column(tmp_path):
