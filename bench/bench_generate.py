@@ -18,7 +18,7 @@ if __name__ == "__main__":
     import torch
     from claim_t5.data import load_claim_data, rouge_scores
     from claim_t5.model import load_fine_tuned, generate_reports
-    from claim_t5.evaluation import fact_accuracy
+    from claim_t5.facts import fact_accuracy, model_inputs, decode_generated
     from claim_t5.config import generation_kwargs
     model, tok, cfg = load_fine_tuned(a.model_dir, device="cpu")
     test = load_claim_data()["test"]
@@ -33,16 +33,16 @@ if __name__ == "__main__":
     single = []
     with torch.inference_mode():
         for x in inputs:  # the reference approach: one input at a time
-            enc = tok(x, return_tensors="pt", truncation=True, max_length=cfg.max_input_length)
-            single.append(tok.decode(model.generate(**enc, **gen)[0], skip_special_tokens=True).strip())
+            enc = tok(model_inputs([x], cfg)[0], return_tensors="pt", truncation=True, max_length=cfg.max_input_length)
+            single.append(decode_generated(tok, model.generate(**enc, **gen), [x], cfg)[0])  # placeholders restored
     ts = time.time() - t0
-    same = sum(b == s for b, s in zip(batched, single))
+    same = sum(str(b) == s for b, s in zip(batched, single))
     res = dict(n=len(inputs), generation=gen, batch_size=a.batch_size,
                batched_reports_per_s=round(len(inputs) / tb, 2), one_at_a_time_reports_per_s=round(len(inputs) / ts, 2),
                speedup=round(ts / tb, 2), identical_reports=f"{same}/{len(inputs)}",
                rouge_batched={k: round(v, 4) for k, v in rouge_scores(batched, refs).items()},
                rouge_one_at_a_time={k: round(v, 4) for k, v in rouge_scores(single, refs).items()},
-               fact_accuracy_batched=round(fact_accuracy(inputs, batched)["overall"], 4),
-               fact_accuracy_one_at_a_time=round(fact_accuracy(inputs, single)["overall"], 4))
+               all_facts_correct_batched=round(fact_accuracy(inputs, batched, model.claim_t5_facts)["all_facts_correct"], 4),
+               all_facts_correct_one_at_a_time=round(fact_accuracy(inputs, single, model.claim_t5_facts)["all_facts_correct"], 4))
     print(json.dumps(res, indent=2))
     Path(a.out).mkdir(parents=True, exist_ok=True); (Path(a.out)/"bench_generate.json").write_text(json.dumps(res, indent=2))

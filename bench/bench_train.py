@@ -25,7 +25,8 @@ def bench_full(out_dir: Path) -> dict:
     return dict(train_and_epoch_eval_s=round(train_s, 1), test_eval_s=round(eval_s, 1), epochs=len(res.history),
                 val_rougeL_per_epoch=[round(h["rougeL"], 4) for h in res.history],
                 test_rouge={k: round(v, 4) for k, v in ev["rouge"].items()},
-                test_fact_accuracy=round(ev["fact_accuracy"]["overall"], 4), peak_rss_mb=round(peak_rss_mb()))
+                test_fact_accuracy=round(ev["fact_accuracy"]["overall"], 4),
+                test_all_facts_correct=round(ev["fact_accuracy"]["all_facts_correct"], 4), peak_rss_mb=round(peak_rss_mb()))
 
 def bench_padding(steps: int) -> dict:
     "Examples/s of training steps with dynamic padding vs padding to max_length, same model, data and order."

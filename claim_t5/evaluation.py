@@ -8,71 +8,27 @@ import datetime, json, re, sys, time, warnings
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError, atomic_write
-from .data import (FIELDS, VENDORS, load_claim_data, parse_metadata, rouge_scores, rouge_per_example,
+from .data import (load_claim_data, parse_metadata, rouge_scores, rouge_per_example, generate_dataset,
                            DataValidationError)
+from .facts import FactChecker, fact_accuracy
 from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
                             plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
 
 # %% auto #0
-__all__ = ['SEVERITY_LEVELS', 'TARGETS', 'METRIC_NAMES', 'field_stated', 'id_pattern', 'invented_facts', 'check_facts',
-           'fact_accuracy', 'score_table', 'evaluate_model', 'write_model_card', 'compare_runs', 'plot_comparison',
-           'metric_class', 'metric_path', 'load_metrics', 'evaluate_and_report', 'main']
+__all__ = ['TARGETS', 'METRIC_NAMES', 'model_fact_checker', 'score_table', 'evaluate_model', 'write_model_card', 'compare_runs',
+           'plot_comparison', 'metric_class', 'metric_path', 'load_metrics', 'evaluate_and_report', 'main']
 
 # %% ../nbs/03_eval.ipynb #219559f813
-SEVERITY_LEVELS = ("low", "medium", "high", "critical")
-_SID = re.compile(r"(?<![\w-])SHP-[\w-]+")
-
-def _words_re(value:str) -> re.Pattern:
-    parts = [re.escape(p) for p in re.split(r"[_\s-]+", value.strip()) if p]
-    return re.compile(r"(?<![\w])" + r"[\s_-]+".join(parts) + r"(?:e?s)?(?![\w])", re.IGNORECASE)
-
-def field_stated(field:str, value:str, report:str) -> bool:
-    "True if `report` states `field`=`value` (see the rules above)."
-    if field in ("shipment_id", "image_id"):
-        return re.search(r"(?<![\w-])" + re.escape(value) + r"(?![\w-])", report) is not None
-    if field == "severity" and value.lower() in SEVERITY_LEVELS:
-        found = {lvl for lvl in SEVERITY_LEVELS if re.search(rf"\b{lvl}\b", report, re.IGNORECASE)}
-        return found == {value.lower()}
-    return _words_re(value).search(report) is not None
-
-def id_pattern(sid:str) -> re.Pattern:
-    "A pattern for ids shaped like `sid`: its letters and punctuation kept, each run of digits any digits (SHP-\\d+)."
-    body = "".join(r"\d+" if part.isdigit() else re.escape(part) for part in re.split(r"(\d+)", sid) if part)
-    return re.compile(r"(?<![\w-])" + body + r"(?![\w-])")
-
-def invented_facts(meta:dict, report:str, vendors:tuple=VENDORS) -> list:
-    "Shipment ids (shaped like the input's, else `SHP-...`) and known vendors in `report` that are not in `meta`."
-    sid = meta.get("shipment_id")
-    pat = id_pattern(sid) if sid and re.search(r"\d", sid) else _SID
-    out = [f"shipment_id={s}" for s in dict.fromkeys(pat.findall(report)) if s != sid]
-    own = (meta.get("vendor") or "").lower()
-    out += [f"vendor={v}" for v in vendors if v.lower() != own and v.lower() not in own
-            and re.search(r"(?<![\w])" + re.escape(v) + r"(?![\w])", report, re.IGNORECASE)]
-    return out
-
-def check_facts(meta:dict, report:str, vendors:tuple=VENDORS) -> dict:
-    "Per-field correctness (None where the input lacks the field), missing fields and invented facts of one report."
-    stated = {f: (field_stated(f, meta[f], report) if meta.get(f) else None) for f in FIELDS}
-    return dict(stated=stated, missing=[f for f, ok in stated.items() if ok is False],
-                invented=invented_facts(meta, report, vendors))
-
-# %% ../nbs/03_eval.ipynb #fea59ccd15
-def fact_accuracy(inputs:list, # metadata strings
-                  predictions:list, # generated reports
-                  vendors:tuple=VENDORS) -> dict:
-    "Fact accuracy overall and per field, and hallucination rates, over a set of reports."
-    rows = [check_facts(parse_metadata(i, require=False), p, vendors) for i, p in zip(inputs, predictions)]
-    per_field = {}
-    for f in FIELDS:
-        vals = [r["stated"][f] for r in rows if r["stated"][f] is not None]
-        per_field[f] = sum(vals) / len(vals) if vals else None
-    all_vals = [v for r in rows for v in r["stated"].values() if v is not None]
-    n = max(len(rows), 1)
-    return dict(overall=sum(all_vals) / len(all_vals) if all_vals else None,
-                all_facts_correct=sum(not r["missing"] for r in rows) / n, per_field=per_field,
-                invented_shipment_id=sum(any(x.startswith("shipment_id=") for x in r["invented"]) for r in rows) / n,
-                invented_vendor=sum(any(x.startswith("vendor=") for x in r["invented"]) for r in rows) / n,
-                any_invented=sum(bool(r["invented"]) for r in rows) / n, rows=rows)
+def model_fact_checker(model, # a model from `load_fine_tuned` (carries the checker saved with it, if any)
+                       cfg:ClaimT5Config, # its config (the field schema)
+                       dsd=None, # the data: its training split teaches a checker to a model saved without one
+                      ) -> FactChecker:
+    "The fact checker saved with the model, or one learned from the data's training split."
+    fc = getattr(model, "claim_t5_facts", None)
+    if fc is not None: return fc
+    if dsd is None or "train" not in dsd:
+        raise ValueError("the model has no facts.json and the data has no training split to learn the facts from")
+    return FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
 
 # %% ../nbs/03_eval.ipynb #7b9567c718
 TARGETS = {"rouge1": 0.55, "rouge2": 0.35, "rougeL": 0.50}
@@ -97,7 +53,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, tok, cfg = load_fine_tuned(model_dir)
     batch_size = batch_size or cfg.eval_batch_size
-    ds = load_claim_data(data_dir)
+    ds = load_claim_data(data_dir, cfg=cfg)
     if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
     d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
     if len(d) == 0: raise ValueError(f"the {split} split is empty: nothing to evaluate")
@@ -108,8 +64,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                              progress=progress, **gen)
     secs = time.time() - t0
     per = rouge_per_example(preds, refs)
-    seen = {parse_metadata(i, require=False).get("vendor") for i in inputs}
-    facts = fact_accuracy(inputs, preds, vendors=tuple(dict.fromkeys([*VENDORS, *sorted(v for v in seen if v)])))
+    facts = fact_accuracy(inputs, preds, model_fact_checker(model, cfg, ds))
     results = dict(model_dir=str(model_dir), base_model=cfg.model_label,
                    tiny=cfg.is_tiny, split=split, examples=len(inputs), data=str(data_dir or "bundled dataset"),
                    rouge=rouge_scores(preds, refs), targets=TARGETS,
@@ -120,7 +75,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     name = results_file(split)
     atomic_write(model_dir/name, json.dumps(results, indent=2))
     rep = pd.DataFrame(dict(input=inputs, reference=refs, prediction=preds, rougeL=[p["rougeL"] for p in per],
-                            missing_facts=[";".join(r["missing"]) for r in facts["rows"]],
+                            missing_facts=[";".join(f for f, s in r["fields"].items() if s not in (None, "ok")) for r in facts["rows"]],
                             invented_facts=[";".join(r["invented"]) for r in facts["rows"]]))
     rep = rep.sort_values("rougeL", kind="stable")
     report_name = report_file(split)
@@ -158,11 +113,11 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
              "| metric | score | target |", "|---|---|---|"]
     lines += [f"| {k} | {r[k]:.4f} | {'> %s' % TARGETS[k] if k in TARGETS else ''} |" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
     f4 = lambda v: "n/a" if v is None else f"{v:.4f}"
-    lines += ["", "| fact | accuracy |", "|---|---|", f"| all facts of a report correct | {f4(fa['all_facts_correct'])} |",
+    lines += ["", "| fact | accuracy |", "|---|---|", f"| **all facts of a report correct** | {f4(fa['all_facts_correct'])} |",
               f"| facts overall | {f4(fa['overall'])} |"]
     lines += [f"| {f} | {v:.4f} |" for f, v in fa["per_field"].items() if v is not None]
-    lines += [f"| invented shipment id | {f4(fa['invented_shipment_id'])} |", f"| invented vendor | {f4(fa['invented_vendor'])} |",
-              "", f"![training curves]({CURVES_PNG})\n" if (model_dir/CURVES_PNG).exists() else "",
+    lines += [f"| reports with an invented fact | {f4(fa['any_invented'])} |",
+              f"| reports with a category value unseen in training | {f4(fa['unseen_flagged'])} |", "", f"![training curves]({CURVES_PNG})\n" if (model_dir/CURVES_PNG).exists() else "",
               "## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
               f"gen = ClaimReportGenerator('{model_dir.name}')",
               "gen('shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit')", "```"]
@@ -182,7 +137,7 @@ def compare_runs(model_dirs:dict, # run name -> model folder holding test_result
         rows.append(dict(run=name, base=r["base_model"], examples=r["examples"], **{k: round(v, 4) for k, v in r["rouge"].items()},
                          fact_accuracy=round(r["fact_accuracy"]["overall"], 4),
                          all_facts_correct=round(r["fact_accuracy"]["all_facts_correct"], 4),
-                         invented_shipment_id=round(r["fact_accuracy"]["invented_shipment_id"], 4)))
+                         invented=round(r["fact_accuracy"]["any_invented"], 4)))
     return pd.DataFrame(rows).set_index("run")
 
 def plot_comparison(model_dirs:dict, path:str|Path|None=None):
@@ -203,6 +158,14 @@ def plot_comparison(model_dirs:dict, path:str|Path|None=None):
 
 # %% ../nbs/03_eval.ipynb #c3m0000004
 METRIC_NAMES = ("claim_rouge", "fact_accuracy")
+_CHECKER = []
+
+def _bundled_checker() -> FactChecker:
+    "The fact checker of the bundled data (the metric has no model folder to read one from), learned once."
+    if not _CHECKER:
+        train = generate_dataset()["train"]
+        _CHECKER.append(FactChecker.learn([r["input"] for r in train], [r["output"] for r in train]))
+    return _CHECKER[0]
 
 def metric_class(name:str):
     "The `evaluate.Metric` class of a claim_t5 metric: 'claim_rouge' or 'fact_accuracy'."
@@ -220,8 +183,9 @@ def metric_class(name:str):
             return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="predictions, references, inputs (metadata)",
                                        features=datasets.Features({"predictions": s(), "references": s(), "inputs": s()}))
         def _compute(self, predictions, inputs, references=None, **_):
-            out = fact_accuracy(inputs, predictions)
-            return {k: v for k, v in out.items() if k not in ("rows", "per_field")} | {f"fact_{k}": v for k, v in out["per_field"].items()}
+            out = fact_accuracy(inputs, predictions, _bundled_checker())
+            return ({k: v for k, v in out.items() if k not in ("rows", "per_field", "invented_per_field")}
+                    | {f"fact_{k}": v for k, v in out["per_field"].items()})
     classes = dict(claim_rouge=ClaimRouge, fact_accuracy=FactAccuracy)
     if name not in classes: raise ValueError(f"unknown metric {name!r}: one of {', '.join(METRIC_NAMES)}")
     return classes[name]

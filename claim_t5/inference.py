@@ -8,7 +8,9 @@ import datetime, json, sys, threading, warnings
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs
-from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, FIELDS, _decode_lines
+from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
+from .config import field_names
+from .facts import CheckedReport, FactCheckError
 from .model import load_fine_tuned, generate_reports, merge_adapter, ModelLoadError
 
 # %% auto #0
@@ -22,12 +24,14 @@ class ClaimReportGenerator:
                  batch_size:int|None=None, # inputs per generation batch; default: the model's eval_batch_size
                  num_beams:int|None=None, # beam width (1 = greedy); default: the model's saved setting
                  max_new_tokens:int|None=None, # longest report in tokens; default: the model's saved setting
+                 strict:bool=False, # never return a report that fails the fact check: retry with beam search, then raise
                 ):
         if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
         self.batch_size = batch_size or self.cfg.eval_batch_size
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=num_beams, max_new_tokens=max_new_tokens)
+        self.strict = strict
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
 
     @property
@@ -35,25 +39,39 @@ class ClaimReportGenerator:
 
     def prepare(self, item) -> str:
         "The normalised metadata string for one input (a dict or a string); raises MetadataError if it is invalid."
-        meta = parse_metadata(item) if isinstance(item, str) else parse_metadata(format_metadata(item))
-        extra = unknown_fields(meta)
-        if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(FIELDS)}); passed to the model as they are")
-        return format_metadata(meta)
+        fields = self.cfg.fields  # the schema saved with the model
+        meta = parse_metadata(item, fields=fields) if isinstance(item, str) else parse_metadata(format_metadata(item, fields), fields=fields)
+        extra = unknown_fields(meta, fields)
+        if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(field_names(fields))}); passed to the model as they are")
+        return format_metadata(meta, fields)
 
-    def generate(self, items:list, progress:bool=False) -> list:
-        "Reports for a list of inputs, in input order."
+    def generate(self, items:list, progress:bool=False,
+                 strict:bool|None=None, # None: the generator's setting
+                ) -> list:
+        "A `CheckedReport` (a str with `.facts`, its verdict) per input, in input order."
         texts = []
         for i, it in enumerate(items):
             try: texts.append(self.prepare(it))
             except MetadataError as e: raise MetadataError(f"input {i}: {e}") from None
         with self._lock:
-            return generate_reports(self.model, self.tokenizer, texts, batch_size=self.batch_size,
-                                    max_input_length=self.cfg.max_input_length, progress=progress, **self.gen_kwargs)
+            out = generate_reports(self.model, self.tokenizer, texts, batch_size=self.batch_size,
+                                   max_input_length=self.cfg.max_input_length, progress=progress, **self.gen_kwargs)
+            strict = self.strict if strict is None else strict
+            bad = [i for i, r in enumerate(out) if r.facts is not None and not r.facts["ok"]]
+            if strict and bad:  # one retry with beam search, which often repairs a greedy slip
+                beams = max(4, self.gen_kwargs["num_beams"])
+                again = generate_reports(self.model, self.tokenizer, [texts[i] for i in bad], batch_size=self.batch_size,
+                                         max_input_length=self.cfg.max_input_length, **{**self.gen_kwargs, **generation_kwargs(
+                                             self.cfg, num_beams=beams, max_new_tokens=self.gen_kwargs["max_new_tokens"])})
+                for i, r in zip(bad, again): out[i] = r
+                still = [(i, texts[i], out[i].facts["problems"]) for i in bad if not out[i].facts["ok"]]
+                if still: raise FactCheckError(still)
+        return out
 
-    def __call__(self, x, progress:bool=False):
+    def __call__(self, x, progress:bool=False, strict:bool|None=None):
         "A report for one input (dict or string), or a list of reports for a list."
-        if isinstance(x, (list, tuple)): return self.generate(list(x), progress=progress)
-        return self.generate([x])[0]
+        if isinstance(x, (list, tuple)): return self.generate(list(x), progress=progress, strict=strict)
+        return self.generate([x], strict=strict)[0]
 
     def __repr__(self):
         return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, {self.gen_kwargs})"
@@ -81,11 +99,11 @@ def read_inputs(path:str|Path) -> list:
     return out
 
 def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path, progress:bool=True) -> Path:
-    "Generate a report for every line of a JSONL file; write input, report and timestamp per line to `out_path`."
+    "Generate a report for every line of a JSONL file; write input, report, its fact verdict and a timestamp per line."
     rows = read_inputs(in_path)
     reports = gen.generate([t for _, _, t in rows], progress=progress)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return write_jsonl([{**rec, "input": rec.get("input", t), "report": r, "generated_at": now}
+    return write_jsonl([{**rec, "input": rec.get("input", t), "report": str(r), "facts": r.facts, "generated_at": now}
                         for (_, rec, t), r in zip(rows, reports)], out_path)
 
 # %% ../nbs/04_inference.ipynb #03f4af8915
@@ -162,6 +180,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          max_new_tokens:int=None, # longest report in tokens
          batch_size:int=None, # inputs per generation batch; default: the model's eval_batch_size
          device:str=None, # cuda or cpu; default: CUDA if available
+         strict:store_true=False, # never output a report that fails the fact check: retry with beam search, then fail
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
     if not model_dir: _fail("--model_dir is required")
@@ -173,23 +192,27 @@ def main(model_dir:str=None, # fine-tuned model folder
     try:
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return
-        gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens)
-        if input: print(gen(input))
+        gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                   strict=bool(strict))
+        def show(r):  # the report on stdout, a failed fact check on stderr
+            print(r, flush=True)
+            if r.facts and not r.facts["ok"]: print("facts: " + "; ".join(r.facts["problems"]), file=sys.stderr, flush=True)
+        if input: show(gen(input))
         if input_file:
             try: obj = json.loads(Path(input_file).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: _fail(f"{input_file}: {e}")
             if not isinstance(obj, dict): _fail(f"{input_file}: expected a JSON object of metadata fields")
             if "input" in obj and not isinstance(obj["input"], str):
                 _fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
-            try: print(gen(obj["input"] if "input" in obj else obj))
+            try: show(gen(obj["input"] if "input" in obj else obj))
             except MetadataError as e: _fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
         if batch: print(f"wrote {generate_file(gen, batch, output)}")
         if interactive:
             print("metadata line (key=value; ...), empty line to stop:", file=sys.stderr)
             for line in sys.stdin:
                 if not line.strip(): break
-                try: print(gen(line.strip()), flush=True)
-                except MetadataError as e: print(f"error: {e}", file=sys.stderr, flush=True)
+                try: show(gen(line.strip()))
+                except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
     except (MetadataError, ModelLoadError, ValueError, OSError) as e: _fail(e)
 
 @call_parse

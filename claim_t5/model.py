@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib, hashlib, json, logging, os, platform, shutil, warnings
 from pathlib import Path
 from .config import ClaimT5Config, make_config, save_config, generation_kwargs, atomic_folder, atomic_write, ConfigError
+from .facts import FACTS_FILE, FactChecker, check_reports, decode_generated, model_inputs
 
 # %% auto #0
 __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG', 'GENERATION_CONFIG', 'RUN_CONFIG', 'BASE_DIR',
@@ -177,7 +178,8 @@ def count_parameters(model) -> dict:
 # %% ../nbs/01b_model.ipynb #b1m0000030
 HISTORY_KEYS = dict(epoch="epoch", step="step", train_loss="epoch_train_loss", val_loss="eval_loss",
                     rouge1="eval_rouge1", rouge2="eval_rouge2", rougeL="eval_rougeL", rougeLsum="eval_rougeLsum",
-                    gen_len="eval_gen_len", learning_rate="epoch_learning_rate")
+                    gen_len="eval_gen_len", all_facts_correct="eval_all_facts_correct", fact_accuracy="eval_fact_accuracy",
+                    invented="eval_invented", learning_rate="epoch_learning_rate")
 
 def epoch_history(log_history:list) -> list:
     "One row per evaluation (epoch) from `trainer.state.log_history`."
@@ -196,7 +198,7 @@ def save_history(history:list, folder:str|Path) -> dict:
 def plot_history(history:list, # rows from `epoch_history`
                  path:str|Path|None=None, # PNG to write
                  title:str=""):
-    "Per-epoch train/validation loss and ROUGE-1/2/L curves, side by side."
+    "Per-epoch train/validation loss, and validation ROUGE-1/2/L with the share of reports whose facts are all correct."
     import matplotlib; import matplotlib.pyplot as plt
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -204,10 +206,14 @@ def plot_history(history:list, # rows from `epoch_history`
         pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
         if pts: a.plot(*zip(*pts), marker="o", label=label)
     a.set_xlabel("epoch"); a.set_ylabel("loss"); a.set_title("Loss"); a.legend(); a.grid(alpha=0.3)
-    for key in ("rouge1", "rouge2", "rougeL"):
+    for key, label, style in (("rouge1", "ROUGE-1", "-"), ("rouge2", "ROUGE-2", "-"), ("rougeL", "ROUGE-L", "-"),
+                              ("all_facts_correct", "all facts correct", "--")):
         pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
-        if pts: b.plot(*zip(*pts), marker="o", label=key)
-    b.set_xlabel("epoch"); b.set_ylabel("F-measure"); b.set_title("Validation ROUGE"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
+        if pts: b.plot(*zip(*pts), marker="o", linestyle=style, label=label)
+    b.set_xlabel("epoch"); b.set_ylabel("share / F-measure"); b.set_title("Validation ROUGE and facts"); b.set_ylim(0, 1.02)
+    b.legend(); b.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+    for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title: fig.suptitle(title)
     fig.tight_layout()
     if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
@@ -220,6 +226,7 @@ def save_fine_tuned(model, # the PeftModel (after load_best_model_at_end, the be
                     history:list|None=None, # rows from `epoch_history`
                     base_path:str|Path|None=None, # the tiny base folder, copied in; ignored for hub models
                     generation_config=None, # default: the model's, updated with the config's generation settings
+                    checker:FactChecker|None=None, # category values, wordings and names learned from training (facts.json)
                    ) -> Path:
     "Write adapter, tokenizer, generation config, config, history and curves to `folder`, atomically."
     from transformers import GenerationConfig
@@ -231,7 +238,8 @@ def save_fine_tuned(model, # the PeftModel (after load_best_model_at_end, the be
             generation_config.update(**generation_kwargs(cfg))
         generation_config.save_pretrained(str(tmp))
         if cfg.is_tiny and base_path: shutil.copytree(base_path, tmp/BASE_DIR)
-        save_config(cfg, tmp/RUN_CONFIG)
+        save_config(cfg, tmp/RUN_CONFIG)  # the field schema and copy_placeholders travel in it
+        if checker is not None: checker.save(tmp)
         if history is not None:
             save_history(history, tmp)
             import matplotlib.pyplot as plt
@@ -295,19 +303,28 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
         msg = (str(e).splitlines() or [""])[0][:300]
         raise ModelLoadError(f"{d}: could not load the model ({type(e).__name__}: {msg})") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tok, cfg
+    model = model.to(device).eval()
+    try: model.claim_t5_facts = FactChecker.load(d) if (d/FACTS_FILE).exists() else None
+    except ValueError as e: raise ModelLoadError(str(e)) from None
+    model.claim_t5_config = cfg  # generate_reports reads both: placeholders and the check cannot be forgotten
+    return model, tok, cfg
 
 # %% ../nbs/01b_model.ipynb #b1m0000039
 def generate_reports(model, tokenizer, inputs:list, # metadata strings
                      batch_size:int=64, # inputs per generate() call
                      max_input_length:int=128, # longer inputs are truncated, with a warning
                      progress:bool=False, # show a tqdm bar over batches
+                     cfg:ClaimT5Config|None=None, # placeholders and schema; default: the config `load_fine_tuned` attached
+                     checker:FactChecker|None=None, # the fact check; default: the one `load_fine_tuned` attached
                      **gen_kwargs) -> list:
-    "Generate one report per input, in length-sorted batches; returned in input order."
+    "One `CheckedReport` per input (a str with its fact verdict), generated in length-sorted batches, in input order."
     import torch
     from tqdm.auto import tqdm
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not inputs: return []
+    cfg = cfg or getattr(model, "claim_t5_config", None) or ClaimT5Config(copy_placeholders=False)
+    checker = checker or getattr(model, "claim_t5_facts", None)
+    raw, inputs = list(inputs), model_inputs(inputs, cfg)  # the model sees placeholders; reports get the values back
     lengths = [len(x) for x in tokenizer(list(inputs))["input_ids"]]
     long = sum(n > max_input_length for n in lengths)
     if long: warnings.warn(f"{long} input(s) longer than {max_input_length} tokens were truncated")
@@ -319,8 +336,8 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
         enc = tokenizer([inputs[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_input_length).to(device)
         with torch.inference_mode(): gen = model.generate(**enc, **gen_kwargs)
-        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)): out[i] = text.strip()
-    return out
+        for i, text in zip(idx, decode_generated(tokenizer, gen, [raw[i] for i in idx], cfg)): out[i] = text
+    return check_reports(checker, raw, out)
 
 # %% ../nbs/01b_model.ipynb #b1m0000042
 def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
@@ -334,7 +351,7 @@ def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
         merged.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         model.generation_config.save_pretrained(str(tmp))
-        for f in (RUN_CONFIG, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):
+        for f in (RUN_CONFIG, FACTS_FILE, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):
             if (Path(model_dir)/f).exists(): shutil.copy2(Path(model_dir)/f, tmp/f)
     return Path(out_dir)
 

@@ -136,7 +136,9 @@ def summary(out:dict) -> str:
     if Path(out["test_results"]).exists():
         r = json.loads(Path(out["test_results"]).read_text())
         lines.append(f"test scores ({r['base_model']}, {r['examples']} examples): " +
-                     ", ".join(f"{k} {v:.3f}" for k, v in r["rouge"].items()) + f"; fact accuracy {r['fact_accuracy']['overall']:.3f}")
+                     ", ".join(f"{k} {v:.3f}" for k, v in r["rouge"].items()) +
+                     f"; all facts correct {r['fact_accuracy']['all_facts_correct']:.3f}, fact accuracy "
+                     f"{r['fact_accuracy']['overall']:.3f}, invented {r['fact_accuracy']['any_invented']:.3f}")
     return "\n".join(lines)
 
 @call_parse

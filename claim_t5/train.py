@@ -10,6 +10,7 @@ from pathlib import Path
 from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
 from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats
+from .facts import FactChecker, decode_generated, fact_accuracy, model_splits
 from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS)
 
@@ -56,17 +57,28 @@ class ClaimTrainer(Seq2SeqTrainer):
         super().log(logs, start_time)
 
 # %% ../nbs/02_lora_train.ipynb #855f1d0222
-def make_compute_metrics(tokenizer):
-    "A `compute_metrics` for Seq2SeqTrainer: ROUGE-1/2/L/Lsum of generated reports, and their mean length."
+def make_compute_metrics(tokenizer,
+                         cfg:ClaimT5Config|None=None, # placeholders: restored before scoring; None: a plain decode
+                         inputs:list|None=None, # the evaluation inputs, in order (the placeholders' values, the fact check)
+                         references:list|None=None, # their reports as users see them
+                         checker:FactChecker|None=None, # with `inputs`: also fact accuracy and all facts correct
+                        ):
+    "A `compute_metrics` for Seq2SeqTrainer: ROUGE-1/2/L/Lsum of the reports users would see, their length and facts."
     import numpy as np
     def compute_metrics(eval_pred):
         preds, labels = eval_pred
         if isinstance(preds, tuple): preds = preds[0]
         preds = np.where(preds < 0, tokenizer.pad_token_id, preds)
         labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
-        p = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        r = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        if inputs is not None and cfg is not None:  # restored reports against the original references
+            p, r = decode_generated(tokenizer, preds, inputs, cfg), list(references)
+        else:
+            p = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
+            r = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
         out = rouge_scores(p, r)
+        if checker is not None and inputs is not None:
+            fa = fact_accuracy(inputs, p, checker)
+            out.update(all_facts_correct=fa["all_facts_correct"], fact_accuracy=fa["overall"], invented=fa["any_invented"])
         out["gen_len"] = float(np.mean([(x != tokenizer.pad_token_id).sum() for x in preds]))
         return out
     return compute_metrics
@@ -125,14 +137,19 @@ _CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing
 
 def _select(ds, n): return ds if n is None or n >= len(ds) else ds.select(range(n))
 
-def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=None):
-    "A `ClaimTrainer` for a PeftModel and a DatasetDict with train and validation splits."
+def build_trainer(cfg:ClaimT5Config, model, tokenizer,
+                  dsd, # the splits as users see them (train and validation)
+                  callbacks:list|None=None,
+                  checker:FactChecker|None=None, # the fact check for each epoch's validation reports
+                 ):
+    "A `ClaimTrainer` for a PeftModel: trained on the splits with placeholders, evaluated on restored reports."
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, GenerationConfig
     cuda = torch.cuda.is_available()
     prec = resolve_precision(cfg)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(cfg.paths["logs"])  # transformers 5 dropped logging_dir
-    tok = tokenize_splits(dsd, tokenizer, cfg)
+    tok = tokenize_splits(model_splits(dsd, cfg), tokenizer, cfg)
+    val = _select(dsd["validation"], cfg.max_eval_samples)  # the eval set's order is kept: its rows line up with these
     args = Seq2SeqTrainingArguments(
         output_dir=str(cfg.paths["checkpoints"]), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
@@ -151,7 +168,8 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer, dsd, callbacks:list|None=
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if cuda else None)
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
-                        processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer), callbacks=callbacks)
+                        processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer, cfg, list(val["input"]), list(val["output"]), checker),
+                        callbacks=callbacks)
 
 # %% ../nbs/02_lora_train.ipynb #a075a56132
 def train(cfg:ClaimT5Config, # the run's configuration
@@ -159,19 +177,22 @@ def train(cfg:ClaimT5Config, # the run's configuration
           callbacks:list|None=None, # extra TrainerCallbacks
           verbose:bool=True) -> TrainResult:
     "Fine-tune the config's base model with LoRA and save the adapter, history and curves."
+    from datasets import DatasetDict
     from transformers import set_seed
     set_seed(cfg.seed)
     resume = prepare_resume(cfg.paths["checkpoints"], resume_from_checkpoint)
-    dsd = load_claim_data(cfg.data_dir)
+    dsd = load_claim_data(cfg.data_dir, cfg=cfg)
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
-    train_texts = list(dsd["train"]["input"]) + list(dsd["train"]["output"])
+    checker = FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
+    seen = model_splits(DatasetDict(train=dsd["train"]), cfg)["train"]  # what the model reads: the tiny tokenizer learns it
+    train_texts = list(seen["input"]) + list(seen["output"])
     model, tokenizer, base_path = load_base_model(cfg, train_texts)
     set_seed(cfg.seed)  # LoRA starts from the same numbers whether the base was just built or found in the cache
     model = add_lora(model, cfg)
     params = count_parameters(model)
-    cut = data_stats(dsd, tokenizer, cfg)[["inputs_truncated", "outputs_truncated"]]
+    cut = data_stats(model_splits(dsd, cfg), tokenizer, cfg)[["inputs_truncated", "outputs_truncated"]]
     if cut.values.sum(): warnings.warn(f"examples longer than max_input_length/max_target_length are truncated:\n{cut}")
-    trainer = build_trainer(cfg, model, tokenizer, dsd, callbacks)
+    trainer = build_trainer(cfg, model, tokenizer, dsd, callbacks, checker)
     if verbose:
         print(f"model: {cfg.model_label}; "
               f"precision: {resolve_precision(cfg)}; resume: {resume}")
@@ -181,7 +202,8 @@ def train(cfg:ClaimT5Config, # the run's configuration
     history = epoch_history(trainer.state.log_history)
     model_dir = Path(cfg.paths["fine_tuned_model"])
     if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
-        model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config)
+        model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config,
+                                    checker)
     return TrainResult(model_dir=model_dir, history=history, parameters=params, metrics=out.metrics,
                        best_checkpoint=trainer.state.best_model_checkpoint, config=cfg)
 

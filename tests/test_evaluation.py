@@ -17,8 +17,8 @@ from conftest import cli_env, copy_model
 
 from claim_t5.config import generation_kwargs
 from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
-from claim_t5.evaluation import (check_facts, compare_runs, plot_comparison, evaluate_and_report, evaluate_model,
-                                 fact_accuracy, field_stated, invented_facts)
+from claim_t5.evaluation import compare_runs, plot_comparison, evaluate_and_report, evaluate_model
+from claim_t5.facts import FactChecker, fact_accuracy
 from claim_t5.model import ModelLoadError, generate_reports, load_fine_tuned, machine_description
 
 CLI = Path(sys.executable).parent/"claim_t5_eval"
@@ -91,74 +91,15 @@ def test_rouge_lsum_uses_sentences():
     assert r["rougeLsum"] == pytest.approx(1.0)
 
 
-# ---------------------------------------------------------------- field_stated / check_facts by hand
+# ---------------------------------------------------------------- fact accuracy by hand (the check itself: test_facts.py)
 
-META = dict(shipment_id="SHP-51045", damage_type="water_damage", severity="high", vendor="TestCo",
-            shipment_stage="last_mile")
-GOOD = "Shipment SHP-51045 from TestCo has water damage during last-mile handling; rated high severity."
+@pytest.fixture(scope="module")
+def checker():
+    "The fact checker learned from the bundled training split."
+    from claim_t5.data import generate_dataset
+    train = generate_dataset()["train"]
+    return FactChecker.learn([r["input"] for r in train], [r["output"] for r in train])
 
-
-def test_shipment_id_is_a_whole_token():
-    assert field_stated("shipment_id", "SHP-51045", GOOD)
-    assert field_stated("shipment_id", "SHP-51045", "Claim for shipment SHP-51045.")   # end punctuation is fine
-    assert not field_stated("shipment_id", "SHP-51045", GOOD.replace("SHP-51045", "SHP-5"))
-    assert not field_stated("shipment_id", "SHP-5", GOOD)                              # SHP-5 is not inside SHP-51045
-    assert not field_stated("shipment_id", "SHP-51045", "Shipment SHP-51045-B was dented.")
-    assert field_stated("image_id", "img_0042.png", "Photo img_0042.png is attached.")
-    assert not field_stated("image_id", "img_0042.png", "Photo img_0042.pngx is attached.")
-
-
-def test_word_fields_match_underscores_hyphens_and_case():
-    assert field_stated("shipment_stage", "last_mile", "damaged during last-mile handling")
-    assert field_stated("shipment_stage", "last_mile", "damaged during the Last Mile")
-    assert not field_stated("shipment_stage", "last_mile", "damaged during lastmile handling")
-    assert not field_stated("shipment_stage", "last_mile", "damaged at the last stop")
-    assert field_stated("damage_type", "water_damage", "Water damage to the cartons.")
-    assert field_stated("damage_type", "dent", "a dent in the casing")
-    assert not field_stated("damage_type", "dent", "an accident in the warehouse")     # not inside another word
-    assert field_stated("vendor", "Acme Logistics", "shipped by ACME logistics")
-    assert not field_stated("vendor", "Acme Logistics", "shipped by Acme")
-
-
-def test_severity_must_be_the_only_level():
-    assert field_stated("severity", "high", GOOD)
-    assert field_stated("severity", "high", "Severity is High.")
-    assert not field_stated("severity", "high", GOOD + " Severity may be low.")        # contradiction
-    assert not field_stated("severity", "high", "The severity is medium.")
-    assert not field_stated("severity", "high", "The goods were highly damaged.")      # "highly" is not a level
-    assert not field_stated("severity", "low", "The damage is critical, not low.")
-
-
-def test_check_facts_all_correct_and_missing_optional_field():
-    r = check_facts(META, GOOD)
-    assert r["missing"] == [] and r["invented"] == []
-    assert r["stated"]["image_id"] is None                                            # not in the input: not counted
-    assert {f: v for f, v in r["stated"].items() if f != "image_id"} == {f: True for f in FIELDS if f != "image_id"}
-    assert set(r["stated"]) == set(FIELDS)
-
-
-def test_check_facts_wrong_id_is_missing_and_invented():
-    r = check_facts(META, GOOD.replace("SHP-51045", "SHP-5"))
-    assert r["missing"] == ["shipment_id"]
-    assert r["invented"] == ["shipment_id=SHP-5"]
-
-
-def test_check_facts_severity_contradiction_and_invented_vendor():
-    r = check_facts(META, GOOD + " Severity may be low. Also Globex.")
-    assert r["stated"]["severity"] is False
-    assert r["missing"] == ["severity"]
-    assert r["invented"] == ["vendor=Globex"]
-
-
-def test_invented_facts():
-    assert invented_facts(META, GOOD) == []
-    assert invented_facts(META, "SHP-51045 and SHP-2 and SHP-2 again, by Acme Logistics") == \
-        ["shipment_id=SHP-2", "vendor=Acme Logistics"]                                 # each fact once
-    assert invented_facts(dict(shipment_id="SHP-1"), "SHP-1 by Globex") == ["vendor=Globex"]   # no vendor in the input
-    assert invented_facts(META, "SHP-51045 by Zorg Ltd", vendors=("Zorg Ltd",)) == ["vendor=Zorg Ltd"]
-
-
-# ---------------------------------------------------------------- fact_accuracy by hand
 
 FA_INPUTS = [
     "shipment_id=SHP-51045; damage_type=water_damage; severity=high; vendor=TestCo; shipment_stage=last_mile",
@@ -167,35 +108,37 @@ FA_INPUTS = [
 ]
 FA_PREDS = [
     # wrong shipment id (SHP-5 for SHP-51045: missing and invented), the 4 other fields right, no image_id in the input
-    "Shipment SHP-5 from TestCo has water damage during last-mile handling; rated high severity.",
+    "Shipment SHP-5 from TestCo was found with water damage to the cartons during last-mile handling. Severity is high.",
     # all 6 fields stated, but two severities: severity wrong
-    "Shipment SHP-7 from Globex has a dent in transit (photo img_0001.png). Severity is low, maybe high.",
+    "Shipment SHP-7 from Globex was found with a dent in the casing in transit. Photo img_0001.png is attached. "
+    "Severity is low, maybe high.",
     # the 3 fields right, a vendor that is not in the input
-    "Shipment SHP-9 has a crack. Severity is medium. Supplied by Acme Logistics.",
+    "Shipment SHP-9 was found with a crack in the housing. Severity is medium. Supplied by Acme Logistics.",
 ]
 
 
-def test_fact_accuracy_hand_computed():
-    fa = fact_accuracy(FA_INPUTS, FA_PREDS)
+def test_fact_accuracy_hand_computed(checker):
+    fa = fact_accuracy(FA_INPUTS, FA_PREDS, checker)
     assert fa["per_field"] == pytest.approx(dict(shipment_id=2/3, image_id=1.0, damage_type=1.0, severity=2/3,
                                                  vendor=1.0, shipment_stage=1.0))
     assert fa["overall"] == pytest.approx(12/14)          # 4/5 + 5/6 + 3/3 facts, each fact counted once
-    assert fa["all_facts_correct"] == pytest.approx(1/3)   # only the third report
-    assert fa["invented_shipment_id"] == pytest.approx(1/3)
-    assert fa["invented_vendor"] == pytest.approx(1/3)
+    assert fa["all_facts_correct"] == 0.0                  # the third states its facts but invents a vendor
+    assert fa["invented_per_field"]["shipment_id"] == pytest.approx(1/3)
+    assert fa["invented_per_field"]["vendor"] == pytest.approx(1/3)
     assert fa["any_invented"] == pytest.approx(2/3)
-    assert [r["missing"] for r in fa["rows"]] == [["shipment_id"], ["severity"], []]
+    assert [[f for f, v in r["fields"].items() if v not in (None, "ok")] for r in fa["rows"]] == [["shipment_id"], ["severity"], []]
     assert [r["invented"] for r in fa["rows"]] == [["shipment_id=SHP-5"], [], ["vendor=Acme Logistics"]]
 
 
-def test_fact_accuracy_field_absent_everywhere_is_none():
+def test_fact_accuracy_field_absent_everywhere_is_none(checker):
     fa = fact_accuracy(["shipment_id=SHP-1; damage_type=dent; severity=low",
                         "shipment_id=SHP-2; damage_type=crack; severity=high"],
-                       ["SHP-1 has a dent, low severity.", "SHP-3 has a crack, high severity."])
+                       ["SHP-1 has a dent, low severity.", "SHP-3 has a crack, high severity."], checker)
     assert fa["per_field"]["vendor"] is None and fa["per_field"]["image_id"] is None
     assert fa["per_field"]["shipment_id"] == 0.5 and fa["per_field"]["damage_type"] == 1.0
     assert fa["overall"] == pytest.approx(5/6)
-    assert fa["all_facts_correct"] == 0.5 and fa["invented_shipment_id"] == 0.5 and fa["invented_vendor"] == 0
+    assert fa["all_facts_correct"] == 0.5 and fa["invented_per_field"]["shipment_id"] == 0.5
+    assert fa["invented_per_field"]["vendor"] == 0
 
 
 # ---------------------------------------------------------------- evaluate_model
@@ -207,7 +150,7 @@ def test_evaluate_model_results_json(evaluated):
     assert set(r["rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     assert all(0.0 <= v <= 1.0 for v in r["rouge"].values())
     assert "tiny" in r["base_model"].lower() and r["tiny"] is True
-    assert {"overall", "all_facts_correct", "per_field", "invented_shipment_id", "invented_vendor"} <= set(r["fact_accuracy"])
+    assert {"overall", "all_facts_correct", "per_field", "any_invented", "invented_per_field"} <= set(r["fact_accuracy"])
     assert set(r["fact_accuracy"]["per_field"]) == set(FIELDS)
     assert r["measured_on"] == machine_description()
     date = datetime.datetime.fromisoformat(r["date"])
@@ -231,9 +174,9 @@ def test_evaluate_model_report_csv(evaluated):
     assert list(rep["rougeL"]) == pytest.approx([p["rougeL"] for p in per])
     # each row's missing / invented facts are those of its own input and prediction
     for inp, pred, missing, invented in zip(rep["input"], rep["prediction"], rep["missing_facts"], rep["invented_facts"]):
-        from claim_t5.data import parse_metadata
-        facts = check_facts(parse_metadata(inp), pred)
-        assert missing == ";".join(facts["missing"]) and invented == ";".join(facts["invented"])
+        v = FactChecker.load(d).check(inp, pred)  # the checker saved with the model
+        assert missing == ";".join(f for f, s in v["fields"].items() if s not in (None, "ok"))
+        assert invented == ";".join(v["invented"])
 
 
 def test_evaluate_model_numbers_match_the_csv(evaluated):
@@ -241,8 +184,8 @@ def test_evaluate_model_numbers_match_the_csv(evaluated):
     r = json.loads((d/"test_results.json").read_text())
     rep = read_report_csv(d/"evaluation_report.csv")
     assert r["rouge"] == pytest.approx(rouge_scores(list(rep["prediction"]), list(rep["reference"])))
-    fa = fact_accuracy(list(rep["input"]), list(rep["prediction"]))
-    for k in ("overall", "all_facts_correct", "invented_shipment_id", "invented_vendor"):
+    fa = fact_accuracy(list(rep["input"]), list(rep["prediction"]), FactChecker.load(d))
+    for k in ("overall", "all_facts_correct", "any_invented"):
         assert r["fact_accuracy"][k] == pytest.approx(fa[k]), k
 
 

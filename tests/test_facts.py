@@ -83,7 +83,7 @@ def test_restore_absent_field_is_marked():
 
 
 def _tiny_tokenizer(texts):
-    from claim_t5.train import train_tiny_tokenizer
+    from claim_t5.model import train_tiny_tokenizer
     return train_tiny_tokenizer(texts, 500)
 
 
