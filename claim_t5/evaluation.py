@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError, atomic_write
 from .data import (load_claim_data, parse_metadata, rouge_scores, rouge_per_example, generate_dataset,
-                           DataValidationError)
+                           DataValidationError, best_reference, reference_counts)
 from .facts import FactChecker, fact_accuracy
 from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
                             plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
@@ -57,7 +57,8 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
     d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
     if len(d) == 0: raise ValueError(f"the {split} split is empty: nothing to evaluate")
-    inputs, refs = list(d["input"]), list(d["output"])
+    inputs = list(d["input"])
+    refs = list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]  # several per input: the best counts
     gen = generation_kwargs(cfg, num_beams=num_beams)
     t0 = time.time()
     preds = generate_reports(model, tok, inputs, batch_size=batch_size, max_input_length=cfg.max_input_length,
@@ -68,13 +69,16 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     results = dict(model_dir=str(model_dir), base_model=cfg.model_label,
                    tiny=cfg.is_tiny, split=split, examples=len(inputs), data=str(data_dir or "bundled dataset"),
                    rouge=rouge_scores(preds, refs), targets=TARGETS,
+                   references=dict(per_example=reference_counts(refs), total=sum(map(len, refs)),
+                                   scoring="best of an example's references (rouge_score score_multi)"),
                    fact_accuracy={k: v for k, v in facts.items() if k != "rows"}, generation=gen,
                    reports_per_second=round(len(inputs) / secs, 2), measured_on=machine_description(),
                    date=datetime.datetime.now().isoformat(timespec="seconds"))
     results["targets_met"] = {k: results["rouge"][k] > t for k, t in TARGETS.items()}
     name = results_file(split)
     atomic_write(model_dir/name, json.dumps(results, indent=2))
-    rep = pd.DataFrame(dict(input=inputs, reference=refs, prediction=preds, rougeL=[p["rougeL"] for p in per],
+    best = [r[best_reference(p, r)] for p, r in zip(preds, refs)]  # the reference the report is scored against
+    rep = pd.DataFrame(dict(input=inputs, reference=best, references=[len(r) for r in refs], prediction=preds, rougeL=[p["rougeL"] for p in per],
                             missing_facts=[";".join(f for f, s in r["fields"].items() if s not in (None, "ok")) for r in facts["rows"]],
                             invented_facts=[";".join(r["invented"]) for r in facts["rows"]]))
     rep = rep.sort_values("rougeL", kind="stable")

@@ -8,7 +8,7 @@ import datetime, json, sys, threading, warnings
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs
-from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
+from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines, request_model
 from .config import field_names
 from .facts import CheckedReport, FactCheckError
 from .model import load_fine_tuned, generate_reports, merge_adapter, ModelLoadError
@@ -77,7 +77,9 @@ class ClaimReportGenerator:
         return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, {self.gen_kwargs})"
 
 # %% ../nbs/04_inference.ipynb #e4f9e64c11
-def read_inputs(path:str|Path) -> list:
+def read_inputs(path:str|Path,
+                fields:list|None=None, # the model's schema (`gen.cfg.fields`): its required fields; None: the claim schema
+               ) -> list:
     "(line, record, metadata string) for each line of a JSONL input file; raises on the first bad line, naming it."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such input file")
@@ -90,8 +92,8 @@ def read_inputs(path:str|Path) -> list:
         try:
             if "input" in rec:
                 if not isinstance(rec["input"], str): raise MetadataError(f"field 'input': expected a string, got {type(rec['input']).__name__}")
-                text = format_metadata(parse_metadata(rec["input"]))
-            else: text = format_metadata({k: v for k, v in rec.items() if k != "id"})  # "id" names the line, not the shipment
+                text = format_metadata(parse_metadata(rec["input"], fields=fields), fields)
+            else: text = format_metadata({k: v for k, v in rec.items() if k != "id"}, fields)  # "id" names the line, not the shipment
         except MetadataError as e: errors.append(f"{path}:{i}: {e}"); continue
         out.append((i, rec, text))
     if errors: raise MetadataError(f"{len(errors)} bad line(s) in {path}:\n  " + "\n  ".join(errors[:20]))
@@ -100,7 +102,7 @@ def read_inputs(path:str|Path) -> list:
 
 def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path, progress:bool=True) -> Path:
     "Generate a report for every line of a JSONL file; write input, report, its fact verdict and a timestamp per line."
-    rows = read_inputs(in_path)
+    rows = read_inputs(in_path, gen.cfg.fields)
     reports = gen.generate([t for _, _, t in rows], progress=progress)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return write_jsonl([{**rec, "input": rec.get("input", t), "report": str(r), "facts": r.facts, "generated_at": now}
@@ -133,13 +135,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     "A FastAPI app serving `POST /generate_claim` and `GET /health`."
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field, StrictStr
-    V = lambda: Field(min_length=1, max_length=max_value_chars)
-    class ClaimRequest(BaseModel):
-        model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
-        shipment_id: StrictStr = V(); damage_type: StrictStr = V(); severity: StrictStr = V()
-        image_id: StrictStr|None = Field(None, max_length=max_value_chars); vendor: StrictStr|None = Field(None, max_length=max_value_chars)
-        shipment_stage: StrictStr|None = Field(None, max_length=max_value_chars)
+    ClaimRequest = request_model(gen.cfg.fields, max_value_chars)  # the fields of the schema saved with the model
 
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata")
 
@@ -149,7 +145,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     def health(): return {"status": "ok", "model_dir": str(gen.model_dir), "tiny": gen.cfg.is_tiny, "generation": gen.gen_kwargs}
 
     def generate_claim(req):
-        meta = req.model_dump(exclude_none=True)
+        meta = req.model_dump(by_alias=True, exclude_none=True)  # the schema's own names (a key may hold a space)
         bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
         if bad: raise HTTPException(422, f"field(s) {bad}: values must be strings of at most {max_value_chars} characters")
         with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
@@ -160,7 +156,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
         if n > gen.cfg.max_input_length:  # a service refuses rather than truncating a claim silently
             raise HTTPException(422, f"metadata is {n} tokens, over the model's limit of {gen.cfg.max_input_length}: shorten the values")
         report = gen.generate([text])[0]
-        return {"report": report, "input": text, "unknown_fields": unknown_fields(meta)}
+        return {"report": report, "input": text, "unknown_fields": unknown_fields(meta, gen.cfg.fields)}
     generate_claim.__annotations__ = {"req": ClaimRequest}  # a local class: resolved here, not from a string annotation
     app.post("/generate_claim")(generate_claim)
     return app

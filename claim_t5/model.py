@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, hashlib, json, logging, os, platform, shutil, warnings
 from pathlib import Path
-from .config import ClaimT5Config, make_config, save_config, generation_kwargs, atomic_folder, atomic_write, ConfigError
+from .config import ClaimT5Config, make_config, save_config, generation_kwargs, atomic_folder, atomic_write, ConfigError, FIELDS_FILE
 from .facts import FACTS_FILE, FactChecker, check_reports, decode_generated, model_inputs
 
 # %% auto #0
@@ -351,7 +351,7 @@ def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
         merged.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         model.generation_config.save_pretrained(str(tmp))
-        for f in (RUN_CONFIG, FACTS_FILE, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):
+        for f in (RUN_CONFIG, FACTS_FILE, FIELDS_FILE, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):
             if (Path(model_dir)/f).exists(): shutil.copy2(Path(model_dir)/f, tmp/f)
     return Path(out_dir)
 

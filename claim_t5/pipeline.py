@@ -49,7 +49,7 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
     data = str(run_dir/"data")
     return {
         "00_config": dict(config=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
-        "01_data": dict(data_dir=data_dir, out_dir=data, strict=True),
+        "01_data": dict(data_dir=data_dir, out_dir=data, strict=True, config=str(run_dir/"config.yaml")),  # its field schema
         "02_lora_train": dict(config=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
                               resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
-from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats
+from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats, resolve_fields, fields_table, write_fields
+from .config import FIELDS_FILE
 from .facts import FactChecker, decode_generated, fact_accuracy, model_splits
 from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS)
@@ -60,7 +61,7 @@ class ClaimTrainer(Seq2SeqTrainer):
 def make_compute_metrics(tokenizer,
                          cfg:ClaimT5Config|None=None, # placeholders: restored before scoring; None: a plain decode
                          inputs:list|None=None, # the evaluation inputs, in order (the placeholders' values, the fact check)
-                         references:list|None=None, # their reports as users see them
+                         references:list|None=None, # their reports as users see them (a list of several per input: the best counts)
                          checker:FactChecker|None=None, # with `inputs`: also fact accuracy and all facts correct
                         ):
     "A `compute_metrics` for Seq2SeqTrainer: ROUGE-1/2/L/Lsum of the reports users would see, their length and facts."
@@ -137,6 +138,10 @@ _CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing
 
 def _select(ds, n): return ds if n is None or n >= len(ds) else ds.select(range(n))
 
+def _references(d) -> list:
+    "Each example's references (several where an input was written up more than once), else its output."
+    return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
+
 def build_trainer(cfg:ClaimT5Config, model, tokenizer,
                   dsd, # the splits as users see them (train and validation)
                   callbacks:list|None=None,
@@ -168,7 +173,8 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer,
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if cuda else None)
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
-                        processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer, cfg, list(val["input"]), list(val["output"]), checker),
+                        processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer, cfg, list(val["input"]),
+                                                                                 _references(val), checker),
                         callbacks=callbacks)
 
 # %% ../nbs/02_lora_train.ipynb #a075a56132
@@ -181,7 +187,9 @@ def train(cfg:ClaimT5Config, # the run's configuration
     from transformers import set_seed
     set_seed(cfg.seed)
     resume = prepare_resume(cfg.paths["checkpoints"], resume_from_checkpoint)
-    dsd = load_claim_data(cfg.data_dir, cfg=cfg)
+    cfg, evidence = resolve_fields(cfg, cfg.data_dir, progress=verbose)  # fields: auto is read off the train split here
+    if verbose and evidence: print(f"field schema inferred from the train split:\n{fields_table(evidence).to_string()}")
+    dsd = load_claim_data(cfg.data_dir, cfg=cfg, progress=verbose)
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
     checker = FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
     seen = model_splits(DatasetDict(train=dsd["train"]), cfg)["train"]  # what the model reads: the tiny tokenizer learns it
@@ -204,6 +212,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
     if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
         model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config,
                                     checker)
+        write_fields(model_dir/FIELDS_FILE, cfg.fields, evidence)  # the schema on its own, to read, edit and reuse
     return TrainResult(model_dir=model_dir, history=history, parameters=params, metrics=out.metrics,
                        best_checkpoint=trainer.state.best_model_checkpoint, config=cfg)
 
