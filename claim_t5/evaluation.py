@@ -78,9 +78,10 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     name = results_file(split)
     atomic_write(model_dir/name, json.dumps(results, indent=2))
     best = [r[best_reference(p, r)] for p, r in zip(preds, refs)]  # the reference the report is scored against
-    rep = pd.DataFrame(dict(input=inputs, reference=best, references=[len(r) for r in refs], prediction=preds, rougeL=[p["rougeL"] for p in per],
+    rep = pd.DataFrame(dict(input=inputs, reference=best, prediction=preds, rougeL=[p["rougeL"] for p in per],
                             missing_facts=[";".join(f for f, s in r["fields"].items() if s not in (None, "ok")) for r in facts["rows"]],
-                            invented_facts=[";".join(r["invented"]) for r in facts["rows"]]))
+                            invented_facts=[";".join(r["invented"]) for r in facts["rows"]],
+                            references=[len(r) for r in refs]))  # how many references the example had (reference: the best)
     rep = rep.sort_values("rougeL", kind="stable")
     report_name = report_file(split)
     atomic_write(model_dir/report_name, rep.to_csv(index=False))

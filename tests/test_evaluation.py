@@ -22,7 +22,7 @@ from claim_t5.facts import FactChecker, fact_accuracy
 from claim_t5.model import ModelLoadError, generate_reports, load_fine_tuned, machine_description
 
 CLI = Path(sys.executable).parent/"claim_t5_eval"
-CSV_COLUMNS = ["input", "reference", "prediction", "rougeL", "missing_facts", "invented_facts"]
+CSV_COLUMNS = ["input", "reference", "prediction", "rougeL", "missing_facts", "invented_facts", "references"]
 
 
 # ---------------------------------------------------------------- fixtures and helpers
