@@ -217,7 +217,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
                batch_size:int=32, # most reports per generation batch
                max_wait_ms:float=5.0, # longest wait for more requests to fill a batch (only under concurrency)
                max_queue:int=64, # most reports waiting; more are refused with 503 and Retry-After
-               max_claims:int=64, # most claims in one /generate_claims request
+               max_claims:int|None=None, # most claims in one /generate_claims request; default min(64, max_queue)
                timeout_s:float=30.0, # a request still unanswered after this gets 504
               ):
     "A FastAPI app serving micro-batched claim reports, with health, readiness and Prometheus metrics."
@@ -227,6 +227,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, Field, StrictStr
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    max_claims = min(64, max_queue) if max_claims is None else max_claims
     if max_claims > max_queue: raise ValueError(f"max_claims ({max_claims}) must be <= max_queue ({max_queue})")
     V = lambda: Field(min_length=1, max_length=max_value_chars)
     class ClaimRequest(BaseModel):
@@ -314,7 +315,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          batch_size:int=32, # most reports per generation batch
          max_wait_ms:float=5.0, # longest wait for more requests to fill a batch
          max_queue:int=64, # most reports waiting; more get 503
-         max_claims:int=64, # most claims in one /generate_claims request
+         max_claims:int=None, # most claims in one /generate_claims request; default min(64, max_queue)
          timeout_s:float=30.0, # requests unanswered after this get 504
          engine:str="transformers", # transformers, or ct2 (CTranslate2: pip install 'claim_t5[fast]')
          compute_type:str="float32", # ct2 only: float32 or int8

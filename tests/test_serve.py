@@ -3,6 +3,7 @@ answered in batches without mix-ups, overload, deadlines, failing batches, healt
 request validation, and CT2 float32 giving the same reports as transformers."""
 import dataclasses
 import json
+import shutil
 import sys
 import threading
 import time
@@ -392,3 +393,44 @@ def test_service_with_ct2_engine(model_dir, gen, ct2_dir):
         r = c.post("/generate_claims", json={"claims": claims(4)})
         assert c.get("/health").json()["engine"] == "ct2"
     assert [x["report"] for x in r.json()["results"]] == gen(claims(4))
+
+
+def test_graceful_shutdown_answers_requests_in_flight(gen):
+    # a real uvicorn server in a thread; should_exit is what its SIGTERM/Ctrl-C handler sets
+    import socket
+    import httpx
+    import uvicorn
+    sizes = []
+    def slow(texts): sizes.append(len(texts)); time.sleep(0.3); return echo(texts)
+    app = create_app(StandIn(gen, slow), batch_size=4, max_wait_ms=50)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True); th.start()
+    wait_until(lambda: server.started, 10)
+    url = f"http://127.0.0.1:{port}"
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(httpx.post, url + "/generate_claim", json=m, timeout=30) for m in claims(8)]
+        wait_until(lambda: sizes and sizes[0] + app.state.batcher.pending == 8, 20)  # all 8 in the service
+        server.should_exit = True  # shutdown begins while requests are queued and generating
+        rs = [f.result(30) for f in futs]
+    th.join(30)
+    assert not th.is_alive()
+    assert [r.status_code for r in rs] == [200] * 8
+    assert all(m["shipment_id"] in r.json()["report"] for m, r in zip(claims(8), rs))
+    assert not app.state.batcher.accepting
+
+
+# ---------------------------------------------------------------- the engine option on the command line
+
+def test_cli_engine_option(model_dir, gen, ct2_dir, tmp_path):
+    import subprocess
+    from conftest import cli_env
+    cli = Path(sys.executable).parent/"claim_t5_generate"
+    m = shutil.copytree(model_dir, tmp_path/"m")  # the CLI caches the converted model inside the model folder
+    run = lambda *args: subprocess.run([str(cli), "--model_dir", str(m), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
+    with ThreadPoolExecutor(2) as ex:
+        ok, bad = ex.map(lambda a: run(*a), [("--engine", "ct2", "--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip() == gen(META_STR) and (m/"ct2_model"/"model.bin").exists()
+    assert bad.returncode != 0 and "unknown engine 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
