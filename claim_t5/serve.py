@@ -39,14 +39,14 @@ class MicroBatcher:
     "Run `fn(texts) -> results` on micro-batches gathered from concurrent callers, in one worker thread."
     def __init__(self, fn, # texts -> one result per text, in order
                  batch_size:int=32, # most reports per batch (a larger single request runs alone)
-                 max_wait_ms:float=5.0, # longest wait for more requests once one is in hand (only under concurrency)
+                 max_wait_ms:float=20.0, # longest wait for more requests once one is in hand (only under concurrency)
                  max_queue:int=64, # most reports waiting; more are refused with QueueFull
                  on_batch=None, # called as on_batch(n_reports, seconds, error_or_None) after each batch
                 ):
         if min(batch_size, max_queue) < 1 or max_wait_ms < 0: raise ValueError("batch_size and max_queue must be >= 1, max_wait_ms >= 0")
         self.fn, self.batch_size, self.max_wait, self.max_queue, self.on_batch = fn, batch_size, max_wait_ms/1000, max_queue, on_batch
         self._jobs, self._pending, self._cv = collections.deque(), 0, threading.Condition()
-        self._closed, self._thread, self._last_jobs = False, None, 1
+        self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
         self._per_report = 0.01  # running estimate of seconds per report, for Retry-After
 
     @property
@@ -74,7 +74,7 @@ class MicroBatcher:
                 wait = max(1, math.ceil(self._pending * self._per_report))
                 raise QueueFull(f"queue full: {self._pending} of {self.max_queue} reports waiting", retry_after=min(wait, 60))
             self._jobs.append(_Job(list(texts), fut, time.monotonic() + timeout_s))
-            self._pending += len(texts)
+            self._pending += len(texts); self._arrivals += 1
             self._cv.notify_all()
         return fut
 
@@ -88,10 +88,13 @@ class MicroBatcher:
             while not self._jobs:
                 if self._closed: return None
                 self._cv.wait()
-            if self._last_jobs > 1 or len(self._jobs) > 1:  # other clients are active: let the batch fill a little
-                end = time.monotonic() + self.max_wait
+            if self._last_jobs > 1 or len(self._jobs) > 1:  # other clients are active: let the batch fill
+                # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
+                end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
                 while self._pending < self.batch_size and not self._closed and (left := end - time.monotonic()) > 0:
-                    self._cv.wait(left)
+                    seen = self._arrivals
+                    self._cv.wait(min(left, gap))
+                    if self._arrivals == seen: break
             batch, n = [], 0
             while self._jobs and (not batch or n + len(self._jobs[0].texts) <= self.batch_size):
                 j = self._jobs.popleft(); self._pending -= len(j.texts); batch.append(j); n += len(j.texts)
@@ -215,7 +218,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
                batch_size:int=32, # most reports per generation batch
-               max_wait_ms:float=5.0, # longest wait for more requests to fill a batch (only under concurrency)
+               max_wait_ms:float=20.0, # longest wait for more requests to fill a batch (only under concurrency)
                max_queue:int=64, # most reports waiting; more are refused with 503 and Retry-After
                max_claims:int|None=None, # most claims in one /generate_claims request; default min(64, max_queue)
                timeout_s:float=30.0, # a request still unanswered after this gets 504
@@ -313,7 +316,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          host:str="127.0.0.1", # interface to bind; 0.0.0.0 to serve other machines
          max_body_bytes:int=8192, # larger request bodies are refused
          batch_size:int=32, # most reports per generation batch
-         max_wait_ms:float=5.0, # longest wait for more requests to fill a batch
+         max_wait_ms:float=20.0, # longest wait for more requests to fill a batch
          max_queue:int=64, # most reports waiting; more get 503
          max_claims:int=None, # most claims in one /generate_claims request; default min(64, max_queue)
          timeout_s:float=30.0, # requests unanswered after this get 504
@@ -327,6 +330,9 @@ def main(model_dir:str=None, # fine-tuned model folder
     if not model_dir: _fail("--model_dir is required")
     if threads:
         import torch; torch.set_num_threads(threads)
+    # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the event
+    # loop read the next requests meanwhile, so that they are queued in time for the next batch
+    sys.setswitchinterval(0.001)
     # the response lists unknown fields; the worker thread's generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
     try:
