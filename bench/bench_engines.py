@@ -5,7 +5,7 @@ LM head, vocabulary 32128; identical outputs and the speed ratio). Warm-up, then
 nothing; prints figures and writes bench/results/bench_engines.json. Needs `pip install 'claim_t5[fast]'`.
 
 Run: .venv/bin/python bench/bench_engines.py --model_dir runs/tiny/model_training/fine_tuned_model
-     [--threads 2] [--repeats 3] [--base_n 64] [--base_new_tokens 60] [--skip_base]
+     [--threads 1] [--repeats 3] [--base_n 64] [--base_new_tokens 60] [--skip_base]
 """
 import argparse, json, os, statistics, sys, tempfile, time
 from pathlib import Path
@@ -88,8 +88,9 @@ def base_shape(a, test_inputs, tok_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model_dir", required=True, help="a trained tiny model folder")
-    ap.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch and CTranslate2 threads (1: on a shared 2-core machine 2 threads spin while another process is busy)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiny_n", type=int, default=662, help="test inputs for the tiny model")
     ap.add_argument("--base_n", type=int, default=64, help="inputs for the flan-t5-base-shaped model")
     ap.add_argument("--base_new_tokens", type=int, default=60)
     ap.add_argument("--base_batch", type=int, default=16)
@@ -105,8 +106,9 @@ def main():
     info = env_info(a.threads)
     print("environment:", json.dumps(info))
     res = dict(benchmark="bench_engines", environment=info, repeats=a.repeats, generation="greedy")
-    print(f"tiny model ({a.model_dir}), {len(test_inputs)} test inputs, batch 64:")
-    res["tiny"] = tiny_model(a, test_inputs)
+    print(f"tiny model ({a.model_dir}), {len(test_inputs[:a.tiny_n])} test inputs, batch 64:")
+    res["tiny"] = tiny_model(a, test_inputs[:a.tiny_n])
+    res["tiny_settings"] = dict(n=len(test_inputs[:a.tiny_n]), batch_size=64)
     if not a.skip_base:
         res["flan_t5_base_shape"] = base_shape(a, test_inputs, a.model_dir)
         res["flan_t5_base_shape_settings"] = dict(n=a.base_n, max_new_tokens=a.base_new_tokens, batch_size=a.base_batch)
