@@ -316,6 +316,7 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
                      progress:bool=False, # show a tqdm bar over batches
                      cfg:ClaimT5Config|None=None, # placeholders and schema; default: the config `load_fine_tuned` attached
                      checker:FactChecker|None=None, # the fact check; default: the one `load_fine_tuned` attached
+                     engine=None, # another generation backend with `generate_ids` (e.g. claim_t5.engines.CT2Engine); None: `model.generate`
                      **gen_kwargs) -> list:
     "One `CheckedReport` per input (a str with its fact verdict), generated in length-sorted batches, in input order."
     import torch
@@ -333,9 +334,12 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
     device = next(model.parameters()).device
     batches = [order[i:i+batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="Generating", disable=not progress):
-        enc = tokenizer([inputs[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_input_length).to(device)
-        with torch.inference_mode(): gen = model.generate(**enc, **gen_kwargs)
+        if engine is not None:  # the same masking, decoding and fact check around another engine's tokens
+            gen = engine.generate_ids([inputs[i] for i in idx], batch_size=batch_size, max_input_length=max_input_length, **gen_kwargs)
+        else:
+            enc = tokenizer([inputs[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_input_length).to(device)
+            with torch.inference_mode(): gen = model.generate(**enc, **gen_kwargs)
         for i, text in zip(idx, decode_generated(tokenizer, gen, [raw[i] for i in idx], cfg)): out[i] = text
     return check_reports(checker, raw, out)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import cli_env, copy_model
 
 from claim_t5.data import MetadataError, format_metadata, load_claim_data
-from claim_t5.inference import ClaimReportGenerator, create_app, generate_file
+from claim_t5.inference import ClaimReportGenerator, generate_file
 from claim_t5.model import merge_adapter
 
 CLI = Path(sys.executable).parent/"claim_t5_generate"
@@ -256,113 +256,6 @@ def test_generate_file_missing_input_file(gen, tmp_path):
     assert not (tmp_path/"out.jsonl").exists()
 
 
-# ---------------------------------------------------------------- the HTTP service
-
-@pytest.fixture(scope="module")
-def client(gen):
-    from fastapi.testclient import TestClient
-    with TestClient(create_app(gen)) as c:
-        yield c
-
-
-def test_service_good_request(client, gen):
-    r = client.post("/generate_claim", json=META)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["report"] == gen(META)
-    assert body["input"] == META_STR
-    assert body["unknown_fields"] == []
-
-
-def test_service_optional_fields_may_be_left_out(client, gen):
-    meta = dict(shipment_id="SHP-1", damage_type="dent", severity="low")
-    r = client.post("/generate_claim", json=meta)
-    assert r.status_code == 200, r.text
-    assert r.json()["report"] == gen(meta)
-
-
-def test_service_missing_field(client):
-    r = client.post("/generate_claim", json={k: v for k, v in META.items() if k != "severity"})
-    assert r.status_code == 422
-    assert "severity" in r.text
-
-
-@pytest.mark.parametrize("field,value", [("shipment_id", 12345), ("severity", None), ("damage_type", ["dent"]),
-                                         ("vendor", 3), ("severity", True)])
-def test_service_wrong_type(client, field, value):
-    r = client.post("/generate_claim", json={**META, field: value})
-    assert r.status_code == 422, r.text
-    assert field in r.text
-
-
-@pytest.mark.parametrize("value", ["", "   "])
-def test_service_empty_value(client, value):
-    r = client.post("/generate_claim", json={**META, "shipment_id": value})
-    assert r.status_code == 422, r.text
-    assert "shipment_id" in r.text
-
-
-def test_service_overlong_value(client):
-    r = client.post("/generate_claim", json={**META, "vendor": "x" * 201})
-    assert r.status_code == 422
-    assert "vendor" in r.text
-
-
-@pytest.mark.parametrize("body", [b'{"shipment_id": "SHP-1", ', b"not json at all", b"[1, 2]", b""])
-def test_service_malformed_body(client, body):
-    r = client.post("/generate_claim", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 422, (r.status_code, r.text)
-
-
-def test_service_body_too_large_declared(client):
-    # a declared length over the limit is refused before the body is read
-    r = client.post("/generate_claim", content=b"{}", headers={"content-type": "application/json",
-                                                              "content-length": "100000"})
-    assert r.status_code == 413
-
-
-def test_service_large_valid_json(client):
-    big = {**META, "notes": "n" * 10000}   # valid JSON, over 8192 bytes
-    r = client.post("/generate_claim", json=big)
-    assert r.status_code == 413
-
-
-def test_service_large_body_without_length(client):
-    # a body sent in chunks declares no length: it is counted as it arrives
-    payload = json.dumps({**META, "notes": "n" * 10000}).encode()
-    chunks = (payload[i:i+1000] for i in range(0, len(payload), 1000))
-    r = client.post("/generate_claim", content=chunks, headers={"content-type": "application/json"})
-    assert r.status_code == 413, (r.status_code, r.text)
-
-
-def test_service_body_limit_is_configurable(gen):
-    from fastapi.testclient import TestClient
-    with TestClient(create_app(gen, max_body_bytes=100)) as c:
-        assert c.post("/generate_claim", json={**META, "notes": "n" * 200}).status_code == 413
-        assert c.post("/generate_claim", json=dict(shipment_id="S1", damage_type="dent", severity="low")).status_code == 200
-
-
-def test_service_unknown_field(client, gen):
-    r = client.post("/generate_claim", json={**META, "colour": "red"})
-    assert r.status_code == 200, r.text
-    assert r.json()["unknown_fields"] == ["colour"]
-    assert "colour=red" in r.json()["input"]
-
-
-def test_service_unknown_field_not_a_string(client):
-    r = client.post("/generate_claim", json={**META, "priority": {"level": 3}})
-    assert r.status_code == 422
-    assert "priority" in r.text
-
-
-def test_service_health(client, model_dir):
-    r = client.get("/health")
-    assert r.status_code == 200
-    body = r.json()
-    assert body["status"] == "ok" and body["tiny"] is True
-    assert body["model_dir"] == str(model_dir)
-
-
 # ---------------------------------------------------------------- the claim_t5_generate console script
 # Each run starts a Python process that imports torch and transformers (seconds), so the runs start together in a
 # thread pool when the first CLI test needs them; each test then checks one run.
@@ -440,10 +333,3 @@ def test_cli_batch_without_output(cli_runs):
 def test_cli_requires_model_dir(cli_runs):
     r = cli_runs["no_model_dir"].result()
     assert r.returncode != 0 and "--model_dir" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_service_refuses_metadata_over_the_token_limit(client, gen):
-    # each value is within the 200-character limit, together they are far over max_input_length tokens
-    r = client.post("/generate_claim", json={**META, "vendor": "Vendor " * 28, "notes": "long note " * 19,
-                                             "extra": "more words " * 18})
-    assert r.status_code == 422 and "tokens" in r.text and str(gen.cfg.max_input_length) in r.text

@@ -354,7 +354,7 @@ def generator(tiny_model_dir):
 @pytest.fixture(scope="module")
 def client(generator):
     from fastapi.testclient import TestClient
-    from claim_t5.inference import create_app
+    from claim_t5.serve import create_app
     return TestClient(create_app(generator), raise_server_exceptions=False)  # a server error shows as a 500
 
 

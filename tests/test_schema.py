@@ -181,7 +181,8 @@ def test_other_schema_evaluates_with_its_own_facts_and_references(returns_run, r
 
 def test_other_schema_generates_and_serves(returns_run):
     from fastapi.testclient import TestClient
-    from claim_t5.inference import ClaimReportGenerator, create_app
+    from claim_t5.inference import ClaimReportGenerator
+    from claim_t5.serve import create_app
     gen = ClaimReportGenerator(returns_run.model_dir, device="cpu")
     meta = {"order_no": "ORD-7654321", "item": "Walnut Rug", "reason": "damaged", "refund": "partial", "return method": "mail"}
     report = gen(meta)

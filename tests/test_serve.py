@@ -1,0 +1,436 @@
+"""Tests of claim_t5.serve (the micro-batching HTTP service) and of the CTranslate2 engine (claim_t5.engines): requests
+answered in batches without mix-ups, overload, deadlines, failing batches, health/ready/metrics, the list endpoint,
+request validation, and CT2 float32 giving the same reports as transformers."""
+import dataclasses
+import json
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from claim_t5.data import MetadataError, load_claim_data
+from claim_t5.inference import ClaimReportGenerator
+from claim_t5.serve import MicroBatcher, create_app
+
+META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
+            shipment_stage="transit")
+META_STR = "shipment_id=SHP-12345; image_id=img_0042.png; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit"
+DAMAGES, SEVERITIES = ["dent", "scratch", "water damage", "crushed box"], ["low", "medium", "high"]
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def gen(model_dir) -> ClaimReportGenerator:
+    return ClaimReportGenerator(model_dir, device="cpu")
+
+
+def claims(n: int) -> list:
+    "n different claims, each with its own shipment id."
+    return [dict(shipment_id=f"SHP-{70000 + i}", damage_type=DAMAGES[i % 4], severity=SEVERITIES[i % 3],
+                 vendor=f"Vendor{i % 5}") for i in range(n)]
+
+
+class StandIn:
+    "The real generator's validation and tokenizer with another `generate` (echo, slow, failing...)."
+    def __init__(self, gen, generate):
+        self._gen, self.generate = gen, generate
+        self.tokenizer, self.cfg, self.model_dir, self.gen_kwargs, self.prepare = gen.tokenizer, gen.cfg, gen.model_dir, gen.gen_kwargs, gen.prepare
+
+
+def echo(texts): return [f"report for {t}" for t in texts]
+
+
+def make_client(app):
+    from fastapi.testclient import TestClient
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def wait_until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end: raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------- the HTTP service: validation (moved from test_inference)
+
+@pytest.fixture(scope="module")
+def client(gen):
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(gen)) as c:
+        yield c
+
+
+def test_service_good_request(client, gen):
+    r = client.post("/generate_claim", json=META)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["report"] == gen(META)
+    assert body["input"] == META_STR
+    assert body["unknown_fields"] == []
+
+
+def test_service_optional_fields_may_be_left_out(client, gen):
+    meta = dict(shipment_id="SHP-1", damage_type="dent", severity="low")
+    r = client.post("/generate_claim", json=meta)
+    assert r.status_code == 200, r.text
+    assert r.json()["report"] == gen(meta)
+
+
+def test_service_missing_field(client):
+    r = client.post("/generate_claim", json={k: v for k, v in META.items() if k != "severity"})
+    assert r.status_code == 422
+    assert "severity" in r.text
+
+
+@pytest.mark.parametrize("field,value", [("shipment_id", 12345), ("severity", None), ("damage_type", ["dent"]),
+                                         ("vendor", 3), ("severity", True)])
+def test_service_wrong_type(client, field, value):
+    r = client.post("/generate_claim", json={**META, field: value})
+    assert r.status_code == 422, r.text
+    assert field in r.text
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_service_empty_value(client, value):
+    r = client.post("/generate_claim", json={**META, "shipment_id": value})
+    assert r.status_code == 422, r.text
+    assert "shipment_id" in r.text
+
+
+def test_service_overlong_value(client):
+    r = client.post("/generate_claim", json={**META, "vendor": "x" * 201})
+    assert r.status_code == 422
+    assert "vendor" in r.text
+
+
+@pytest.mark.parametrize("body", [b'{"shipment_id": "SHP-1", ', b"not json at all", b"[1, 2]", b""])
+def test_service_malformed_body(client, body):
+    r = client.post("/generate_claim", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, (r.status_code, r.text)
+
+
+def test_service_body_too_large_declared(client):
+    # a declared length over the limit is refused before the body is read
+    r = client.post("/generate_claim", content=b"{}", headers={"content-type": "application/json",
+                                                              "content-length": "100000"})
+    assert r.status_code == 413
+
+
+def test_service_large_valid_json(client):
+    big = {**META, "notes": "n" * 10000}   # valid JSON, over 8192 bytes
+    r = client.post("/generate_claim", json=big)
+    assert r.status_code == 413
+
+
+def test_service_large_body_without_length(client):
+    # a body sent in chunks declares no length: it is counted as it arrives
+    payload = json.dumps({**META, "notes": "n" * 10000}).encode()
+    chunks = (payload[i:i+1000] for i in range(0, len(payload), 1000))
+    r = client.post("/generate_claim", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413, (r.status_code, r.text)
+
+
+def test_service_body_limit_is_configurable(gen):
+    from fastapi.testclient import TestClient
+    with TestClient(create_app(gen, max_body_bytes=100)) as c:
+        assert c.post("/generate_claim", json={**META, "notes": "n" * 200}).status_code == 413
+        assert c.post("/generate_claim", json=dict(shipment_id="S1", damage_type="dent", severity="low")).status_code == 200
+
+
+def test_service_unknown_field(client, gen):
+    r = client.post("/generate_claim", json={**META, "colour": "red"})
+    assert r.status_code == 200, r.text
+    assert r.json()["unknown_fields"] == ["colour"]
+    assert "colour=red" in r.json()["input"]
+
+
+def test_service_unknown_field_not_a_string(client):
+    r = client.post("/generate_claim", json={**META, "priority": {"level": 3}})
+    assert r.status_code == 422
+    assert "priority" in r.text
+
+
+def test_service_health(client, model_dir):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["tiny"] is True
+    assert body["model_dir"] == str(model_dir)
+
+
+
+def test_service_refuses_metadata_over_the_token_limit(client, gen):
+    # each value is within the 200-character limit, together they are far over max_input_length tokens
+    r = client.post("/generate_claim", json={**META, "vendor": "Vendor " * 28, "notes": "long note " * 19,
+                                             "extra": "more words " * 18})
+    assert r.status_code == 422 and "tokens" in r.text and str(gen.cfg.max_input_length) in r.text
+
+
+# ---------------------------------------------------------------- micro-batching
+
+def test_concurrent_requests_each_get_their_own_report(gen):
+    # an echoing stand-in makes a mix-up visible: each answer must name its own request's shipment id
+    sizes = []
+    def generate(texts): sizes.append(len(texts)); time.sleep(0.02); return echo(texts)
+    app = create_app(StandIn(gen, generate), batch_size=16, max_wait_ms=20)
+    cs = claims(32)
+    with make_client(app) as c, ThreadPoolExecutor(16) as ex:
+        rs = list(ex.map(lambda m: c.post("/generate_claim", json=m), cs))
+    assert [r.status_code for r in rs] == [200] * 32
+    for m, r in zip(cs, rs):
+        assert f"shipment_id={m['shipment_id']};" in r.json()["report"] and m["shipment_id"] in r.json()["input"]
+    assert sum(sizes) == 32 and max(sizes) > 1, sizes  # requests were batched together
+
+
+def test_concurrent_requests_real_model(gen):
+    cs = claims(12)
+    with make_client(create_app(gen, batch_size=8, max_wait_ms=20)) as c, ThreadPoolExecutor(12) as ex:
+        rs = list(ex.map(lambda m: c.post("/generate_claim", json=m), cs))
+    assert [r.status_code for r in rs] == [200] * 12
+    assert [r.json()["report"] for r in rs] == [gen(m) for m in cs]
+    assert [r.json()["input"].split(";")[0] for r in rs] == [f"shipment_id={m['shipment_id']}" for m in cs]
+
+
+def test_full_queue_answers_503_at_once(gen):
+    gate, started = threading.Event(), threading.Event()
+    def generate(texts): started.set(); gate.wait(10); return echo(texts)
+    app = create_app(StandIn(gen, generate), batch_size=1, max_queue=2, max_claims=2)
+    b = app.state.batcher
+    with make_client(app) as c, ThreadPoolExecutor(3) as ex:
+        held = ex.submit(c.post, "/generate_claim", json=claims(1)[0])
+        assert started.wait(5)  # the first request is in the worker, blocked
+        queued = [ex.submit(c.post, "/generate_claim", json=m) for m in claims(2)]
+        wait_until(lambda: b.pending == 2)
+        t0 = time.perf_counter()
+        r = c.post("/generate_claim", json=claims(3)[2])
+        assert r.status_code == 503 and time.perf_counter() - t0 < 1.0
+        assert int(r.headers["Retry-After"]) >= 1 and "queue full" in r.text
+        gate.set()
+        assert held.result(10).status_code == 200 and [q.result(10).status_code for q in queued] == [200, 200]
+        assert c.post("/generate_claim", json=META).status_code == 200  # room again
+        assert 'claim_t5_errors_total{reason="overloaded"} 1.0' in c.get("/metrics").text
+
+
+def test_failing_batch_answers_500_then_the_next_succeeds(gen):
+    calls = []
+    def generate(texts):
+        calls.append(texts)
+        if len(calls) == 1: raise RuntimeError("CUDA error: device-side assert triggered")
+        return echo(texts)
+    with make_client(create_app(StandIn(gen, generate))) as c:
+        r = c.post("/generate_claim", json=META)
+        assert r.status_code == 500 and "generation failed" in r.text and "device-side assert" in r.text
+        r = c.post("/generate_claim", json=META)
+        assert r.status_code == 200 and r.json()["report"] == f"report for {META_STR}"
+        assert c.get("/ready").status_code == 200
+        assert 'claim_t5_errors_total{reason="generation_failed"} 1.0' in c.get("/metrics").text
+
+
+def test_deadline_answers_504(gen):
+    def generate(texts): time.sleep(0.6); return echo(texts)
+    with make_client(create_app(StandIn(gen, generate), timeout_s=0.2)) as c:
+        t0 = time.perf_counter()
+        r = c.post("/generate_claim", json=META)
+        assert r.status_code == 504 and time.perf_counter() - t0 < 0.55
+
+
+@dataclasses.dataclass
+class Verdict:
+    ok: bool
+    failing: list
+
+
+@dataclasses.dataclass
+class Checked:
+    text: str
+    facts: Verdict
+
+
+class FactCheckError(ValueError):
+    "Shaped like the facts module's strict-mode error: names the failing facts."
+    def __init__(self, failures): super().__init__(f"fact check failed: {', '.join(failures)}"); self.failures = failures
+
+
+def test_fact_verdicts_and_strict_refusals(gen):
+    # results carrying a verdict are serialised; a strict refusal is a 422 for its own request only
+    def generate(texts):
+        if any("SHP-BAD" in t for t in texts): raise FactCheckError(["shipment_id=SHP-BAD"])
+        return [Checked(f"report for {t}", Verdict(True, [])) for t in texts]
+    gate = threading.Event()
+    app = create_app(StandIn(gen, lambda texts: (gate.wait(10), generate(texts))[1]), max_wait_ms=50)
+    with make_client(app) as c, ThreadPoolExecutor(3) as ex:
+        first = ex.submit(c.post, "/generate_claim", json=META)
+        time.sleep(0.1)
+        bad = ex.submit(c.post, "/generate_claim", json={**META, "shipment_id": "SHP-BAD"})
+        good = ex.submit(c.post, "/generate_claim", json={**META, "shipment_id": "SHP-GOOD"})
+        wait_until(lambda: app.state.batcher.pending == 2)
+        gate.set()
+        assert first.result(10).json()["facts"] == {"ok": True, "failing": []}
+        assert bad.result(10).status_code == 422 and "shipment_id=SHP-BAD" in bad.result().text
+        assert good.result(10).status_code == 200 and "SHP-GOOD" in good.result().json()["report"]
+
+
+def test_shutdown_finishes_queued_requests():
+    def slow(texts): time.sleep(0.05); return [t.upper() for t in texts]
+    b = MicroBatcher(slow, batch_size=2, max_queue=10).start()
+    futs = [b.submit([f"r{i}"]) for i in range(6)]
+    b.close(timeout=10)
+    assert [f.result(0) for f in futs] == [[f"R{i}"] for i in range(6)]
+
+
+# ---------------------------------------------------------------- the list endpoint
+
+def test_list_endpoint_equals_single_calls(gen):
+    cs = claims(6) + [META]
+    with make_client(create_app(gen)) as c:
+        many = c.post("/generate_claims", json={"claims": cs})
+        assert many.status_code == 200, many.text
+        singles = [c.post("/generate_claim", json=m).json() for m in cs]
+    assert many.json()["results"] == singles
+
+
+def test_list_endpoint_limits_and_names_the_bad_claim(gen):
+    with make_client(create_app(gen, max_claims=4)) as c:
+        assert c.post("/generate_claims", json={"claims": claims(5)}).status_code == 422
+        assert c.post("/generate_claims", json={"claims": []}).status_code == 422
+        r = c.post("/generate_claims", json={"claims": [META, {"shipment_id": "SHP-1", "damage_type": "dent"}]})
+        assert r.status_code == 422 and "severity" in r.text and "1" in json.dumps(r.json()["detail"])
+        r = c.post("/generate_claims", json={"claims": [META, {**META, "vendor": "Vendor " * 28, "notes": "long note " * 19,
+                                                                "extra": "more words " * 18}]})
+        assert r.status_code == 422 and "claims[1]" in r.text and "tokens" in r.text
+
+
+# ---------------------------------------------------------------- health, readiness, metrics
+
+def test_health_ready_and_metrics(gen, model_dir):
+    app = create_app(gen)
+    with make_client(app) as c:
+        assert c.get("/health").json()["status"] == "ok"
+        r = c.get("/ready")
+        assert r.status_code == 200 and r.json()["ready"] is True
+        assert c.post("/generate_claim", json=META).status_code == 200
+        assert c.post("/generate_claim", json={"shipment_id": "SHP-1"}).status_code == 422
+        m = c.get("/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    text = m.text
+    assert 'claim_t5_requests_total{endpoint="/generate_claim",status="200"} 1.0' in text
+    assert 'claim_t5_requests_total{endpoint="/generate_claim",status="422"} 1.0' in text
+    assert 'claim_t5_errors_total{reason="invalid"} 1.0' in text
+    assert "claim_t5_queue_reports 0.0" in text
+    assert 'claim_t5_batch_size_bucket{le="1.0"} 1.0' in text and "claim_t5_batch_size_count 1.0" in text
+    assert 'claim_t5_request_seconds_count{endpoint="/generate_claim"} 2.0' in text
+    # after shutdown the service is alive but not ready, and refuses new work with 503
+    c2 = make_client(app)
+    assert c2.get("/health").status_code == 200 and c2.get("/ready").status_code == 503
+    r = c2.post("/generate_claim", json=META)
+    assert r.status_code == 503 and "shutting down" in r.text
+
+
+# ---------------------------------------------------------------- the CTranslate2 engine
+
+def test_unknown_engine_is_refused(model_dir):
+    from claim_t5.engines import EngineError
+    with pytest.raises(EngineError, match="transformers, ct2"): ClaimReportGenerator(model_dir, engine="onnx")
+    with pytest.raises(EngineError, match="float32, int8"): ClaimReportGenerator(model_dir, engine="ct2", compute_type="int4")
+
+
+def test_missing_ctranslate2_names_the_extra(model_dir, monkeypatch):
+    from claim_t5.engines import EngineError
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if it were not installed
+    with pytest.raises(EngineError, match=r"claim_t5\[fast\]"): ClaimReportGenerator(model_dir, engine="ct2")
+
+
+@pytest.fixture(scope="module")
+def ct2_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("ctranslate2")
+    return tmp_path_factory.mktemp("ct2")/"tiny_ct2"
+
+
+@pytest.fixture(scope="module")
+def test_inputs() -> list:
+    return list(load_claim_data()["test"].select(range(24))["input"])
+
+
+def test_ct2_float32_gives_the_same_reports(model_dir, gen, ct2_dir, test_inputs):
+    fast = ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=ct2_dir)
+    assert (ct2_dir/"model.bin").exists() and "ct2/float32" in repr(fast)
+    assert fast(test_inputs) == gen(test_inputs)
+    assert fast(META) == gen(META)
+
+
+def test_ct2_is_converted_once(model_dir, ct2_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from claim_t5.engines import ensure_ct2
+    ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=ct2_dir)
+    before = (ct2_dir/"model.bin").stat().st_mtime_ns
+    def must_not_load(): raise AssertionError("converted again")
+    assert ensure_ct2(model_dir, must_not_load, ct2_dir) == ct2_dir
+    assert (ct2_dir/"model.bin").stat().st_mtime_ns == before
+    # a changed model is converted again
+    import shutil
+    other = shutil.copytree(model_dir, tmp_path/"m")
+    cfg = json.loads((other/"adapter_config.json").read_text()); cfg["lora_dropout"] = 0.0
+    (other/"adapter_config.json").write_text(json.dumps(cfg))
+    stamp = json.loads((ct2_dir/"claim_t5_source.json").read_text())["fingerprint"]
+    from claim_t5.engines import model_fingerprint
+    assert model_fingerprint(other) != stamp
+
+
+def test_service_with_ct2_engine(model_dir, gen, ct2_dir):
+    fast = ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=ct2_dir)
+    with make_client(create_app(fast)) as c:
+        r = c.post("/generate_claims", json={"claims": claims(4)})
+        assert c.get("/health").json()["engine"] == "ct2"
+    assert [x["report"] for x in r.json()["results"]] == gen(claims(4))
+
+
+def test_graceful_shutdown_answers_requests_in_flight(gen):
+    # a real uvicorn server in a thread; should_exit is what its SIGTERM/Ctrl-C handler sets
+    import socket
+    import httpx
+    import uvicorn
+    sizes = []
+    def slow(texts): sizes.append(len(texts)); time.sleep(0.3); return echo(texts)
+    app = create_app(StandIn(gen, slow), batch_size=4, max_wait_ms=50)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True); th.start()
+    wait_until(lambda: server.started, 10)
+    url = f"http://127.0.0.1:{port}"
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(httpx.post, url + "/generate_claim", json=m, timeout=30) for m in claims(8)]
+        wait_until(lambda: sizes and sizes[0] + app.state.batcher.pending == 8, 20)  # all 8 in the service
+        server.should_exit = True  # shutdown begins while requests are queued and generating
+        rs = [f.result(30) for f in futs]
+    th.join(30)
+    assert not th.is_alive()
+    assert [r.status_code for r in rs] == [200] * 8
+    assert all(m["shipment_id"] in r.json()["report"] for m, r in zip(claims(8), rs))
+    assert not app.state.batcher.accepting
+
+
+# ---------------------------------------------------------------- the engine option on the command line
+
+def test_cli_engine_option(model_dir, gen, ct2_dir, tmp_path):
+    import subprocess
+    from conftest import cli_env
+    cli = Path(sys.executable).parent/"claim_t5_generate"
+    m = shutil.copytree(model_dir, tmp_path/"m")  # the CLI caches the converted model inside the model folder
+    run = lambda *args: subprocess.run([str(cli), "--model_dir", str(m), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
+    with ThreadPoolExecutor(2) as ex:
+        ok, bad = ex.map(lambda a: run(*a), [("--engine", "ct2", "--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip() == gen(META_STR) and (m/"ct2_model"/"model.bin").exists()
+    assert bad.returncode != 0 and "unknown engine 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
