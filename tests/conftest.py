@@ -9,12 +9,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A few dozen examples, 2 epochs: enough for every output file (2 checkpoints, a 2-row history), seconds to train.
 TINY_QUICK = dict(num_epochs=2, max_train_samples=48, max_eval_samples=8, logging_steps=1)
 
+def quick_cfg(output_dir, **overrides):
+    "The tiny preset with the quick recipe (`TINY_QUICK`), writing to `output_dir`: the one recipe every test trains with."
+    from claim_t5.config import make_config
+    return make_config("tiny", output_dir=str(output_dir), **{**TINY_QUICK, **overrides})
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     "The TrainResult of a seconds-long tiny training run (do not modify its files: copy them first)."
-    from claim_t5.config import make_config
     from claim_t5.train import train
-    cfg = make_config("tiny", output_dir=str(tmp_path_factory.mktemp("tiny_run")/"model_training"), **TINY_QUICK)
+    cfg = quick_cfg(tmp_path_factory.mktemp("tiny_run")/"model_training")
     return train(cfg, verbose=False)
 
 @pytest.fixture(scope="session")
