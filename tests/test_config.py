@@ -120,7 +120,8 @@ def test_none_overrides_are_ignored():
     ("learning_rate", "2e-5", 2e-5),
     ("lora_dropout", "0.05", 0.05),
     ("gradient_checkpointing", "true", True),
-    ("gradient_checkpointing", "true", True),
+    ("gradient_checkpointing", "false", False),   # a non-empty string, yet False: not bool("false")
+    ("gradient_checkpointing", "0", False),
     ("lora_target_modules", "q, k, v", ["q", "k", "v"]),
     ("max_train_samples", "None", None),
     ("max_train_samples", "100", 100),
@@ -197,6 +198,8 @@ def test_wrong_type_in_yaml_names_key(tmp_path, line, key):
     ("lora_dropout", -0.1),
     ("batch_size", 0),
     ("learning_rate", 0),
+    ("learning_rate", 1.0),
+    ("learning_rate", 5),
     ("save_total_limit", 0),
     ("mixed_precision", "fp8"),
     ("lora_target_modules", []),
@@ -290,3 +293,19 @@ def test_best_metric_direction_must_match_the_metric():
     assert make_config(metric_for_best_model="loss", greater_is_better=False).greater_is_better is False
     with pytest.raises(ConfigError, match="greater_is_better"):
         make_config(greater_is_better=False)                 # rougeL, lower is better: would keep the worst
+
+
+@pytest.mark.parametrize("eval_strategy,save_strategy", [("epoch", "steps"), ("steps", "epoch"), ("no", "no"),
+                                                         ("no", "epoch"), ("epoch", "no")])
+def test_load_best_model_needs_matching_eval_and_save(eval_strategy, save_strategy):
+    "load_best_model_at_end reloads a saved checkpoint chosen by evaluation: both must happen, at the same points."
+    with pytest.raises(ConfigError, match="'load_best_model_at_end'.*eval_strategy == save_strategy"):
+        make_config(eval_strategy=eval_strategy, save_strategy=save_strategy)
+    cfg = make_config(eval_strategy=eval_strategy, save_strategy=save_strategy, load_best_model_at_end=False)
+    assert (cfg.eval_strategy, cfg.save_strategy) == (eval_strategy, save_strategy)
+
+
+@pytest.mark.parametrize("strategy", ["epoch", "steps"])
+def test_load_best_model_with_matching_strategies_is_accepted(strategy):
+    cfg = make_config(eval_strategy=strategy, save_strategy=strategy)
+    assert cfg.load_best_model_at_end is True

@@ -127,6 +127,18 @@ def test_parse_metadata_missing_required_field_named(missing):
     assert missing not in parse_metadata(line, require=False)
 
 
+@pytest.mark.parametrize("missing", REQUIRED_FIELDS)
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_parse_metadata_empty_required_value_named(missing, blank):
+    "`severity=` (the key with no value) is as missing as no key at all: refused, naming the field, in parsing and in data."
+    meta = dict(shipment_id="S1", damage_type="dent", severity="low", vendor="TestCo")
+    line = "; ".join(f"{k}={blank if k == missing else v}" for k, v in meta.items())
+    with pytest.raises(MetadataError, match=f"missing required field.*{missing}"):
+        parse_metadata(line)
+    assert parse_metadata(line, require=False)[missing] == ""
+    assert check_record({"input": line, "output": "A report."}) == ("input", f"missing required field(s): {missing}")
+
+
 @pytest.mark.parametrize("text,needle", [
     ("shipment_id=S1; damage_type=dent; severity=low; vendor", "vendor"),        # not key=value
     ("shipment_id=S1; damage_type=dent; severity=low; severity=high", "severity"),  # repeated field
@@ -378,6 +390,16 @@ def test_duplicate_reports_first_line_and_keeps_first(tmp_path):
     assert good["train"] == [good_rec(1), good_rec(2)]
 
 
+def test_duplicate_means_same_input_and_same_output(tmp_path):
+    "Only a repeated (input, output) pair is a duplicate: one input with two reports, or one report for two inputs, is kept."
+    same_input_other_report = {"input": good_input(1), "output": "Another report of shipment SHP-1."}
+    same_report_other_input = {"input": good_input(2), "output": good_rec(1)["output"]}
+    path = write_lines(tmp_path/"train.jsonl", [good_rec(1), same_input_other_report, same_report_other_input, good_rec(1)])
+    good, problems = validate_splits({"train": path})
+    assert [(p.line, p.field, p.reason) for p in problems] == [(4, None, "duplicate of line 1")]
+    assert good["train"] == [good_rec(1), same_input_other_report, same_report_other_input]
+
+
 def test_several_problems_all_reported_in_strict_message(tmp_path):
     path = write_lines(tmp_path/"train.jsonl", [good_rec(1), b"{oops", good_rec(3), {"input": good_input(4)}])
     with pytest.raises(DataValidationError) as e:
@@ -591,6 +613,30 @@ def test_token_overlong_output_with_tokenizer(tmp_path):
     good, problems = validate_splits({"train": path}, tokenizer=WordTokenizer(), cfg=ClaimT5Config(max_target_length=4))
     assert [(p.line, p.field) for p in problems] == [(2, "output")]
     assert "5 tokens > max_target_length 4" in problems[0].reason
+
+
+class ListWordTokenizer:
+    "Stand-in for a Hugging Face tokenizer called on a list of texts (as data_stats does): one token per word."
+    def __call__(self, texts, **kw): return {"input_ids": [t.split() for t in texts]}
+
+
+@pytest.mark.parametrize("n_words,cut", [(6, False), (7, True)])
+def test_token_limit_boundary(tmp_path, n_words, cut):
+    "A text of exactly max_input_length / max_target_length tokens fits; one token more is too long (no off-by-one)."
+    text_in = good_input(1, vendor=" ".join(["V"] * (n_words - 3)))            # good_input(1, vendor=...) has 3 + k words
+    assert len(text_in.split()) == n_words
+    text_out = " ".join(["word"] * n_words)
+    cfg = ClaimT5Config(max_input_length=6, max_target_length=6)
+    for rec, fld in (({"input": text_in, "output": "A dent."}, "input"), ({"input": good_input(2), "output": text_out}, "output")):
+        path = write_lines(tmp_path/f"{fld}.jsonl", [rec])
+        problems = validate_splits({"train": path}, tokenizer=WordTokenizer(), cfg=cfg)[1]
+        assert [p.field for p in problems] == ([fld] if cut else []), (fld, problems)
+    from datasets import Dataset, DatasetDict
+    from claim_t5.data import data_stats
+    dsd = DatasetDict({"train": Dataset.from_list([{"input": text_in, "output": text_out},
+                                                   {"input": good_input(3), "output": "A dent."}])})
+    row = data_stats(dsd, ListWordTokenizer(), cfg).loc["train"]
+    assert (row["inputs_truncated"], row["outputs_truncated"]) == ((1, 1) if cut else (0, 0))
 
 
 # ---------------------------------------------------------------- finding split files

@@ -161,6 +161,28 @@ def test_evaluate_model_results_json(evaluated):
     assert not list(d.glob("*.tmp")), "temporary files left behind"
 
 
+def test_evaluate_model_rouge_by_hand(model_copy, tmp_path, monkeypatch):
+    "With the generated reports fixed, evaluate_model's ROUGE, per-row scores and row order are the hand-computed ones."
+    import claim_t5.evaluation as ev
+    ref_a = "Shipment SHP-10001 was found with a dent in transit."
+    ref_b = "Shipment SHP-10002 was found with a crack in transit. Severity is high."
+    rows = [{"input": format_metadata(dict(shipment_id="SHP-10001", damage_type="dent", severity="low")), "output": ref_a},
+            {"input": format_metadata(dict(shipment_id="SHP-10002", damage_type="crack", severity="high")), "output": ref_b}]
+    d = tmp_path/"data"; d.mkdir()
+    (d/"clean_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    reports = {rows[0]["input"]: ref_a.replace("dent", "crack"), rows[1]["input"]: ref_b}  # one word wrong; exact
+    monkeypatch.setattr(ev, "generate_reports", lambda model, tok, inputs, **kw: [reports[i] for i in inputs])
+    res = evaluate_model(model_copy, data_dir=d, progress=False)
+    # row A: 10 ROUGE tokens (shipment shp 10001 was found with a dent in transit), 9 shared, in order; 9 bigrams, 7
+    # shared (a-dent, dent-in are not). Row B: identical, 1.0 everywhere.
+    assert res["rouge"] == pytest.approx(dict(rouge1=(9/10 + 1)/2, rouge2=(7/9 + 1)/2, rougeL=(9/10 + 1)/2,
+                                              rougeLsum=(9/10 + 1)/2))
+    rep = read_report_csv(model_copy/"evaluation_report.csv")
+    assert list(rep["reference"]) == [ref_a, ref_b]                 # worst first
+    assert list(rep["rougeL"]) == pytest.approx([9/10, 1.0])
+    assert json.loads((model_copy/"test_results.json").read_text())["rouge"] == pytest.approx(res["rouge"])
+
+
 def test_evaluate_model_report_csv(evaluated):
     d, res = evaluated
     rep = read_report_csv(d/"evaluation_report.csv")

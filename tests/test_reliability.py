@@ -716,12 +716,12 @@ def test_transformers_trainer_loads_training_state_weights_only():
 
 # ================================================================ 5. the non-finite loss guard
 
-POISON_STEP = 2
+POISON_STEP = 4  # the last step of epoch 2 (2 steps per epoch): epoch 1's checkpoint is clean, epoch 2's would not be
 
 
 @pytest.fixture(scope="module")
 def poisoned_run(tmp_path_factory):
-    "A tiny run (2 steps per epoch) whose LoRA weight is set to NaN at the end of step 2; what it raised and saved."
+    "A tiny run (2 steps per epoch, 3 epochs) whose LoRA weight is set to NaN at the end of step 4; what it raised and saved."
     import torch
     from transformers import TrainerCallback
 
@@ -738,7 +738,7 @@ def poisoned_run(tmp_path_factory):
             saved[ck] = tree_snapshot(ck)
 
     out = tmp_path_factory.mktemp("poisoned")/"model_training"
-    cfg = make_config("tiny", output_dir=str(out), num_epochs=2, max_train_samples=64, max_eval_samples=8, logging_steps=1, seed=42)
+    cfg = make_config("tiny", output_dir=str(out), num_epochs=3, max_train_samples=64, max_eval_samples=8, logging_steps=1, seed=42)
     assert step_plan(cfg, 64)["steps_per_epoch"] == 2
     try: train(cfg, callbacks=[Poison(), Record()], verbose=False); err = None
     except Exception as e: err = e
@@ -750,7 +750,7 @@ def test_nonfinite_loss_stops_training(poisoned_run):
     assert r.err is not None, "training with a NaN weight finished without an error"
     assert isinstance(r.err, NonFiniteLossError), f"{type(r.err).__name__}: {r.err}"
     msg = str(r.err)
-    # the weight is poisoned after step 2's update, the last of epoch 1: the epoch's validation loss (before its
+    # the weight is poisoned after step 4's update, the last of epoch 2: the epoch's validation loss (before its
     # checkpoint is saved) or step 3's training loss is the first non-finite value, and the message names that step
     assert re.search(rf"\bstep ({POISON_STEP}|{POISON_STEP + 1})\b", msg), msg
     assert "bf16" in msg and "'no'" in msg, msg
@@ -760,24 +760,27 @@ def test_nonfinite_loss_stops_training(poisoned_run):
     assert not Path(str(r.cfg.paths["fine_tuned_model"]) + ".tmp").exists()
     cks = Path(r.cfg.paths["checkpoints"])
     # every checkpoint written before the error is still there, byte for byte, and the latest one is complete
+    # epoch 1's checkpoint (step 2) was saved before the poison; epoch 2's (step 4) must never be written
+    assert sorted(r.saved) == [cks/"checkpoint-2"], sorted(r.saved)
     for ck, snap in r.saved.items(): assert tree_snapshot(ck) == snap, f"{ck} was changed after it was saved"
-    on_disk = sorted(cks.glob("checkpoint-*")) if cks.exists() else []
-    assert sorted(r.saved) == on_disk
-    if r.saved: assert latest_checkpoint(cks) == max(r.saved, key=lambda p: int(p.name.split("-")[-1]))
+    assert sorted(cks.glob("checkpoint-*")) == [cks/"checkpoint-2"]
+    assert latest_checkpoint(cks) == cks/"checkpoint-2"
 
 
 def test_nonfinite_weights_never_reach_a_checkpoint(poisoned_run):
     """The error message sends the user to "the last complete checkpoint": it must hold finite weights.
 
-    Step 2 is the last step of epoch 1, so the epoch's evaluation (eval_loss NaN) and checkpoint follow the poisoned
+    Step 4 is the last step of epoch 2, so the epoch's evaluation (eval_loss NaN) and checkpoint follow the poisoned
     update before the next training step trips the guard. The same happens for real when an overflow corrupts the
     weights in the last optimizer step of an epoch (and, in the last epoch, the run ends with no error at all)."""
     import torch
     cks = Path(poisoned_run.cfg.paths["checkpoints"])
-    bad = {}
+    bad, checked = {}, []
     for ck in sorted(cks.glob("checkpoint-*")):
         if not checkpoint_complete(ck): continue
+        checked.append(ck.name)
         tensors = load_adapter(ck/"adapter_model.safetensors")
         nonfinite = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
         if nonfinite: bad[ck.name] = nonfinite
     assert not bad, f"complete checkpoints with NaN/inf weights (resume would start from them): {bad}"
+    assert checked == ["checkpoint-2"], checked  # epoch 1's, saved before the poison

@@ -2,7 +2,8 @@
 import json, subprocess, sys
 from pathlib import Path
 import pytest
-from claim_t5.config import make_config, quick_config, QUICK_RUN
+from claim_t5.config import QUICK_RUN, quick_config
+from claim_t5.config import make_config
 from claim_t5.config import parse_set, ConfigError
 from claim_t5.train import train, NonFiniteLossError, latest_checkpoint
 from claim_t5.model import load_base_model, HubUnavailableError, epoch_history, tiny_cache_key
@@ -37,19 +38,54 @@ def test_best_checkpoint_is_by_rougeL(tiny_run):
     assert state["best_metric"] == pytest.approx(best["rougeL"])
     assert state["best_global_step"] == best["step"]
 
-def test_resume_continues_at_the_right_step(tmp_path):
+def stop_after_first_epoch():
+    "A TrainerCallback that ends training after epoch 1 (its checkpoint saved), as a crash between epochs would."
     from transformers import TrainerCallback
-    class StopAfterFirstEpoch(TrainerCallback):
+    class Stop(TrainerCallback):
         def on_epoch_end(self, args, state, control, **kw): control.should_training_stop = True
-    cfg = quick_config(tmp_path/"mt")
-    first = train(cfg, callbacks=[StopAfterFirstEpoch()], verbose=False)
+    return Stop()
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    "The quick recipe stopped after epoch 1, then resumed from its checkpoint: (first TrainResult, resumed TrainResult)."
+    cfg = quick_config(tmp_path_factory.mktemp("resumed")/"mt")
+    first = train(cfg, callbacks=[stop_after_first_epoch()], verbose=False)
+    return first, train(cfg, resume_from_checkpoint=True, verbose=False)
+
+def test_resume_continues_at_the_right_step(resumed):
+    first, resumed = resumed
     assert [h["epoch"] for h in first.history] == [1.0]
-    ck = latest_checkpoint(tmp_path/"mt"/"checkpoints")
-    steps_per_epoch = int(ck.name.split("-")[1])
-    resumed = train(cfg, resume_from_checkpoint=True, verbose=False)
+    cks = sorted(Path(resumed.config.paths["checkpoints"]).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    steps_per_epoch = int(cks[0].name.split("-")[1])
     assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
     assert [h["step"] for h in resumed.history] == [steps_per_epoch, 2 * steps_per_epoch]
     assert resumed.history[0] == first.history[0]  # the first epoch's row comes from the checkpoint, unchanged
+
+def _step_logs(run) -> dict:
+    "step -> (training loss, learning rate) of every logged step, from the run's last checkpoint."
+    state = json.loads((latest_checkpoint(Path(run.config.paths["checkpoints"]))/"trainer_state.json").read_text())
+    return {e["step"]: (e["loss"], e["learning_rate"]) for e in state["log_history"] if "loss" in e}
+
+def test_resume_matches_an_uninterrupted_run(resumed, tiny_run):
+    """Stopped after epoch 1 and resumed, the run is the uninterrupted one: the same per-step loss and learning rate in
+    epoch 2 and the same final adapter. A resume that drops the optimizer state (optimizer.pt), the scheduler or the
+    RNG state (dropout masks) gives other numbers (quick recipe: 2 steps per epoch, so epoch 2 is steps 3 and 4)."""
+    import torch
+    from safetensors.torch import load_file
+    _, resumed = resumed
+    assert resumed.config.num_epochs == tiny_run.config.num_epochs and resumed.config.seed == tiny_run.config.seed
+    want, got = _step_logs(tiny_run), _step_logs(resumed)
+    half = max(want) // 2
+    epoch2 = sorted(s for s in want if s > half)
+    assert epoch2 and sorted(s for s in got if s > half) == epoch2
+    for s in epoch2:
+        assert got[s][1] == pytest.approx(want[s][1], rel=1e-6, abs=1e-12), f"learning rate at step {s}"
+        assert got[s][0] == pytest.approx(want[s][0], rel=1e-5), f"training loss at step {s}"
+    last = lambda run: load_file(str(latest_checkpoint(Path(run.config.paths["checkpoints"]))/"adapter_model.safetensors"))
+    a, b = last(tiny_run), last(resumed)
+    assert a.keys() == b.keys()
+    moved = {k: (a[k] - b[k]).abs().max().item() for k in a if not torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6)}
+    assert not moved, f"adapter tensors differ from the uninterrupted run's: {moved}"
 
 def test_fresh_run_refuses_existing_checkpoints(tiny_run):
     with pytest.raises(FileExistsError, match="resume"):
