@@ -305,13 +305,14 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
                 if any(x <= a and b <= y for x, y in taken): continue  # part of the input's own value or of a longer name
                 taken.append((a, b))
                 if v.lower() != (meta.get(f) or "").lower(): invented.append(f"{f}={report[a:b]}")
-    shapes = {id_shape(meta[f]): f for f in self._copy if meta.get(f)}
-    for s, e, x in id_like(report):  # ids that are not the input's
-        if x in self._template or _inside(own, s, e): continue
-        invented.append(f"{shapes.get(id_shape(x)) or self._shape_field.get(id_shape(x)) or 'id'}={x}")
+    left = []
     for m in _LEFT.finditer(report):  # placeholders that had no value to restore
         name = m.group(1)
-        if name is None or name in self._copy: invented.append(f"{name or m.group()} (not in the input)")
+        if name is None or name in self._copy: invented.append(f"{name or m.group()} (not in the input)"); left.append(m.span())
+    shapes = {id_shape(meta[f]): f for f in self._copy if meta.get(f)}
+    for s, e, x in id_like(report):  # ids that are not the input's (nor a placeholder, already reported)
+        if x in self._template or _inside(own, s, e) or _inside(left, s, e): continue
+        invented.append(f"{shapes.get(id_shape(x)) or self._shape_field.get(id_shape(x)) or 'id'}={x}")
     cut = report
     for a, b in sorted(own, reverse=True): cut = cut[:a] + " | " + cut[b:]  # the input's own names say nothing about categories
     ws, hits, phrases = _WORD.findall(cut.lower()), {}, self._phrases
