@@ -34,13 +34,14 @@ def returns_dir(tmp_path_factory) -> Path:
 
 def test_fields_auto_gives_expected_roles_on_made_up_data():
     # tickets: ticket_no unique (copy), agent a name from 30 (copy), priority 3 values (category), queue reworded in
-    # the reports (category), "due date" optional, a key with a space, copied but few values (category)
+    # the reports (category), "due date" optional, a key with a space, copied but few values (category), crm_ref
+    # unique but never in the reports (not a copy field: nothing to copy)
     agents = [f"Agent {c}{d}" for c in "ABCDEF" for d in "xyzwv"]
     queue_words = {"billing": "money matters", "tech": "technical help"}
     inputs, outputs = [], []
     for i in range(300):
         meta = {"ticket_no": f"T{i:05d}", "agent": agents[i % 30], "priority": ("low", "mid", "high")[i % 3],
-                "queue": ("billing", "tech")[i % 2]}
+                "queue": ("billing", "tech")[i % 2], "crm_ref": f"CRM-{i * 7919 % 100000}"}
         if i % 4: meta["due date"] = ("Monday", "Friday")[i % 2]
         inputs.append("; ".join(f"{k}={v}" for k, v in meta.items()))
         outputs.append(f"Ticket {meta['ticket_no']} ({meta['priority']} priority) went to {meta['agent']} in "
@@ -48,7 +49,7 @@ def test_fields_auto_gives_expected_roles_on_made_up_data():
     evidence = {r["name"]: r for r in field_evidence(inputs, outputs, progress=False)}
     assert {k: (r["kind"], r["required"]) for k, r in evidence.items()} == {
         "ticket_no": ("copy", True), "agent": ("copy", True), "priority": ("category", True),
-        "queue": ("category", True), "due date": ("category", False)}
+        "queue": ("category", True), "crm_ref": ("category", True), "due date": ("category", False)}
     assert evidence["due date"]["given"] == pytest.approx(225 / 300)
     assert evidence["queue"]["verbatim"] == 0.0 and evidence["agent"]["verbatim"] == 1.0
     assert [f["name"] for f in infer_fields(inputs, outputs, progress=False)] == list(evidence)
