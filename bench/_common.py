@@ -22,7 +22,8 @@ def environment() -> dict:
     for pkg in ("torch", "transformers", "peft", "datasets", "tokenizers", "rouge_score", "claim_t5"):
         try: versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError: versions[pkg] = None
-    return dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+    from claim_t5.model import machine_description  # the one description every stored figure carries
+    return dict(machine=machine_description(),
                 cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), cuda=torch.cuda.is_available(),
                 load_average_at_start=[round(x, 2) for x in os.getloadavg()], versions=versions, git_commit=git_commit(),
                 date=datetime.datetime.now().isoformat(timespec="seconds"), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))

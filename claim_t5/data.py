@@ -188,13 +188,7 @@ def write_jsonl(rows:list, path:str|Path) -> Path:
     "Write `rows` as JSON lines to `path` atomically (a temporary file renamed into place)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder, not a file")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    finally: tmp.unlink(missing_ok=True)  # nothing half-written is left behind
-    return path
+    return atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))  # nothing half-written is left
 
 def write_bundled_dataset(out_dir:str|Path, # folder to write clean_train/val/test.jsonl into
                           seed:int=42) -> dict:

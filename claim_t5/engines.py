@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, hashlib, json, os, shutil, warnings
 from pathlib import Path
+from .config import atomic_folder
 
 # %% auto #0
 __all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'EngineError', 'check_engine', 'model_fingerprint', 'convert_ct2',
@@ -55,17 +56,12 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
     from ctranslate2.converters import TransformersConverter
     class _InMemory(TransformersConverter):  # the converter reads config and tokenizer from a folder, the weights from memory
         def load_model(self, model_class, path, **kwargs): return model
-    out = Path(out_dir)
-    with _tf.TemporaryDirectory() as src:
+    with _tf.TemporaryDirectory() as src, atomic_folder(out_dir) as tmp:  # the old folder stays until the new one is complete
         config = copy.deepcopy(model.config)
         config.dtype = "float32"  # stated, so the converter does not fall back to the deprecated `torch_dtype`
         config.save_pretrained(src); tokenizer.save_pretrained(src)
-        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         _InMemory(src).convert(str(tmp), quantization="float32", force=True)
-    if out.exists(): shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return Path(out_dir)
 
 def ensure_ct2(model_dir:str|Path, # the claim_t5 model folder (adapter or merged)
                load_merged, # () -> (merged transformers model, tokenizer): called only when a conversion is needed
