@@ -137,6 +137,7 @@ ACTIONS = {
 OPTIONAL = ("image_id", "vendor", "shipment_stage")
 MISSING_PATTERNS = [tuple(f for j, f in enumerate(OPTIONAL) if k >> j & 1) for k in range(8)]  # (), (image_id,), ... all three
 
+# %% ../nbs/01_data.ipynb #d1g0000002
 def _pick(rng, options, weights=None): return rng.choices(options, weights=weights)[0]
 
 def _stable(*keys) -> int: return int(hashlib.sha256("|".join(keys).encode()).hexdigest(), 16)
@@ -163,6 +164,7 @@ def write_report(meta:dict, rng:random.Random) -> str:
     else: liable = "Liability is unclear as the stage is unknown."
     return " ".join([first, sev_s, photo, action, liable])
 
+# %% ../nbs/01_data.ipynb #d1g0000004
 def generate_dataset(seed:int=42, # one seed fixes every input and phrasing
                      sizes:dict=None, # split name -> number of pairs; default 5289/661/662
                     ) -> dict:
