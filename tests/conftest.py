@@ -1,5 +1,5 @@
 "Shared fixtures and helpers: one torch thread, a tiny model trained for a few steps once per session, CLI helpers."
-import os, shutil
+import contextlib, io, os, shutil, subprocess, sys, warnings
 from pathlib import Path
 import pytest
 
@@ -38,3 +38,39 @@ def copy_model(src: Path, dst: Path) -> Path:
     "A private, writable copy of a model folder."
     shutil.copytree(src, dst)
     return dst
+
+BIN = Path(sys.executable).parent  # where the console scripts are installed
+
+def cli_subprocess(script:str, *args, input:str|None=None, cwd=None, timeout:int=600) -> subprocess.CompletedProcess:
+    "Run the installed console script `script` in a fresh process (entry point, imports and library warnings included)."
+    return subprocess.run([str(BIN/script), *map(str, args)], input=input, capture_output=True, text=True,
+                          errors="replace", env=cli_env(), cwd=cwd, timeout=timeout)
+
+def run_cli(script:str, *args, input:str|None=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run console script `script`'s `main` in this process, as its entry point would: argv parsed by the same
+    fastcore parser, stdin from `input`, stdout/stderr captured, the exit code from `sys.exit` or the return value.
+    Ten times faster than `cli_subprocess` (no torch/transformers import per call); the tests that check what a
+    fresh process prints (entry points, no library warnings) use `cli_subprocess`."""
+    from importlib.metadata import entry_points
+    from fastcore.script import anno_parser
+    import torch
+    (ep,) = entry_points(group="console_scripts", name=script)
+    main = ep.load()
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv, sys.stdin, os.getcwd(), torch.get_num_threads()
+    sys.argv, sys.stdin = [script, *map(str, args)], io.StringIO(input or "")
+    code = 0
+    try:
+        if cwd: os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            try:
+                kwargs = vars(anno_parser(main.__wrapped__, prog=script).parse_args(sys.argv[1:]))
+                kwargs.pop("pdb", None); kwargs.pop("xtra", None)
+                res = main(**kwargs)
+                code = 0 if res is None else res
+            except SystemExit as e:  # as the interpreter maps `sys.exit(x)` to an exit status
+                code = 0 if e.code is None else e.code if isinstance(e.code, int) else (print(e.code, file=sys.stderr) or 1)
+    finally:
+        sys.argv, sys.stdin = old[0], old[1]
+        os.chdir(old[2]); torch.set_num_threads(old[3])
+    return subprocess.CompletedProcess([script, *map(str, args)], code, out.getvalue(), err.getvalue())

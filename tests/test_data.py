@@ -1,11 +1,11 @@
 """Tests of claim_t5.data: metadata format, bundled dataset, validation of user data, ROUGE and the claim_t5_data CLI."""
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as conftest_run_cli
 
 from claim_t5.config import ClaimT5Config
 from claim_t5.data import (REQUIRED_FIELDS, ROUGE_KEYS, SPLIT_FILES, SPLIT_SIZES, DataValidationError, MetadataError,
@@ -714,7 +714,7 @@ def test_rouge_length_mismatch_and_empty():
 # ---------------------------------------------------------------- the claim_t5_data console script
 
 def run_cli(*args):
-    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, timeout=60)
+    return conftest_run_cli("claim_t5_data", *args)
 
 
 def test_cli_is_installed():

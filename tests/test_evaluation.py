@@ -6,14 +6,12 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, copy_model
+from conftest import cli_env, copy_model, run_cli
 
 from claim_t5.config import generation_kwargs
 from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
@@ -406,8 +404,8 @@ def test_generate_reports_warns_on_truncation(loaded):
 
 
 # ---------------------------------------------------------------- the claim_t5_eval console script
-# Each run starts a Python process that imports torch and transformers (seconds), so the runs start together in a
-# thread pool when the first CLI test needs them; each test then checks one run.
+# The runs go through the console script's `main` in this process (`conftest.run_cli`: same argument parser, exit
+# codes and output), once per module; each test then checks one run. tests/test_cli.py starts the real entry points.
 
 @pytest.fixture(scope="module")
 def eval_cli_runs(tiny_model_dir, tmp_path_factory):
@@ -417,15 +415,12 @@ def eval_cli_runs(tiny_model_dir, tmp_path_factory):
     runs = {"good": ["--model_dir", str(good), "--max_samples", "8", "--batch_size", "4"],
             "missing": ["--model_dir", str(base/"no_such_model"), "--max_samples", "8"],
             "no_model_dir": ["--max_samples", "8"]}
-    run = lambda args: subprocess.run([str(CLI), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        futures = {k: ex.submit(run, a) for k, a in runs.items()}
-        yield dict(good_dir=good, missing_dir=base/"no_such_model",
-                   **{k: f for k, f in futures.items()})
+    yield dict(good_dir=good, missing_dir=base/"no_such_model",
+               **{k: run_cli("claim_t5_eval", *a) for k, a in runs.items()})
 
 
 def test_cli_eval_writes_results(eval_cli_runs):
-    r = eval_cli_runs["good"].result()
+    r = eval_cli_runs["good"]
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((eval_cli_runs["good_dir"]/"test_results.json").read_text())
     assert res["examples"] == 8
@@ -435,12 +430,12 @@ def test_cli_eval_writes_results(eval_cli_runs):
 
 
 def test_cli_eval_missing_folder(eval_cli_runs):
-    r = eval_cli_runs["missing"].result()
+    r = eval_cli_runs["missing"]
     assert r.returncode != 0
     assert "error:" in r.stderr and str(eval_cli_runs["missing_dir"]) in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_cli_eval_requires_model_dir(eval_cli_runs):
-    r = eval_cli_runs["no_model_dir"].result()
+    r = eval_cli_runs["no_model_dir"]
     assert r.returncode != 0 and "--model_dir" in r.stderr and "Traceback" not in r.stderr

@@ -3,14 +3,12 @@ the claim_t5_generate CLI."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, copy_model
+from conftest import cli_env, copy_model, run_cli
 
 from claim_t5.data import MetadataError, format_metadata, load_claim_data
 from claim_t5.inference import ClaimReportGenerator, generate_file
@@ -257,8 +255,8 @@ def test_generate_file_missing_input_file(gen, tmp_path):
 
 
 # ---------------------------------------------------------------- the claim_t5_generate console script
-# Each run starts a Python process that imports torch and transformers (seconds), so the runs start together in a
-# thread pool when the first CLI test needs them; each test then checks one run.
+# The runs go through the console script's `main` in this process (`conftest.run_cli`: same argument parser, exit
+# codes and output), once per module; each test then checks one run. tests/test_cli.py starts the real entry points.
 
 INTERACTIVE_LINES = ["shipment_id=SHP-1; damage_type=dent; severity=low",
                      "shipment_id=SHP-2; damage_type=crack",                      # bad: an error, then it goes on
@@ -279,22 +277,19 @@ def cli_runs(model_dir, tmp_path_factory):
         "no_output": (["--model_dir", d, "--batch", str(batch_in)], None),
         "no_model_dir": (["--input", META_STR], None),
     }
-    run = lambda args, stdin: subprocess.run([str(CLI), *args], input=stdin, capture_output=True, text=True,
-                                             env=cli_env(), timeout=300)
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        futures = {k: ex.submit(run, *a) for k, a in runs.items()}
-        yield dict(batch_in=batch_in, batch_out=base/"out.jsonl", **futures)
+    yield dict(batch_in=batch_in, batch_out=base/"out.jsonl",
+               **{k: run_cli("claim_t5_generate", *args, input=stdin) for k, (args, stdin) in runs.items()})
 
 
 def test_cli_input(cli_runs, gen):
-    r = cli_runs["input"].result()
+    r = cli_runs["input"]
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == gen(META_STR)
     assert len(r.stdout.strip().splitlines()) == 1
 
 
 def test_cli_batch(cli_runs, gen):
-    r = cli_runs["batch"].result()
+    r = cli_runs["batch"]
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in cli_runs["batch_out"].read_text().splitlines()]
     src = [json.loads(x) for x in cli_runs["batch_in"].read_text().splitlines()]
@@ -307,7 +302,7 @@ def test_cli_batch(cli_runs, gen):
 
 
 def test_cli_interactive(cli_runs, gen):
-    r = cli_runs["interactive"].result()
+    r = cli_runs["interactive"]
     assert r.returncode == 0, r.stderr[-2000:]
     # one report per good line, up to the empty line (the line after it is not read)
     assert r.stdout.strip().splitlines() == [gen(INTERACTIVE_LINES[0]), gen(INTERACTIVE_LINES[2])]
@@ -316,7 +311,7 @@ def test_cli_interactive(cli_runs, gen):
 
 
 def test_cli_missing_required_field(cli_runs):
-    r = cli_runs["missing"].result()
+    r = cli_runs["missing"]
     assert r.returncode != 0
     assert "error:" in r.stderr and "severity" in r.stderr
     assert "Traceback" not in r.stderr
@@ -324,12 +319,12 @@ def test_cli_missing_required_field(cli_runs):
 
 
 def test_cli_batch_without_output(cli_runs):
-    r = cli_runs["no_output"].result()
+    r = cli_runs["no_output"]
     assert r.returncode != 0
     assert "error:" in r.stderr and "--output" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_cli_requires_model_dir(cli_runs):
-    r = cli_runs["no_model_dir"].result()
+    r = cli_runs["no_model_dir"]
     assert r.returncode != 0 and "--model_dir" in r.stderr and "Traceback" not in r.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import run_cli
 
 import claim_t5
 from claim_t5.config import ConfigError, make_config, step_plan
@@ -620,8 +621,7 @@ def test_bad_input(case, tmp_path, request):
         assert any(what.needle in m for m in msgs), f"no warning saying {what.needle!r}: {msgs}"
         text = " ".join(msgs)
     elif isinstance(what, Exits):
-        res = subprocess.run([str(BIN/what.script), *map(str, what.args)], capture_output=True, text=True,
-                             errors="replace", timeout=180, cwd=tmp_path)
+        res = run_cli(what.script, *what.args, cwd=tmp_path)
         assert "Traceback" not in res.stderr, f"{what.script} crashed with a traceback:\n{res.stderr[-3000:]}"
         assert res.returncode == what.code, f"exit {res.returncode}, expected {what.code}:\n{res.stderr[-2000:]}"
         if what.error_prefix: assert "error:" in res.stderr, res.stderr[-2000:]

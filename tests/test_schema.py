@@ -3,7 +3,6 @@
 A schema inferred from the data (`fields: auto`), validation against the user's schema, several references per input,
 and a product-returns dataset (another schema, a key with a space) trained, evaluated and served end to end."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from claim_t5.data import (RETURN_FIELDS, SPLIT_FILES, DataValidationError, best
                            infer_fields, load_claim_data, reference_counts, request_model, resolve_fields,
                            returns_dataset, rouge_per_example, rouge_scores, validate_splits, write_jsonl)
 
-from conftest import cli_env
+from conftest import run_cli
 
 CLI = Path(sys.executable).parent/"claim_t5_data"
 
@@ -69,8 +68,7 @@ def test_fields_auto_without_a_field_in_every_input_is_explained():
 
 def test_inferred_schema_written_edited_and_reused(returns_dir, tmp_path):
     out = tmp_path/"fields.yaml"
-    r = subprocess.run([str(CLI), "--check", str(returns_dir), "--fields", "auto", "--fields_out", str(out)],
-                       capture_output=True, text=True, env=cli_env())
+    r = run_cli("claim_t5_data", "--check", returns_dir, "--fields", "auto", "--fields_out", out)
     assert r.returncode == 0, r.stderr
     assert "return method" in r.stdout and "open set" in r.stdout                       # the table, printed
     assert "40 examples" in r.stdout                                                     # test: 40 inputs, more rows

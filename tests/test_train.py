@@ -2,6 +2,7 @@
 import json, subprocess, sys
 from pathlib import Path
 import pytest
+from conftest import run_cli
 from claim_t5.config import QUICK_RUN, quick_config
 from claim_t5.config import make_config
 from claim_t5.config import parse_set, ConfigError
@@ -148,7 +149,7 @@ def test_parse_set():
     with pytest.raises(ConfigError, match="key=value"): parse_set("lora_r")
 
 def _cli(*args):
-    return subprocess.run([str(Path(sys.executable).parent/"claim_t5_train"), *args], capture_output=True, text=True, timeout=600)
+    return run_cli("claim_t5_train", *args)
 
 def test_cli_trains_with_overrides(tmp_path):
     r = _cli("--config", "tiny", "--output_dir", str(tmp_path/"mt"), "--num_epochs", "1", "--max_train_samples", "32",
