@@ -9,8 +9,10 @@ timed asserts (it only checks that every row was loaded).
 
 Run: .venv/bin/python bench/bench_data.py [--train 50000] [--repeats 3]
 """
-import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, os, sys, tempfile, time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, save_result, spread
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -19,11 +21,10 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
-    import datasets, torch
+    import datasets
     from claim_t5.config import make_config
     from claim_t5.data import (SPLIT_FILES, WordCounter, data_stats, generate_dataset, load_claim_data, resolve_fields,
                                write_jsonl)
-    from claim_t5.model import machine_description
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as d:
         ds = generate_dataset(sizes={"train": a.train, "validation": a.eval, "test": a.eval})
@@ -46,21 +47,14 @@ if __name__ == "__main__":
         loads, runs = [], []
         for _ in range(a.repeats):
             loads.append(os.getloadavg()[0]); runs.append(once())
-    stat = lambda k: dict(min=round(min(r[k] for r in runs), 2), median=round(statistics.median(r[k] for r in runs), 2),
-                          max=round(max(r[k] for r in runs), 2))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    res = dict(train_pairs=a.train, eval_pairs_each=a.eval, files_mb=round(size_mb, 1), repeats=a.repeats,
-               seconds={k: stat(k) for k in ("total_s", "infer_schema_s", "load_and_validate_s", "statistics_s")},
-               target_total_s=20, load_average_at_each_repeat=[round(x, 2) for x in loads], cpu_count=os.cpu_count(),
-               machine=machine_description(), torch_threads=torch.get_num_threads(), python=platform.python_version(),
+    res = dict(environment=environment(), train_pairs=a.train, eval_pairs_each=a.eval, files_mb=round(size_mb, 1),
+               repeats=a.repeats, target_total_s=20, load_average_at_each_repeat=[round(x, 2) for x in loads],
                versions=dict(datasets=datasets.__version__, pyarrow=__import__("pyarrow").__version__),
-               claim_t5_commit=commit, date=time.strftime("%Y-%m-%d %H:%M"))
+               seconds={k: spread([r[k] for r in runs]) for k in ("total_s", "infer_schema_s", "load_and_validate_s", "statistics_s")})
     s = res["seconds"]
     print(f"{a.train:,} training pairs (+{a.eval:,} validation, +{a.eval:,} test, {size_mb:.0f} MB): infer schema, load, "
           f"validate and summarise in {s['total_s']['median']} s median (min {s['total_s']['min']}, max {s['total_s']['max']}; "
           f"target <= 20 s): schema {s['infer_schema_s']['median']} s, load+validate {s['load_and_validate_s']['median']} s, "
           f"statistics {s['statistics_s']['median']} s; load average {', '.join(map(str, res['load_average_at_each_repeat']))} "
           f"on {os.cpu_count()} cores")
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out)/"bench_data.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    print("wrote", save_result("bench_data", res, a.out))

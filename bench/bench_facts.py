@@ -4,8 +4,10 @@ vendor and a wrong severity. Warms up, repeats (min/median/max), prints figures 
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_facts.py [--repeats 5] [--copies 8]
 """
-import argparse, json, os, platform, statistics, subprocess, sys, time
+import argparse, os, sys, time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, save_result, spread
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,18 +35,11 @@ if __name__ == "__main__":
         t0, c0 = time.perf_counter(), time.process_time()
         for i, o in work: checker.check(i, o)
         rates.append(len(work) / (time.perf_counter() - t0)); cpu_rates.append(len(work) / (time.process_time() - c0))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    res = dict(reports_per_repeat=len(work), repeats=a.repeats, reports_per_s=dict(min=round(min(rates)),
-               median=round(statistics.median(rates)), max=round(max(rates))),
-               reports_per_cpu_s=dict(min=round(min(cpu_rates)), median=round(statistics.median(cpu_rates)), max=round(max(cpu_rates))),
-               load_average=os.getloadavg()[0], target_reports_per_s=5000,
-               learn_from_train_s=round(learn_s, 2), cores_used=1,
-               machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", python=platform.python_version(),
-               claim_t5_commit=commit, date=time.strftime("%Y-%m-%d %H:%M"))
-    print(f"fact check, one core: {res['reports_per_s']['median']:,} reports/s median "
-          f"(min {res['reports_per_s']['min']:,}, max {res['reports_per_s']['max']:,}; {a.repeats} x {len(work)} reports); "
-          f"learning from 5289 training pairs {learn_s:.1f} s; per CPU-second {res['reports_per_cpu_s']['median']:,} "
+    res = dict(environment=environment(), reports_per_repeat=len(work), repeats=a.repeats, cores_used=1,
+               reports_per_s=spread(rates, 0), reports_per_cpu_s=spread(cpu_rates, 0), load_average=os.getloadavg()[0],
+               target_reports_per_s=5000, learn_from_train_s=round(learn_s, 2))
+    print(f"fact check, one core: {res['reports_per_s']['median']:,.0f} reports/s median "
+          f"(min {res['reports_per_s']['min']:,.0f}, max {res['reports_per_s']['max']:,.0f}; {a.repeats} x {len(work)} reports); "
+          f"learning from 5289 training pairs {learn_s:.1f} s; per CPU-second {res['reports_per_cpu_s']['median']:,.0f} "
           f"(load average {res['load_average']:.1f}: other processes share the core when it is above the core count)")
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out)/"bench_facts.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
+    print("wrote", save_result("bench_facts", res, a.out))
