@@ -43,11 +43,12 @@ TEST_ENV := OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 nbtest: install
 	$(TEST_ENV) $(BIN)/nbdev_test --n_workers 2 --timing
 
+# Two pytest workers (pytest-xdist), one per core; each trains the session's seconds-long tiny model once.
 pytest: install
-	$(TEST_ENV) $(BIN)/pytest -q tests
+	$(TEST_ENV) $(BIN)/pytest -q -n 2 tests
 
 pytest-fast: install
-	$(TEST_ENV) $(BIN)/pytest -q -m "not slow" tests
+	$(TEST_ENV) $(BIN)/pytest -q -n 2 -m "not slow" tests
 
 test: check-export nbtest pytest
 

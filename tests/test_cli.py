@@ -33,6 +33,7 @@ def runs(tiny_model_dir, tmp_path_factory):
         futures = {k: ex.submit(cli_subprocess, *c) for k, c in calls.items()}
         yield dict(model=model, out=base/"mt", **{k: f.result() for k, f in futures.items()})
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_entry_point_help(runs, script):
     r = runs[script]
@@ -40,6 +41,7 @@ def test_entry_point_help(runs, script):
     assert r.stdout.startswith("usage: " + script), r.stdout[:200]
     assert r.stderr == ""
 
+@pytest.mark.slow
 def test_generate_prints_only_the_report(runs):
     r = runs["generate"]
     assert r.returncode == 0, r.stderr[-2000:]
@@ -47,6 +49,7 @@ def test_generate_prints_only_the_report(runs):
     no_warnings(r.stderr)  # stderr: the weights' loading bar, and the fact verdict when a fact is wrong (a few-step model)
     assert all(l.startswith(("Loading weights", "facts: ")) for l in r.stderr.strip().splitlines()), r.stderr[-2000:]
 
+@pytest.mark.slow
 def test_eval_prints_scores_and_progress_only(runs):
     r = runs["eval"]
     assert r.returncode == 0, r.stderr[-2000:]
@@ -54,6 +57,7 @@ def test_eval_prints_scores_and_progress_only(runs):
     no_warnings(r.stderr)
     assert json.loads((runs["model"]/"test_results.json").read_text())["examples"] == 4
 
+@pytest.mark.slow
 def test_train_prints_no_library_warnings(runs):
     r = runs["train"]
     assert r.returncode == 0, r.stderr[-2000:]

@@ -42,6 +42,7 @@ def test_restart_from_a_stage(small_run):
     assert list(out["timings"]) == ["04_inference"]
     assert (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns == before
 
+@pytest.mark.slow
 def test_failing_stage_stops_the_pipeline_with_its_name(tmp_path):
     bad = tmp_path/"bad.jsonl"
     bad.write_text('{"input": "shipment_id=SHP-1; damage_type=dent", "output": "x"}\n')
@@ -61,6 +62,7 @@ def test_bad_config_fails_before_any_stage(tmp_path):
         run_pipeline("tiny", tmp_path/"run", overrides={"lora_rank": 4}, log=lambda *a, **k: None)
     assert not (tmp_path/"run"/"notebooks"/"00_config.ipynb").exists()
 
+@pytest.mark.slow
 def test_cli_reports_the_failing_stage(tmp_path):
     bad = tmp_path/"bad.jsonl"; bad.write_text("{not json\n")
     r = subprocess.run([str(Path(sys.executable).parent/"claim_t5_run"), "--config", "tiny", "--run_dir", str(tmp_path/"run"),
@@ -72,6 +74,7 @@ def test_a_second_run_into_the_same_folder_refuses_to_mix_runs(small_run):
     with pytest.raises(FileExistsError, match="resume"):
         run_pipeline("tiny", small_run["run_dir"], overrides=SMALL, log=lambda *a, **k: None)
 
+@pytest.mark.slow
 def test_relative_paths_keep_their_meaning(tmp_path, monkeypatch):
     "The stages run inside the run folder; a config or data path relative to the caller must still be found."
     from claim_t5.config import make_config, save_config

@@ -131,6 +131,7 @@ def test_tiny_model_has_a_separate_lm_head_and_says_so(tiny_run):
     assert m.lm_head.weight.data_ptr() != m.shared.weight.data_ptr()
     assert not torch.equal(m.lm_head.weight, m.shared.weight)
 
+@pytest.mark.slow
 def test_same_seed_same_run_whether_the_tiny_base_is_cached_or_not(tmp_path):
     "Building the tiny base must not consume random numbers that LoRA's initialisation and training then miss."
     import torch
@@ -169,6 +170,7 @@ def test_cli_rejects_bad_config(tmp_path, args, needle):
     assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path/"mt").exists()
 
+@pytest.mark.slow
 def test_epoch_train_loss_does_not_depend_on_gradient_accumulation(tmp_path):
     "The Trainer divides each micro-batch loss by the accumulation steps; the history must show the real mean loss."
     quick = {**QUICK_RUN, "num_epochs": 1, "max_train_samples": 64, "batch_size": 16}
