@@ -309,28 +309,17 @@ def _write_pickle(path: Path, marker: Path):
         pickle.dump({"weights": _LeavesAMark(marker)}, f)
 
 
-def test_load_only_pickled_adapter_weights(model_copy, tmp_path):
-    (model_copy/"adapter_model.safetensors").unlink()
-    marker = tmp_path/"unpickled"
-    _write_pickle(model_copy/"pytorch_model.bin", marker)
-    with pytest.raises(ModelLoadError) as e:
-        load_fine_tuned(model_copy, device="cpu")
-    msg = str(e.value)
-    assert str(model_copy) in msg and "adapter_model.safetensors" in msg
-    assert "pytorch_model.bin" in msg and "pickled" in msg
-    assert not marker.exists(), "the pickled weights were unpickled"
-
-
-def test_load_only_pickled_merged_weights(tiny_model_dir, tmp_path):
-    # a merged-model folder (config.json) whose only weights are pickled
-    d = copy_model(tiny_model_dir/"base_model", tmp_path/"merged")
-    (d/"model.safetensors").unlink()
+@pytest.mark.parametrize("kind, safe", [("adapter", "adapter_model.safetensors"), ("merged", "model.safetensors")])
+def test_load_only_pickled_weights(kind, safe, tiny_model_dir, tmp_path):
+    "An adapter folder, or a merged-model folder (config.json), whose only weights are pickled is refused unread."
+    d = copy_model(tiny_model_dir if kind == "adapter" else tiny_model_dir/"base_model", tmp_path/kind)
+    (d/safe).unlink()
     marker = tmp_path/"unpickled"
     _write_pickle(d/"pytorch_model.bin", marker)
     with pytest.raises(ModelLoadError) as e:
         load_fine_tuned(d, device="cpu")
     msg = str(e.value)
-    assert str(d) in msg and "model.safetensors" in msg and "pytorch_model.bin" in msg and "pickled" in msg
+    assert str(d) in msg and safe in msg and "pytorch_model.bin" in msg and "pickled" in msg
     assert not marker.exists(), "the pickled weights were unpickled"
 
 
