@@ -54,6 +54,7 @@ def format_metadata(meta:dict, # field name -> value; None values are left out
     order = [f for f in names if f in clean] + [k for k in clean if k not in names]
     return "; ".join(f"{k}={_escape(clean[k])}" for k in order)
 
+# %% ../nbs/01_data.ipynb #770895e897
 def _split_unescaped(s:str, sep:str, maxsplit:int=-1) -> list:
     if "\\" not in s: return s.split(sep, maxsplit)  # nothing escaped: the fast path (the fact check parses every input)
     parts, cur, i = [], [], 0
@@ -88,6 +89,7 @@ def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
         if missing: raise MetadataError(f"missing required field(s): {', '.join(missing)}")
     return meta
 
+# %% ../nbs/01_data.ipynb #4c23476734
 def unknown_fields(meta:dict, fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                   ) -> list:
     "Field names in `meta` that the schema does not know."
@@ -192,6 +194,7 @@ def write_jsonl(rows:list, path:str|Path) -> Path:
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder, not a file")
     return atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))  # nothing half-written is left
 
+# %% ../nbs/01_data.ipynb #2279e94198
 def write_bundled_dataset(out_dir:str|Path, # folder to write clean_train/val/test.jsonl into
                           seed:int=42) -> dict:
     "Write the bundled dataset as the three JSONL split files; returns split -> path."
@@ -227,6 +230,7 @@ def _decode_lines(path:Path, keepends:bool=False):
         if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
         if keepends or line.strip(): yield i, line
 
+# %% ../nbs/01_data.ipynb #7f2b7ad484
 def _read_csv(path:Path) -> tuple:
     "Records of a CSV file with columns input and output; a bad line is reported and reading goes on after it."
     records, problems, lines = [], [], []
@@ -255,6 +259,7 @@ def _read_csv(path:Path) -> tuple:
     problems.sort(key=lambda p: p.line)
     return records, problems
 
+# %% ../nbs/01_data.ipynb #fd544fbbd5
 def read_records(path:str|Path) -> tuple:
     "Read a JSONL or CSV file into ([(line, record)], [Problem]) without judging the records' content."
     path = Path(path)
@@ -287,17 +292,20 @@ def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000,
     "(field, reason) for the first problem of one record, or None if it is good."
     return _check(rec, max_input_chars, max_output_chars, fields)[0]
 
+# %% ../nbs/01_data.ipynb #1b95867a87
 def _token_problem(rec, tokenizer, cfg):
     n_in = len(tokenizer(rec["input"])["input_ids"])
     if n_in > cfg.max_input_length: return "input", f"{n_in} tokens > max_input_length {cfg.max_input_length} (would be truncated)"
     n_out = len(tokenizer(rec["output"])["input_ids"])
     if n_out > cfg.max_target_length: return "output", f"{n_out} tokens > max_target_length {cfg.max_target_length} (would be truncated)"
 
+# %% ../nbs/01_data.ipynb #89520949af
 def _bar(items, desc:str, progress:bool, total:int|None=None):
     "`items` with a progress bar that appears only when the loop takes more than a few seconds."
     from tqdm import tqdm
     return tqdm(items, desc=desc, total=total, unit=" rows", delay=3, disable=not progress, leave=False, mininterval=0.5)
 
+# %% ../nbs/01_data.ipynb #17bfc56cad
 def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
                     tokenizer=None, # if given, examples longer than the config's token limits are problems too
                     cfg:ClaimT5Config|None=None, # the schema (`fields`; `auto` is inferred from the train split) and token limits
@@ -413,6 +421,7 @@ def verbatim_in(value:str, # a field's value, e.g. SHP-12345
         i = text.find(value, i + 1)
     return False
 
+# %% ../nbs/01_data.ipynb #a5d462dadd
 def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
                    outputs:list, # their reports
                    progress:bool=True, # a progress bar when it takes more than a few seconds
@@ -443,6 +452,7 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
         rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
     return rows
 
+# %% ../nbs/01_data.ipynb #1d1bef4ef6
 def infer_fields(inputs:list, outputs:list, # training pairs
                  progress:bool=True) -> list:
     "The schema the training pairs imply (see `field_evidence`), checked."
@@ -457,6 +467,7 @@ def fields_from_evidence(evidence:list) -> list:
                           ", ".join(f"{r['name']} {r['given']:.0%}" for r in evidence) + ")")
     return check_fields([dict(name=r["name"], required=r["required"], kind=r["kind"]) for r in evidence])
 
+# %% ../nbs/01_data.ipynb #ddd66158fa
 def fields_table(evidence:list):
     "The evidence as a table: one row per field, with its role and why."
     import pandas as pd
