@@ -200,6 +200,7 @@ def _cut(text:str, meta:dict, names) -> str:
         for s, e in reversed(value_spans(meta[n], text)): text = text[:s] + " | " + text[e:]
     return text
 
+# %% ../nbs/01a_facts.ipynb #9498d8093c
 class FactChecker:
     "What the training data says about each field (category values and their wordings, names seen), and the check of a report against its input."
     def __init__(self, fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
@@ -264,6 +265,7 @@ def _learn(cls, inputs:list, # training metadata lines
     return cls(fields, categories, cues, known, id_shapes, template)
 FactChecker.learn = _learn
 
+# %% ../nbs/01a_facts.ipynb #d07cde61dd
 def _save(self, folder:str|Path) -> Path:
     "Write the checker to `folder`/facts.json (the model folder: it is used at inference)."
     path = Path(folder)/FACTS_FILE
@@ -339,6 +341,7 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
     return dict(ok=not problems, fields=status, invented=invented, unseen=unseen, problems=problems)
 FactChecker.check = _check
 
+# %% ../nbs/01a_facts.ipynb #54f329a807
 def _unseen(self, meta:dict) -> list:
     "`field=value` for each category value in `meta` that training never saw (flag it before generating)."
     return [f"{f}={meta[f]}" for f in self._cat if meta.get(f) and meta[f] not in self.categories.get(f, {})]
