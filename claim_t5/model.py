@@ -256,11 +256,13 @@ def _safetensors_ok(path:Path):
         with safe_open(str(path), framework="pt") as f: list(f.keys())
     except Exception as e: raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from None
 
+# %% ../nbs/01b_model.ipynb #50909b6657
 def load_model_config(model_dir:str|Path) -> ClaimT5Config:
     "The claim_t5 config saved with a model (claim_t5_config.yaml), or the reference defaults if there is none."
     p = Path(model_dir)/RUN_CONFIG
     return make_config(p) if p.exists() else ClaimT5Config()
 
+# %% ../nbs/01b_model.ipynb #a619bb0de3
 def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) or a merged model folder
                     device:str|None=None, # "cuda", "cpu"; default: CUDA if available
                    ) -> tuple:
