@@ -132,6 +132,7 @@ class TrainResult:
     best_checkpoint: str|None
     config: ClaimT5Config
 
+# %% ../nbs/02_lora_train.ipynb #b9df6180df
 # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns); take whichever exists
 _CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing")
                  if a in __import__("transformers").Seq2SeqTrainingArguments.__dataclass_fields__)
@@ -142,6 +143,7 @@ def _references(d) -> list:
     "Each example's references (several where an input was written up more than once), else its output."
     return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
 
+# %% ../nbs/02_lora_train.ipynb #143741f7b4
 def build_trainer(cfg:ClaimT5Config, model, tokenizer,
                   dsd, # the splits as users see them (train and validation)
                   callbacks:list|None=None,
