@@ -223,6 +223,7 @@ def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None
     write_model_card(model_dir, res)
     return res
 
+# %% ../nbs/03_eval.ipynb #ef6cef2700
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder (e.g. model_training/fine_tuned_model)
          data_dir:str=None, # folder with the splits; default: the bundled dataset
