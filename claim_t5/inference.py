@@ -120,6 +120,7 @@ def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path,
 # %% ../nbs/04_inference.ipynb #f302848017
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 
+# %% ../nbs/04_inference.ipynb #65cfcc6d1a
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
          input:str=None, # one metadata string
@@ -168,4 +169,3 @@ def main(model_dir:str=None, # fine-tuned model folder
                 try: show(gen(line.strip()))
                 except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
     except (MetadataError, ModelLoadError, EngineError, FactCheckError, ValueError, OSError) as e: _fail(e)
-
