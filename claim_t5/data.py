@@ -367,11 +367,13 @@ def find_split_files(path:str|Path) -> dict:
         raise FileNotFoundError(f"{path}: no split files found (expected e.g. {', '.join(SPLIT_FILES.values())})")
     return found
 
+# %% ../nbs/01_data.ipynb #1c54e7eae6
 def write_problem_report(problems:list, path:str|Path) -> Path:
     "Write every problem, with the offending record, to `path` as JSON lines."
     return write_jsonl([{**asdict(p), "record": p.record if isinstance(p.record, (dict, str)) else repr(p.record)}
                         for p in problems], path)
 
+# %% ../nbs/01_data.ipynb #1c78b68ce9
 def load_claim_data(path:str|Path|None=None, # data file or folder of splits; None: the bundled dataset
                     strict:bool=True, # raise on any problem; False drops problem rows and writes `report_path`
                     report_path:str|Path|None=None, # lenient mode: where dropped rows and reasons go
@@ -398,6 +400,7 @@ def _dataset_dict(splits:dict):
                                 **({} if s == "train" else dict(references=[r.get("references") or [r["output"]] for r in rows])))
     return DatasetDict({s: Dataset.from_dict(cols(s, rows)) for s, rows in splits.items()})
 
+# %% ../nbs/01_data.ipynb #fa381a96b7
 def as_pairs(examples) -> list:
     "One {'input', 'output'} pair per reference of each example (a Dataset or a list of examples): the file format."
     cols = examples.to_dict() if hasattr(examples, "to_dict") else None
@@ -512,6 +515,7 @@ class WordCounter:
     unit = "words"
     def __call__(self, texts, **kw): return {"input_ids": [t.split() for t in texts]}
 
+# %% ../nbs/01_data.ipynb #79da4b696e
 def _column(d, name:str) -> list:
     "A column as a Python list (a Dataset's column is read through Arrow: iterating it row by row is ~100x slower)."
     return d.data.column(name).to_pylist() if hasattr(d, "data") else [r[name] for r in d]
@@ -543,6 +547,7 @@ def data_stats(dsd, # a DatasetDict with input and output (and references) colum
         rows.append(row)
     return pd.DataFrame(rows).set_index("split")
 
+# %% ../nbs/01_data.ipynb #77d48151ed
 def plot_lengths(dsd, tokenizer, path:str|Path|None=None):
     "Histograms of input and output token lengths per split; saved to `path` if given."
     import matplotlib; import matplotlib.pyplot as plt
@@ -584,6 +589,7 @@ def _refs(r) -> list:
     if not refs: raise ValueError("an example has no reference")
     return refs
 
+# %% ../nbs/01_data.ipynb #2eb2a7c7d9
 def rouge_per_example(predictions:list, # generated reports
                       references:list, # per prediction: its reference, or a list of references (the best one counts)
                      ) -> list:
@@ -596,12 +602,14 @@ def rouge_per_example(predictions:list, # generated reports
         out.append({k: v.fmeasure for k, v in s.items()})
     return out
 
+# %% ../nbs/01_data.ipynb #992eed6b1d
 def rouge_scores(predictions:list, references:list) -> dict:
     "Mean ROUGE-1/2/L/Lsum F-measure over the examples, deterministic."
     per = rouge_per_example(predictions, references)
     if not per: return {k: 0.0 for k in ROUGE_KEYS}
     return {k: sum(x[k] for x in per) / len(per) for k in ROUGE_KEYS}
 
+# %% ../nbs/01_data.ipynb #edb70fb90e
 def best_reference(prediction:str, references, # a reference or a list of them
                    key:str="rougeL") -> int:
     "The index of the reference `prediction` scores best against on `key` (the first on ties)."
@@ -610,6 +618,7 @@ def best_reference(prediction:str, references, # a reference or a list of them
     scores = [_rouge().score(_sentences(x), _sentences(prediction))[key].fmeasure for x in refs]
     return scores.index(max(scores))
 
+# %% ../nbs/01_data.ipynb #fdcc83ffbf
 def reference_counts(references:list) -> dict:
     "How many examples have 1, 2, ... references: {'1': n1, '2': n2, ...} (what test_results.json reports)."
     c = Counter(len(_refs(r)) for r in references)
