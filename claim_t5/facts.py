@@ -38,6 +38,7 @@ def value_spans(value:str, # a copy value, e.g. SHP-12345
         i = text.find(value, i + 1)
     return out
 
+# %% ../nbs/01a_facts.ipynb #7bae019bfd
 def mask_text(text:str, # a report (a training target)
               meta:dict, # the input's fields
               fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
@@ -51,6 +52,7 @@ def mask_text(text:str, # a report (a training target)
     for s, e, p in sorted(spans, reverse=True): text = text[:s] + p + text[e:]
     return text
 
+# %% ../nbs/01a_facts.ipynb #eba2f223ae
 def mask_input(text:str, # a metadata line
                fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
               ) -> str:
@@ -59,6 +61,7 @@ def mask_input(text:str, # a metadata line
     lenient = [{**f, "required": False} for f in fields]  # a missing field is the validator's to report, not this one's
     return format_metadata({k: (ph[k] if k in ph else v) for k, v in meta.items()}, fields=lenient)
 
+# %% ../nbs/01a_facts.ipynb #d52c95f680
 def mask_pair(inp:str, # a metadata line
               out:str, # its report
               fields=CLAIM_FIELDS, # the schema (`cfg.fields`)

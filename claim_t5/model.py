@@ -187,6 +187,7 @@ def epoch_history(log_history:list) -> list:
     for r in rows: r["epoch"] = round(r["epoch"], 4) if r["epoch"] is not None else None
     return rows
 
+# %% ../nbs/01b_model.ipynb #733b26fc62
 def save_history(history:list, folder:str|Path) -> dict:
     "Write `history` as history.json and history.csv in `folder`."
     import pandas as pd
@@ -195,6 +196,7 @@ def save_history(history:list, folder:str|Path) -> dict:
     atomic_write(folder/HISTORY_CSV, pd.DataFrame(history, columns=list(HISTORY_KEYS)).to_csv(index=False))
     return dict(json=folder/HISTORY_JSON, csv=folder/HISTORY_CSV)
 
+# %% ../nbs/01b_model.ipynb #c711b257a0
 def plot_history(history:list, # rows from `epoch_history`
                  path:str|Path|None=None, # PNG to write
                  title:str=""):
