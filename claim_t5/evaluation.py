@@ -172,6 +172,7 @@ def _bundled_checker() -> FactChecker:
         _CHECKER.append(FactChecker.learn([r["input"] for r in train], [r["output"] for r in train]))
     return _CHECKER[0]
 
+# %% ../nbs/03_eval.ipynb #24227e1308
 def metric_class(name:str):
     "The `evaluate.Metric` class of a claim_t5 metric: 'claim_rouge' or 'fact_accuracy'."
     import datasets, evaluate
@@ -195,6 +196,7 @@ def metric_class(name:str):
     if name not in classes: raise ValueError(f"unknown metric {name!r}: one of {', '.join(METRIC_NAMES)}")
     return classes[name]
 
+# %% ../nbs/03_eval.ipynb #5635347a1e
 def metric_path(name:str, # 'claim_rouge' or 'fact_accuracy'
                 cache_dir:str|Path="~/.cache/claim_t5/metrics") -> str:
     "A local metric script for `evaluate.load(path)`, written on first use."
@@ -204,6 +206,7 @@ def metric_path(name:str, # 'claim_rouge' or 'fact_accuracy'
     if not p.exists() or p.read_text() != text: atomic_write(p, text)
     return str(p)
 
+# %% ../nbs/03_eval.ipynb #20cbd5f75f
 def load_metrics(*names:str):
     "The named claim_t5 metrics (all by default) as one `evaluate.combine` evaluation, loaded offline."
     import evaluate

@@ -92,6 +92,7 @@ def checkpoint_complete(path:str|Path) -> bool:
     except (OSError, ValueError): return False
     return any((path/f).exists() for f in (ADAPTER_WEIGHTS, MODEL_WEIGHTS))
 
+# %% ../nbs/02_lora_train.ipynb #f0f5af0fa7
 def _checkpoints(folder:Path) -> list:
     cks = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(cks, key=lambda p: int(p.name.split("-")[-1]))
@@ -101,6 +102,7 @@ def latest_checkpoint(folder:str|Path) -> Path|None:
     done = [p for p in _checkpoints(folder) if checkpoint_complete(p)]
     return done[-1] if done else None
 
+# %% ../nbs/02_lora_train.ipynb #545112dd98
 def prepare_resume(folder:str|Path, resume) -> str|None:
     "The checkpoint path to resume from (`resume` is None/False, True or a path); moves incomplete checkpoints aside."
     folder = Path(folder)
