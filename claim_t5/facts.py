@@ -107,6 +107,7 @@ def model_inputs(inputs:list, # metadata lines
     "The inputs as the model sees them: copy values replaced by placeholders (unchanged when `copy_placeholders` is off)."
     return [mask_input(t, cfg.fields) for t in inputs] if cfg.copy_placeholders else list(inputs)
 
+# %% ../nbs/01a_facts.ipynb #47e778aca3
 def model_splits(dsd, # a DatasetDict with input and output columns
                  cfg:ClaimT5Config, # reads copy_placeholders and fields
                 ):
@@ -117,6 +118,7 @@ def model_splits(dsd, # a DatasetDict with input and output columns
         return {"input": [p[0] for p in pairs], "output": [p[1] for p in pairs]}
     return dsd.map(fn, batched=True, desc="Placeholders")
 
+# %% ../nbs/01a_facts.ipynb #da2467e294
 def decode_generated(tokenizer, # the model's tokenizer
                      ids, # generated ids (or labels: -100 is padding), one row per input
                      inputs:list, # the metadata lines they were generated for (the placeholders' values)
@@ -142,6 +144,7 @@ def word_grams(text:str, # a report
         out.update(" ".join(w[i:i+k]) for k in range(1, n+1) for i in range(len(w) - k + 1))
     return out
 
+# %% ../nbs/01a_facts.ipynb #9fef9dfb01
 def exclusive_wordings(docs:list, # word n-gram sets, one per training report
                        positive:list, # indices of the reports that state the fact (e.g. damage_type=scratch)
                        totals:Counter|None=None, # n-gram -> reports holding it, over all `docs` (computed if None)
@@ -358,6 +361,7 @@ class CheckedReport(str):
     @property
     def ok(self) -> bool: return bool(self.facts and self.facts["ok"])
 
+# %% ../nbs/01a_facts.ipynb #33592a952d
 class FactCheckError(ValueError):
     "Reports that still failed the fact check after the retry (strict mode); `.failures` holds (index, input, problems)."
     def __init__(self, failures:list):
@@ -366,6 +370,7 @@ class FactCheckError(ValueError):
         more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
         super().__init__(f"{len(failures)} report(s) failed the fact check:\n  " + "\n  ".join(lines) + more)
 
+# %% ../nbs/01a_facts.ipynb #0f14adc725
 def check_reports(checker:FactChecker|None, # the model's checker; None: reports are returned unchecked (facts None)
                   inputs:list, # metadata lines
                   reports:list, # their reports
