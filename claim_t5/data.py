@@ -635,6 +635,7 @@ RETURN_REFUNDS = {"full": "A full refund was issued.", "partial": "A partial ref
                   "store_credit": "Store credit was offered instead of a refund.", "none": "No refund is due."}
 RETURN_METHODS = ("courier pickup", "drop-off", "mail")
 
+# %% ../nbs/01_data.ipynb #ad27bb8bc9
 def return_note(meta:dict, rng:random.Random) -> str:
     "A product-return note for `meta` (order_no, item, reason, refund; optional condition, return method)."
     first = _pick(rng, [f"Return for order {meta['order_no']}: the customer sent back the {meta['item']} because {RETURN_REASONS[meta['reason']]}.",
@@ -643,6 +644,7 @@ def return_note(meta:dict, rng:random.Random) -> str:
     how = f" It was returned by {meta['return method']}." if meta.get("return method") else ""
     return f"{first} {cond} {RETURN_REFUNDS[meta['refund']]}{how}"
 
+# %% ../nbs/01_data.ipynb #b40a14a460
 def returns_dataset(seed:int=0, # fixes every input and phrasing
                     sizes:dict|None=None, # split -> number of inputs; default 240/40/40
                     second_reference:float=0.25, # share of validation/test inputs written up a second time, differently

@@ -109,6 +109,7 @@ def read_inputs(path:str|Path,
     if not out: raise MetadataError(f"{path}: no inputs")
     return out
 
+# %% ../nbs/04_inference.ipynb #b08db4621d
 def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path, progress:bool=True) -> Path:
     "Generate a report for every line of a JSONL file; write input, report, its fact verdict and a timestamp per line."
     rows = read_inputs(in_path, gen.cfg.fields)
