@@ -336,6 +336,7 @@ def fields_yaml(fields, # a checked schema
         lines.append(entry + (f"  # {notes[f['name']]}" if notes and notes.get(f["name"]) else ""))
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/00_config.ipynb #14591fa2ef
 def load_fields(path:str|Path, # a YAML file: a `fields:` list (as `fields_yaml` writes it) or the list alone
                 key:str="fields", # config key named in errors
                ) -> list:

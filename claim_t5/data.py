@@ -488,6 +488,7 @@ def train_pairs(data=None, # a data file or folder of splits; None: the bundled 
         rows = [r for _, r in read_records(files["train"])[0] if isinstance(r, dict)]
     return [r.get("input") for r in rows], [r.get("output") for r in rows]
 
+# %% ../nbs/01_data.ipynb #34e4a4d595
 def resolve_fields(cfg:ClaimT5Config, # a config whose `fields` may be `auto`
                    data=None, # the data whose train split `auto` reads: a file or folder; None: the bundled dataset
                    progress:bool=True) -> tuple:
@@ -496,6 +497,7 @@ def resolve_fields(cfg:ClaimT5Config, # a config whose `fields` may be `auto`
     evidence = field_evidence(*train_pairs(data), progress=progress)
     return dataclasses.replace(cfg, fields=fields_from_evidence(evidence)), evidence
 
+# %% ../nbs/01_data.ipynb #ee1b1f8578
 def write_fields(path:str|Path, # the YAML file to write (e.g. a run's data/fields.yaml)
                  fields:list, # the schema
                  evidence:list|None=None, # from `field_evidence`: written as a comment after each field

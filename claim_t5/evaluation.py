@@ -145,6 +145,7 @@ def compare_runs(model_dirs:dict, # run name -> model folder holding test_result
                          invented=round(r["fact_accuracy"]["any_invented"], 4)))
     return pd.DataFrame(rows).set_index("run")
 
+# %% ../nbs/03_eval.ipynb #b55e93ea5f
 def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     "Test ROUGE-1/2/L bars and validation ROUGE-L curves of several runs."
     import matplotlib; import matplotlib.pyplot as plt

@@ -110,6 +110,7 @@ def tiny_cache_key(cfg:ClaimT5Config, texts:list) -> str:
     for t in texts: h.update(t.encode()); h.update(b"\0")
     return "tiny-" + h.hexdigest()[:12]
 
+# %% ../nbs/01b_model.ipynb #d12aa771f4
 def tiny_base_dir(cfg:ClaimT5Config, # the tiny_* keys, seed and tiny_cache_dir
                   texts:list, # the training texts the tokenizer learns from
                  ) -> Path:
@@ -159,6 +160,7 @@ def _peft_quietly():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
 
+# %% ../nbs/01b_model.ipynb #799fb84e41
 def add_lora(model, # a base seq2seq model
              cfg:ClaimT5Config, # lora_* keys
             ):
@@ -169,6 +171,7 @@ def add_lora(model, # a base seq2seq model
                     task_type=TaskType[cfg.lora_task_type])
     with _peft_quietly(): return get_peft_model(model, lc)
 
+# %% ../nbs/01b_model.ipynb #f0ea16639c
 def count_parameters(model) -> dict:
     "Trainable and total parameters of `model`, and the trainable share."
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
