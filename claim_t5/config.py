@@ -34,6 +34,7 @@ CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Conf
 class FieldSchema(list):
     "Type of `ClaimT5Config.fields`: a list of {name, required, kind} dicts (checked by `check_fields`)."
 
+# %% ../nbs/00_config.ipynb #120754253f
 def _field_entry(e, i:int, key:str) -> dict:
     "One schema entry as a dict, from a dict or the short form `name:kind[:required]`."
     if isinstance(e, str):
@@ -46,6 +47,7 @@ def _field_entry(e, i:int, key:str) -> dict:
     if extra: raise ConfigError(f"config key '{key}': entry {i+1} has unknown key(s) {sorted(extra)} (allowed: name, required, kind)")
     return dict(e)
 
+# %% ../nbs/00_config.ipynb #dc9c739ac6
 def check_fields(fields, # list of {name, required, kind}; a string of name:kind[:required], ...; a YAML file; or "auto"
                  key:str="fields", # config key named in errors
                 ) -> list|str:
@@ -73,6 +75,7 @@ def check_fields(fields, # list of {name, required, kind}; a string of name:kind
         raise ConfigError(f"config key '{key}': at most 100 copy fields (one T5 sentinel token each)")
     return out
 
+# %% ../nbs/00_config.ipynb #8175d1d017
 def field_names(fields, # a checked schema (`cfg.fields`)
                 kind:str|None=None, # only fields of this kind (copy or category)
                 required:bool|None=None, # only required (True) or optional (False) fields
@@ -253,10 +256,12 @@ def _check_keys(d:dict, where:str):
             near = difflib.get_close_matches(str(k), config_keys(), n=3)
             raise ConfigError(f"unknown config key '{k}' in {where}" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
+# %% ../nbs/00_config.ipynb #9403f0f58a
 def list_presets() -> list:
     "Names of the presets shipped with the package."
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
+# %% ../nbs/00_config.ipynb #cc59c8a0ce
 class _UniqueKeyLoader(yaml.SafeLoader):
     "A safe YAML loader that refuses a key given twice (the second would silently win)."
     def construct_mapping(self, node, deep=False):
@@ -279,6 +284,7 @@ def _read_yaml(path:Path, allow_list:bool=False) -> dict|list:
     if not isinstance(d, dict) and not (allow_list and isinstance(d, list)): raise ConfigError(f"{path}: expected a mapping of config keys, got {type(d).__name__}")
     return d
 
+# %% ../nbs/00_config.ipynb #b9ca95096b
 def make_config(config:str|Path|None=None, # preset name, YAML path, or None for the reference recipe
                 **overrides) -> ClaimT5Config:
     "Build a checked config from a preset or YAML file, then apply `overrides` (None values are ignored)."
@@ -300,6 +306,7 @@ def make_config(config:str|Path|None=None, # preset name, YAML path, or None for
         if key and key.group(1) in base and key.group(1) not in overrides: raise ConfigError(f"{path}: {e}") from None
         raise
 
+# %% ../nbs/00_config.ipynb #3e483adce5
 def parse_set(text:str|None) -> dict:
     "Parse `key=value key=value` (pairs separated by spaces; a value may hold commas: `lora_target_modules=q,v`)."
     out = {}
@@ -308,6 +315,7 @@ def parse_set(text:str|None) -> dict:
         k, v = item.split("=", 1); out[k.strip()] = v.strip()
     return out
 
+# %% ../nbs/00_config.ipynb #0a3826657f
 def save_config(cfg:ClaimT5Config, path:str|Path) -> Path:
     "Write `cfg` to `path` as YAML (every key, so the file documents the whole run)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,6 +336,7 @@ def fields_yaml(fields, # a checked schema
         lines.append(entry + (f"  # {notes[f['name']]}" if notes and notes.get(f["name"]) else ""))
     return "\n".join(lines) + "\n"
 
+# %% ../nbs/00_config.ipynb #14591fa2ef
 def load_fields(path:str|Path, # a YAML file: a `fields:` list (as `fields_yaml` writes it) or the list alone
                 key:str="fields", # config key named in errors
                ) -> list:

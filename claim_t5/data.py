@@ -54,6 +54,7 @@ def format_metadata(meta:dict, # field name -> value; None values are left out
     order = [f for f in names if f in clean] + [k for k in clean if k not in names]
     return "; ".join(f"{k}={_escape(clean[k])}" for k in order)
 
+# %% ../nbs/01_data.ipynb #770895e897
 def _split_unescaped(s:str, sep:str, maxsplit:int=-1) -> list:
     if "\\" not in s: return s.split(sep, maxsplit)  # nothing escaped: the fast path (the fact check parses every input)
     parts, cur, i = [], [], 0
@@ -88,6 +89,7 @@ def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
         if missing: raise MetadataError(f"missing required field(s): {', '.join(missing)}")
     return meta
 
+# %% ../nbs/01_data.ipynb #4c23476734
 def unknown_fields(meta:dict, fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                   ) -> list:
     "Field names in `meta` that the schema does not know."
@@ -192,6 +194,7 @@ def write_jsonl(rows:list, path:str|Path) -> Path:
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder, not a file")
     return atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))  # nothing half-written is left
 
+# %% ../nbs/01_data.ipynb #2279e94198
 def write_bundled_dataset(out_dir:str|Path, # folder to write clean_train/val/test.jsonl into
                           seed:int=42) -> dict:
     "Write the bundled dataset as the three JSONL split files; returns split -> path."
@@ -227,6 +230,7 @@ def _decode_lines(path:Path, keepends:bool=False):
         if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
         if keepends or line.strip(): yield i, line
 
+# %% ../nbs/01_data.ipynb #7f2b7ad484
 def _read_csv(path:Path) -> tuple:
     "Records of a CSV file with columns input and output; a bad line is reported and reading goes on after it."
     records, problems, lines = [], [], []
@@ -255,6 +259,7 @@ def _read_csv(path:Path) -> tuple:
     problems.sort(key=lambda p: p.line)
     return records, problems
 
+# %% ../nbs/01_data.ipynb #fd544fbbd5
 def read_records(path:str|Path) -> tuple:
     "Read a JSONL or CSV file into ([(line, record)], [Problem]) without judging the records' content."
     path = Path(path)
@@ -287,17 +292,20 @@ def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000,
     "(field, reason) for the first problem of one record, or None if it is good."
     return _check(rec, max_input_chars, max_output_chars, fields)[0]
 
+# %% ../nbs/01_data.ipynb #1b95867a87
 def _token_problem(rec, tokenizer, cfg):
     n_in = len(tokenizer(rec["input"])["input_ids"])
     if n_in > cfg.max_input_length: return "input", f"{n_in} tokens > max_input_length {cfg.max_input_length} (would be truncated)"
     n_out = len(tokenizer(rec["output"])["input_ids"])
     if n_out > cfg.max_target_length: return "output", f"{n_out} tokens > max_target_length {cfg.max_target_length} (would be truncated)"
 
+# %% ../nbs/01_data.ipynb #89520949af
 def _bar(items, desc:str, progress:bool, total:int|None=None):
     "`items` with a progress bar that appears only when the loop takes more than a few seconds."
     from tqdm import tqdm
     return tqdm(items, desc=desc, total=total, unit=" rows", delay=3, disable=not progress, leave=False, mininterval=0.5)
 
+# %% ../nbs/01_data.ipynb #17bfc56cad
 def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
                     tokenizer=None, # if given, examples longer than the config's token limits are problems too
                     cfg:ClaimT5Config|None=None, # the schema (`fields`; `auto` is inferred from the train split) and token limits
@@ -359,11 +367,13 @@ def find_split_files(path:str|Path) -> dict:
         raise FileNotFoundError(f"{path}: no split files found (expected e.g. {', '.join(SPLIT_FILES.values())})")
     return found
 
+# %% ../nbs/01_data.ipynb #1c54e7eae6
 def write_problem_report(problems:list, path:str|Path) -> Path:
     "Write every problem, with the offending record, to `path` as JSON lines."
     return write_jsonl([{**asdict(p), "record": p.record if isinstance(p.record, (dict, str)) else repr(p.record)}
                         for p in problems], path)
 
+# %% ../nbs/01_data.ipynb #1c78b68ce9
 def load_claim_data(path:str|Path|None=None, # data file or folder of splits; None: the bundled dataset
                     strict:bool=True, # raise on any problem; False drops problem rows and writes `report_path`
                     report_path:str|Path|None=None, # lenient mode: where dropped rows and reasons go
@@ -390,6 +400,7 @@ def _dataset_dict(splits:dict):
                                 **({} if s == "train" else dict(references=[r.get("references") or [r["output"]] for r in rows])))
     return DatasetDict({s: Dataset.from_dict(cols(s, rows)) for s, rows in splits.items()})
 
+# %% ../nbs/01_data.ipynb #fa381a96b7
 def as_pairs(examples) -> list:
     "One {'input', 'output'} pair per reference of each example (a Dataset or a list of examples): the file format."
     cols = examples.to_dict() if hasattr(examples, "to_dict") else None
@@ -413,6 +424,7 @@ def verbatim_in(value:str, # a field's value, e.g. SHP-12345
         i = text.find(value, i + 1)
     return False
 
+# %% ../nbs/01_data.ipynb #a5d462dadd
 def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
                    outputs:list, # their reports
                    progress:bool=True, # a progress bar when it takes more than a few seconds
@@ -443,6 +455,7 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
         rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
     return rows
 
+# %% ../nbs/01_data.ipynb #1d1bef4ef6
 def infer_fields(inputs:list, outputs:list, # training pairs
                  progress:bool=True) -> list:
     "The schema the training pairs imply (see `field_evidence`), checked."
@@ -457,6 +470,7 @@ def fields_from_evidence(evidence:list) -> list:
                           ", ".join(f"{r['name']} {r['given']:.0%}" for r in evidence) + ")")
     return check_fields([dict(name=r["name"], required=r["required"], kind=r["kind"]) for r in evidence])
 
+# %% ../nbs/01_data.ipynb #ddd66158fa
 def fields_table(evidence:list):
     "The evidence as a table: one row per field, with its role and why."
     import pandas as pd
@@ -474,6 +488,7 @@ def train_pairs(data=None, # a data file or folder of splits; None: the bundled 
         rows = [r for _, r in read_records(files["train"])[0] if isinstance(r, dict)]
     return [r.get("input") for r in rows], [r.get("output") for r in rows]
 
+# %% ../nbs/01_data.ipynb #34e4a4d595
 def resolve_fields(cfg:ClaimT5Config, # a config whose `fields` may be `auto`
                    data=None, # the data whose train split `auto` reads: a file or folder; None: the bundled dataset
                    progress:bool=True) -> tuple:
@@ -482,6 +497,7 @@ def resolve_fields(cfg:ClaimT5Config, # a config whose `fields` may be `auto`
     evidence = field_evidence(*train_pairs(data), progress=progress)
     return dataclasses.replace(cfg, fields=fields_from_evidence(evidence)), evidence
 
+# %% ../nbs/01_data.ipynb #ee1b1f8578
 def write_fields(path:str|Path, # the YAML file to write (e.g. a run's data/fields.yaml)
                  fields:list, # the schema
                  evidence:list|None=None, # from `field_evidence`: written as a comment after each field
@@ -501,6 +517,7 @@ class WordCounter:
     unit = "words"
     def __call__(self, texts, **kw): return {"input_ids": [t.split() for t in texts]}
 
+# %% ../nbs/01_data.ipynb #79da4b696e
 def _column(d, name:str) -> list:
     "A column as a Python list (a Dataset's column is read through Arrow: iterating it row by row is ~100x slower)."
     return d.data.column(name).to_pylist() if hasattr(d, "data") else [r[name] for r in d]
@@ -532,6 +549,7 @@ def data_stats(dsd, # a DatasetDict with input and output (and references) colum
         rows.append(row)
     return pd.DataFrame(rows).set_index("split")
 
+# %% ../nbs/01_data.ipynb #77d48151ed
 def plot_lengths(dsd, tokenizer, path:str|Path|None=None):
     "Histograms of input and output token lengths per split; saved to `path` if given."
     import matplotlib; import matplotlib.pyplot as plt
@@ -573,6 +591,7 @@ def _refs(r) -> list:
     if not refs: raise ValueError("an example has no reference")
     return refs
 
+# %% ../nbs/01_data.ipynb #2eb2a7c7d9
 def rouge_per_example(predictions:list, # generated reports
                       references:list, # per prediction: its reference, or a list of references (the best one counts)
                      ) -> list:
@@ -585,12 +604,14 @@ def rouge_per_example(predictions:list, # generated reports
         out.append({k: v.fmeasure for k, v in s.items()})
     return out
 
+# %% ../nbs/01_data.ipynb #992eed6b1d
 def rouge_scores(predictions:list, references:list) -> dict:
     "Mean ROUGE-1/2/L/Lsum F-measure over the examples, deterministic."
     per = rouge_per_example(predictions, references)
     if not per: return {k: 0.0 for k in ROUGE_KEYS}
     return {k: sum(x[k] for x in per) / len(per) for k in ROUGE_KEYS}
 
+# %% ../nbs/01_data.ipynb #edb70fb90e
 def best_reference(prediction:str, references, # a reference or a list of them
                    key:str="rougeL") -> int:
     "The index of the reference `prediction` scores best against on `key` (the first on ties)."
@@ -599,6 +620,7 @@ def best_reference(prediction:str, references, # a reference or a list of them
     scores = [_rouge().score(_sentences(x), _sentences(prediction))[key].fmeasure for x in refs]
     return scores.index(max(scores))
 
+# %% ../nbs/01_data.ipynb #fdcc83ffbf
 def reference_counts(references:list) -> dict:
     "How many examples have 1, 2, ... references: {'1': n1, '2': n2, ...} (what test_results.json reports)."
     c = Counter(len(_refs(r)) for r in references)
@@ -615,6 +637,7 @@ RETURN_REFUNDS = {"full": "A full refund was issued.", "partial": "A partial ref
                   "store_credit": "Store credit was offered instead of a refund.", "none": "No refund is due."}
 RETURN_METHODS = ("courier pickup", "drop-off", "mail")
 
+# %% ../nbs/01_data.ipynb #ad27bb8bc9
 def return_note(meta:dict, rng:random.Random) -> str:
     "A product-return note for `meta` (order_no, item, reason, refund; optional condition, return method)."
     first = _pick(rng, [f"Return for order {meta['order_no']}: the customer sent back the {meta['item']} because {RETURN_REASONS[meta['reason']]}.",
@@ -623,6 +646,7 @@ def return_note(meta:dict, rng:random.Random) -> str:
     how = f" It was returned by {meta['return method']}." if meta.get("return method") else ""
     return f"{first} {cond} {RETURN_REFUNDS[meta['refund']]}{how}"
 
+# %% ../nbs/01_data.ipynb #b40a14a460
 def returns_dataset(seed:int=0, # fixes every input and phrasing
                     sizes:dict|None=None, # split -> number of inputs; default 240/40/40
                     second_reference:float=0.25, # share of validation/test inputs written up a second time, differently

@@ -63,6 +63,7 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
         _InMemory(src).convert(str(tmp), quantization="float32", force=True)
     return Path(out_dir)
 
+# %% ../nbs/01c_engines.ipynb #4473184a9f
 def ensure_ct2(model_dir:str|Path, # the claim_t5 model folder (adapter or merged)
                load_merged, # () -> (merged transformers model, tokenizer): called only when a conversion is needed
                cache_dir:str|Path|None=None, # where the converted model goes; default: <model_dir>/ct2_model

@@ -145,6 +145,7 @@ def compare_runs(model_dirs:dict, # run name -> model folder holding test_result
                          invented=round(r["fact_accuracy"]["any_invented"], 4)))
     return pd.DataFrame(rows).set_index("run")
 
+# %% ../nbs/03_eval.ipynb #b55e93ea5f
 def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     "Test ROUGE-1/2/L bars and validation ROUGE-L curves of several runs."
     import matplotlib; import matplotlib.pyplot as plt
@@ -172,6 +173,7 @@ def _bundled_checker() -> FactChecker:
         _CHECKER.append(FactChecker.learn([r["input"] for r in train], [r["output"] for r in train]))
     return _CHECKER[0]
 
+# %% ../nbs/03_eval.ipynb #24227e1308
 def metric_class(name:str):
     "The `evaluate.Metric` class of a claim_t5 metric: 'claim_rouge' or 'fact_accuracy'."
     import datasets, evaluate
@@ -195,6 +197,7 @@ def metric_class(name:str):
     if name not in classes: raise ValueError(f"unknown metric {name!r}: one of {', '.join(METRIC_NAMES)}")
     return classes[name]
 
+# %% ../nbs/03_eval.ipynb #5635347a1e
 def metric_path(name:str, # 'claim_rouge' or 'fact_accuracy'
                 cache_dir:str|Path="~/.cache/claim_t5/metrics") -> str:
     "A local metric script for `evaluate.load(path)`, written on first use."
@@ -204,6 +207,7 @@ def metric_path(name:str, # 'claim_rouge' or 'fact_accuracy'
     if not p.exists() or p.read_text() != text: atomic_write(p, text)
     return str(p)
 
+# %% ../nbs/03_eval.ipynb #20cbd5f75f
 def load_metrics(*names:str):
     "The named claim_t5 metrics (all by default) as one `evaluate.combine` evaluation, loaded offline."
     import evaluate
@@ -223,6 +227,7 @@ def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None
     write_model_card(model_dir, res)
     return res
 
+# %% ../nbs/03_eval.ipynb #ef6cef2700
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder (e.g. model_training/fine_tuned_model)
          data_dir:str=None, # folder with the splits; default: the bundled dataset

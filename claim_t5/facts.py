@@ -38,6 +38,7 @@ def value_spans(value:str, # a copy value, e.g. SHP-12345
         i = text.find(value, i + 1)
     return out
 
+# %% ../nbs/01a_facts.ipynb #7bae019bfd
 def mask_text(text:str, # a report (a training target)
               meta:dict, # the input's fields
               fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
@@ -51,6 +52,7 @@ def mask_text(text:str, # a report (a training target)
     for s, e, p in sorted(spans, reverse=True): text = text[:s] + p + text[e:]
     return text
 
+# %% ../nbs/01a_facts.ipynb #eba2f223ae
 def mask_input(text:str, # a metadata line
                fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
               ) -> str:
@@ -59,6 +61,7 @@ def mask_input(text:str, # a metadata line
     lenient = [{**f, "required": False} for f in fields]  # a missing field is the validator's to report, not this one's
     return format_metadata({k: (ph[k] if k in ph else v) for k, v in meta.items()}, fields=lenient)
 
+# %% ../nbs/01a_facts.ipynb #d52c95f680
 def mask_pair(inp:str, # a metadata line
               out:str, # its report
               fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
@@ -104,6 +107,7 @@ def model_inputs(inputs:list, # metadata lines
     "The inputs as the model sees them: copy values replaced by placeholders (unchanged when `copy_placeholders` is off)."
     return [mask_input(t, cfg.fields) for t in inputs] if cfg.copy_placeholders else list(inputs)
 
+# %% ../nbs/01a_facts.ipynb #47e778aca3
 def model_splits(dsd, # a DatasetDict with input and output columns
                  cfg:ClaimT5Config, # reads copy_placeholders and fields
                 ):
@@ -114,6 +118,7 @@ def model_splits(dsd, # a DatasetDict with input and output columns
         return {"input": [p[0] for p in pairs], "output": [p[1] for p in pairs]}
     return dsd.map(fn, batched=True, desc="Placeholders")
 
+# %% ../nbs/01a_facts.ipynb #da2467e294
 def decode_generated(tokenizer, # the model's tokenizer
                      ids, # generated ids (or labels: -100 is padding), one row per input
                      inputs:list, # the metadata lines they were generated for (the placeholders' values)
@@ -139,6 +144,7 @@ def word_grams(text:str, # a report
         out.update(" ".join(w[i:i+k]) for k in range(1, n+1) for i in range(len(w) - k + 1))
     return out
 
+# %% ../nbs/01a_facts.ipynb #9fef9dfb01
 def exclusive_wordings(docs:list, # word n-gram sets, one per training report
                        positive:list, # indices of the reports that state the fact (e.g. damage_type=scratch)
                        totals:Counter|None=None, # n-gram -> reports holding it, over all `docs` (computed if None)
@@ -200,6 +206,7 @@ def _cut(text:str, meta:dict, names) -> str:
         for s, e in reversed(value_spans(meta[n], text)): text = text[:s] + " | " + text[e:]
     return text
 
+# %% ../nbs/01a_facts.ipynb #9498d8093c
 class FactChecker:
     "What the training data says about each field (category values and their wordings, names seen), and the check of a report against its input."
     def __init__(self, fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
@@ -264,6 +271,7 @@ def _learn(cls, inputs:list, # training metadata lines
     return cls(fields, categories, cues, known, id_shapes, template)
 FactChecker.learn = _learn
 
+# %% ../nbs/01a_facts.ipynb #d07cde61dd
 def _save(self, folder:str|Path) -> Path:
     "Write the checker to `folder`/facts.json (the model folder: it is used at inference)."
     path = Path(folder)/FACTS_FILE
@@ -339,6 +347,7 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
     return dict(ok=not problems, fields=status, invented=invented, unseen=unseen, problems=problems)
 FactChecker.check = _check
 
+# %% ../nbs/01a_facts.ipynb #54f329a807
 def _unseen(self, meta:dict) -> list:
     "`field=value` for each category value in `meta` that training never saw (flag it before generating)."
     return [f"{f}={meta[f]}" for f in self._cat if meta.get(f) and meta[f] not in self.categories.get(f, {})]
@@ -352,6 +361,7 @@ class CheckedReport(str):
     @property
     def ok(self) -> bool: return bool(self.facts and self.facts["ok"])
 
+# %% ../nbs/01a_facts.ipynb #33592a952d
 class FactCheckError(ValueError):
     "Reports that still failed the fact check after the retry (strict mode); `.failures` holds (index, input, problems)."
     def __init__(self, failures:list):
@@ -360,6 +370,7 @@ class FactCheckError(ValueError):
         more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
         super().__init__(f"{len(failures)} report(s) failed the fact check:\n  " + "\n  ".join(lines) + more)
 
+# %% ../nbs/01a_facts.ipynb #0f14adc725
 def check_reports(checker:FactChecker|None, # the model's checker; None: reports are returned unchecked (facts None)
                   inputs:list, # metadata lines
                   reports:list, # their reports

@@ -109,6 +109,7 @@ def read_inputs(path:str|Path,
     if not out: raise MetadataError(f"{path}: no inputs")
     return out
 
+# %% ../nbs/04_inference.ipynb #b08db4621d
 def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path, progress:bool=True) -> Path:
     "Generate a report for every line of a JSONL file; write input, report, its fact verdict and a timestamp per line."
     rows = read_inputs(in_path, gen.cfg.fields)
@@ -120,6 +121,7 @@ def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path,
 # %% ../nbs/04_inference.ipynb #f302848017
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 
+# %% ../nbs/04_inference.ipynb #65cfcc6d1a
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
          input:str=None, # one metadata string
@@ -168,4 +170,3 @@ def main(model_dir:str=None, # fine-tuned model folder
                 try: show(gen(line.strip()))
                 except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
     except (MetadataError, ModelLoadError, EngineError, FactCheckError, ValueError, OSError) as e: _fail(e)
-

@@ -110,6 +110,7 @@ def tiny_cache_key(cfg:ClaimT5Config, texts:list) -> str:
     for t in texts: h.update(t.encode()); h.update(b"\0")
     return "tiny-" + h.hexdigest()[:12]
 
+# %% ../nbs/01b_model.ipynb #d12aa771f4
 def tiny_base_dir(cfg:ClaimT5Config, # the tiny_* keys, seed and tiny_cache_dir
                   texts:list, # the training texts the tokenizer learns from
                  ) -> Path:
@@ -159,6 +160,7 @@ def _peft_quietly():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
 
+# %% ../nbs/01b_model.ipynb #799fb84e41
 def add_lora(model, # a base seq2seq model
              cfg:ClaimT5Config, # lora_* keys
             ):
@@ -169,6 +171,7 @@ def add_lora(model, # a base seq2seq model
                     task_type=TaskType[cfg.lora_task_type])
     with _peft_quietly(): return get_peft_model(model, lc)
 
+# %% ../nbs/01b_model.ipynb #f0ea16639c
 def count_parameters(model) -> dict:
     "Trainable and total parameters of `model`, and the trainable share."
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -187,6 +190,7 @@ def epoch_history(log_history:list) -> list:
     for r in rows: r["epoch"] = round(r["epoch"], 4) if r["epoch"] is not None else None
     return rows
 
+# %% ../nbs/01b_model.ipynb #733b26fc62
 def save_history(history:list, folder:str|Path) -> dict:
     "Write `history` as history.json and history.csv in `folder`."
     import pandas as pd
@@ -195,6 +199,7 @@ def save_history(history:list, folder:str|Path) -> dict:
     atomic_write(folder/HISTORY_CSV, pd.DataFrame(history, columns=list(HISTORY_KEYS)).to_csv(index=False))
     return dict(json=folder/HISTORY_JSON, csv=folder/HISTORY_CSV)
 
+# %% ../nbs/01b_model.ipynb #c711b257a0
 def plot_history(history:list, # rows from `epoch_history`
                  path:str|Path|None=None, # PNG to write
                  title:str=""):
@@ -256,11 +261,13 @@ def _safetensors_ok(path:Path):
         with safe_open(str(path), framework="pt") as f: list(f.keys())
     except Exception as e: raise ModelLoadError(f"{path}: not a readable safetensors file ({e})") from None
 
+# %% ../nbs/01b_model.ipynb #50909b6657
 def load_model_config(model_dir:str|Path) -> ClaimT5Config:
     "The claim_t5 config saved with a model (claim_t5_config.yaml), or the reference defaults if there is none."
     p = Path(model_dir)/RUN_CONFIG
     return make_config(p) if p.exists() else ClaimT5Config()
 
+# %% ../nbs/01b_model.ipynb #a619bb0de3
 def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) or a merged model folder
                     device:str|None=None, # "cuda", "cpu"; default: CUDA if available
                    ) -> tuple:

@@ -22,6 +22,7 @@ class PipelineStageError(RuntimeError):
         self.stage, self.notebook = stage, notebook
         super().__init__(f"stage {stage} failed: {reason}\nexecuted notebook: {notebook}")
 
+# %% ../nbs/05_pipeline.ipynb #399306d55c
 def find_nbs_dir() -> Path:
     "The folder holding the numbered notebooks: $CLAIM_T5_NBS, else nbs/ beside the package (a clone or editable install)."
     env = os.environ.get("CLAIM_T5_NBS")
@@ -30,6 +31,7 @@ def find_nbs_dir() -> Path:
         raise FileNotFoundError(f"no notebooks in {here}: run from a clone of claim_t5 (pip install -e .) or set CLAIM_T5_NBS")
     return here
 
+# %% ../nbs/05_pipeline.ipynb #e0510f93fa
 def resolve_stage(stage) -> int:
     "The index of a stage given by name (`02_lora_train`), short name (`lora_train`, `train`) or number."
     if stage is None: return 0
@@ -70,6 +72,7 @@ def _kernel_manager(socket_dir:str):
             super().__init__(**kw)
     return LocalKernelManager
 
+# %% ../nbs/05_pipeline.ipynb #28a4cb42c1
 def run_pipeline(config:str="tiny", # preset name or YAML path
                  run_dir:str|Path="runs/tiny", # the run folder
                  overrides:dict|None=None, # config keys to change, e.g. {"num_epochs": 1}
@@ -141,6 +144,7 @@ def summary(out:dict) -> str:
                      f"{r['fact_accuracy']['overall']:.3f}, invented {r['fact_accuracy']['any_invented']:.3f}")
     return "\n".join(lines)
 
+# %% ../nbs/05_pipeline.ipynb #7ab2dfe36a
 @call_parse
 def main(config:str="tiny", # preset name (tiny, flan-t5-base) or YAML path
          run_dir:str="runs/tiny", # run folder

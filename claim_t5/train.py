@@ -92,6 +92,7 @@ def checkpoint_complete(path:str|Path) -> bool:
     except (OSError, ValueError): return False
     return any((path/f).exists() for f in (ADAPTER_WEIGHTS, MODEL_WEIGHTS))
 
+# %% ../nbs/02_lora_train.ipynb #f0f5af0fa7
 def _checkpoints(folder:Path) -> list:
     cks = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(cks, key=lambda p: int(p.name.split("-")[-1]))
@@ -101,6 +102,7 @@ def latest_checkpoint(folder:str|Path) -> Path|None:
     done = [p for p in _checkpoints(folder) if checkpoint_complete(p)]
     return done[-1] if done else None
 
+# %% ../nbs/02_lora_train.ipynb #545112dd98
 def prepare_resume(folder:str|Path, resume) -> str|None:
     "The checkpoint path to resume from (`resume` is None/False, True or a path); moves incomplete checkpoints aside."
     folder = Path(folder)
@@ -132,6 +134,7 @@ class TrainResult:
     best_checkpoint: str|None
     config: ClaimT5Config
 
+# %% ../nbs/02_lora_train.ipynb #b9df6180df
 # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns); take whichever exists
 _CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing")
                  if a in __import__("transformers").Seq2SeqTrainingArguments.__dataclass_fields__)
@@ -142,6 +145,7 @@ def _references(d) -> list:
     "Each example's references (several where an input was written up more than once), else its output."
     return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
 
+# %% ../nbs/02_lora_train.ipynb #143741f7b4
 def build_trainer(cfg:ClaimT5Config, model, tokenizer,
                   dsd, # the splits as users see them (train and validation)
                   callbacks:list|None=None,
