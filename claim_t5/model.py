@@ -92,8 +92,12 @@ def load_seq2seq(name:str|Path, # a local folder or a hub id
     untied = raw.get("tie_word_embeddings") is False
     logger, flt = hf_logging.get_logger("transformers.modeling_utils"), _DropUntiedNotice()
     if untied: logger.addFilter(flt)
+    bar = hf_logging.is_progress_bar_enabled()
+    if Path(name).is_dir(): hf_logging.disable_progress_bar()  # a local folder loads in a second: no "Loading weights" bar on every call
     try: model = AutoModelForSeq2SeqLM.from_pretrained(str(name), use_safetensors=True)
-    finally: logger.removeFilter(flt)
+    finally:
+        logger.removeFilter(flt)
+        if bar: hf_logging.enable_progress_bar()
     if untied:
         head, emb = model.get_output_embeddings(), model.get_input_embeddings()
         if head is not None and head.weight.data_ptr() == emb.weight.data_ptr():

@@ -46,8 +46,8 @@ def test_generate_prints_only_the_report(runs):
     r = runs["generate"]
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.strip().splitlines()) == 1 and r.stdout.strip()
-    no_warnings(r.stderr)  # stderr: the weights' loading bar, and the fact verdict when a fact is wrong (a few-step model)
-    assert all(l.startswith(("Loading weights", "facts: ")) for l in r.stderr.strip().splitlines()), r.stderr[-2000:]
+    # stderr holds at most the fact verdict (this few-step model gets facts wrong): no warning, no library progress bar
+    assert all(l.startswith("facts: ") for l in r.stderr.strip().splitlines()), r.stderr[-2000:]
 
 @pytest.mark.slow
 def test_eval_prints_scores_and_progress_only(runs):
