@@ -6,7 +6,8 @@ level is bounded in requests and in time, warmed up, and repeated (min/median/ma
 writes bench/results/bench_serve.json.
 
 Run: .venv/bin/python bench/bench_serve.py --model_dir runs/tiny/model_training/fine_tuned_model
-     [--clients 1,8,32] [--repeats 3] [--threads 1] [--engine transformers|ct2] [--compute_type float32|int8]
+     [--clients 1,8,32] [--repeats 3] [--threads 1] [--engine transformers|ct2] [--compute_type float32|int8] [--in_thread]
+The service generates in a separate process (its default); --in_thread measures generation in the server's own thread.
 """
 import argparse, asyncio, json, os, platform, signal, socket, statistics, subprocess, sys, time
 from pathlib import Path
@@ -155,6 +156,7 @@ def main():
     ap.add_argument("--engine", default="transformers"); ap.add_argument("--compute_type", default="float32")
     ap.add_argument("--batch_size", type=int, default=32, help="service micro-batch size")
     ap.add_argument("--max_wait_ms", type=float, default=20)
+    ap.add_argument("--in_thread", action="store_true", help="the service generates in its own thread, not a separate process")
     ap.add_argument("--overload_clients", type=int, default=200); ap.add_argument("--queue", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT/"bench"/"results"/"bench_serve.json"))
     a = ap.parse_args()
@@ -168,6 +170,7 @@ def main():
     offline_inputs = test_inputs[:a.offline_n]
     claims = [parse_metadata(x) for x in test_inputs]
     info = env_info(a.threads)
+    load_before = os.getloadavg()  # the machine may be shared: the load says how far to trust the figures
     print("environment:", json.dumps(info))
 
     # offline batched throughput of the same model, same engine and threads, the service not running
@@ -183,7 +186,9 @@ def main():
     del gen
 
     extra = ["--engine", a.engine, "--compute_type", a.compute_type, "--batch_size", a.batch_size,
-             "--max_wait_ms", a.max_wait_ms, "--max_queue", a.queue]
+             "--max_wait_ms", a.max_wait_ms, "--max_queue", a.queue] + (["--in_thread"] if a.in_thread else [])
+    generation = "in-thread" if a.in_thread else "separate process"
+    print(f"service generation: {generation}")
     svc = Service(a.model_dir, a.threads, extra)
     levels = {}
     try:
@@ -237,7 +242,8 @@ def main():
         svc.stop()
 
     res = dict(benchmark="bench_serve", environment=info, model=str(a.model_dir), engine=a.engine, compute_type=a.compute_type,
-               service=dict(batch_size=a.batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.queue),
+               service=dict(batch_size=a.batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.queue, generation=generation),
+               load_average_before=load_before, load_average_after=os.getloadavg(),
                offline_reports_per_s=offline, levels=levels, overload=over, shutdown=down, repeats=a.repeats)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))

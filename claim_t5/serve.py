@@ -4,18 +4,23 @@
 
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
-import asyncio, collections, dataclasses, math, sys, threading, time, warnings
+import asyncio, collections, dataclasses, logging, math, multiprocessing, os, pickle, sys, threading, time, warnings
 from concurrent.futures import Future, InvalidStateError
+from importlib import import_module
 from pathlib import Path
+from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
+from .config import generation_kwargs
 from .data import MetadataError, unknown_fields, request_model
-from .engines import EngineError
-from .model import ModelLoadError
+from .engines import EngineError, check_engine
+from .facts import CheckedReport
+from .model import ModelLoadError, load_model_config
 from .inference import ClaimReportGenerator
 
 # %% auto #0
-__all__ = ['GENERATE_PATHS', 'QueueFull', 'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'BodyLimit',
-           'ServiceMetrics', 'report_body', 'create_app', 'main']
+__all__ = ['GENERATE_PATHS', 'QueueFull', 'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher',
+           'GenerationProcessDied', 'GenerationProcess', 'BodyLimit', 'ServiceMetrics', 'report_body', 'create_app',
+           'main']
 
 # %% ../nbs/04b_serve.ipynb #34d338e506
 class QueueFull(RuntimeError):
@@ -29,6 +34,7 @@ def is_refusal(e:BaseException) -> bool:
     "True for an error about one input (invalid metadata, a strict fact check that failed), not about the model."
     return isinstance(e, MetadataError) or any(hasattr(e, a) for a in ("facts", "failures", "failing_facts")) or "Fact" in type(e).__name__
 
+# %% ../nbs/04b_serve.ipynb #34d338e507
 @dataclasses.dataclass
 class _Job:
     texts: list
@@ -42,12 +48,14 @@ class MicroBatcher:
                  max_wait_ms:float=20.0, # longest wait for more requests once one is in hand (only under concurrency)
                  max_queue:int=64, # most reports waiting; more are refused with QueueFull
                  on_batch=None, # called as on_batch(n_reports, seconds, error_or_None) after each batch
+                 autostart:bool=True, # start the worker at the first submit; False: requests wait until `start()`
                 ):
         if min(batch_size, max_queue) < 1 or max_wait_ms < 0: raise ValueError("batch_size and max_queue must be >= 1, max_wait_ms >= 0")
         self.fn, self.batch_size, self.max_wait, self.max_queue, self.on_batch = fn, batch_size, max_wait_ms/1000, max_queue, on_batch
         self._jobs, self._pending, self._cv = collections.deque(), 0, threading.Condition()
         self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
         self._per_report = 0.01  # running estimate of seconds per report, for Retry-After
+        self.autostart = autostart
 
     @property
     def pending(self) -> int: return self._pending  # reports waiting for a batch
@@ -67,7 +75,7 @@ class MicroBatcher:
         "Queue `texts`; a Future of their results. Raises QueueFull or ShuttingDown at once."
         if not texts: raise ValueError("nothing to generate")
         fut = Future()
-        self.start()
+        if self.autostart: self.start()
         with self._cv:
             if self._closed: raise ShuttingDown("the service is shutting down")
             if self._pending + len(texts) > self.max_queue:
@@ -83,55 +91,206 @@ class MicroBatcher:
         with self._cv: self._closed = True; self._cv.notify_all()
         if self._thread is not None: self._thread.join(timeout)
 
-    def _take(self) -> list|None:
-        with self._cv:
-            while not self._jobs:
-                if self._closed: return None
-                self._cv.wait()
-            if self._last_jobs > 1 or len(self._jobs) > 1:  # other clients are active: let the batch fill
-                # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
-                end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
-                while self._pending < self.batch_size and not self._closed and (left := end - time.monotonic()) > 0:
-                    seen = self._arrivals
-                    self._cv.wait(min(left, gap))
-                    if self._arrivals == seen: break
-            batch, n = [], 0
-            while self._jobs and (not batch or n + len(self._jobs[0].texts) <= self.batch_size):
-                j = self._jobs.popleft(); self._pending -= len(j.texts); batch.append(j); n += len(j.texts)
-            return batch
+# %% ../nbs/04b_serve.ipynb #34d338e508
+@patch
+def _take(self:MicroBatcher) -> list|None:
+    "The next batch of jobs (None once closed and empty), after waiting for more while other clients are active."
+    with self._cv:
+        while not self._jobs:
+            if self._closed: return None
+            self._cv.wait()
+        if self._last_jobs > 1 or len(self._jobs) > 1:  # other clients are active: let the batch fill
+            # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
+            end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
+            while self._pending < self.batch_size and not self._closed and (left := end - time.monotonic()) > 0:
+                seen = self._arrivals
+                self._cv.wait(min(left, gap))
+                if self._arrivals == seen: break
+        batch, n = [], 0
+        while self._jobs and (not batch or n + len(self._jobs[0].texts) <= self.batch_size):
+            j = self._jobs.popleft(); self._pending -= len(j.texts); batch.append(j); n += len(j.texts)
+        return batch
 
-    def _run(self):
-        while (batch := self._take()) is not None:
-            now, live = time.monotonic(), []
-            for j in batch:
-                if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
-                if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
-                live.append(j)
-            self._last_jobs = len(batch)
-            if live: self._run_batch(live)
+# %% ../nbs/04b_serve.ipynb #34d338e509
+@patch
+def _run(self:MicroBatcher):
+    "The worker loop: take a batch, drop the cancelled and the late, run the rest."
+    while (batch := self._take()) is not None:
+        now, live = time.monotonic(), []
+        for j in batch:
+            if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
+            if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
+            live.append(j)
+        self._last_jobs = len(batch)
+        if live: self._run_batch(live)
 
-    def _run_batch(self, jobs:list):
-        texts = [t for j in jobs for t in j.texts]
-        t0, err = time.perf_counter(), None
+@patch
+def _run_batch(self:MicroBatcher, jobs:list):
+    "One generation for `jobs`; each job's future gets its results, or the error."
+    texts = [t for j in jobs for t in j.texts]
+    t0, err = time.perf_counter(), None
+    try:
+        out = list(self.fn(texts))
+        if len(out) != len(texts): raise RuntimeError(f"generation returned {len(out)} results for {len(texts)} inputs")
+    except Exception as e: err = e
+    dt = time.perf_counter() - t0
+    self._per_report = 0.8*self._per_report + 0.2*dt/len(texts)
+    if self.on_batch: self.on_batch(len(texts), dt, err)
+    if err is not None and len(jobs) > 1 and is_refusal(err):
+        for j in jobs: self._run_batch([j])  # find the one input it is about; the others still get their reports
+        return
+    i = 0
+    for j in jobs:
         try:
-            out = list(self.fn(texts))
-            if len(out) != len(texts): raise RuntimeError(f"generation returned {len(out)} results for {len(texts)} inputs")
-        except Exception as e: err = e
-        dt = time.perf_counter() - t0
-        self._per_report = 0.8*self._per_report + 0.2*dt/len(texts)
-        if self.on_batch: self.on_batch(len(texts), dt, err)
-        if err is not None and len(jobs) > 1 and is_refusal(err):
-            for j in jobs: self._run_batch([j])  # find the one input it is about; the others still get their reports
-            return
-        i = 0
-        for j in jobs:
-            try:
-                if err is not None: j.future.set_exception(err)
-                else: j.future.set_result(out[i:i+len(j.texts)])
-            except InvalidStateError: pass
-            i += len(j.texts)
+            if err is not None: j.future.set_exception(err)
+            else: j.future.set_result(out[i:i+len(j.texts)])
+        except InvalidStateError: pass
+        i += len(j.texts)
 
-# %% ../nbs/04b_serve.ipynb #34d338e510
+# %% ../nbs/04b_serve.ipynb #34d338e511
+def _portable_error(e:BaseException):
+    "`e` as something that survives the pipe: itself, (class, failures) to rebuild it, or a RuntimeError naming it."
+    try: pickle.loads(pickle.dumps(e)); return e
+    except Exception: pass
+    if hasattr(e, "failures"):
+        try: pickle.loads(pickle.dumps((type(e), e.failures))); return (type(e), e.failures)
+        except Exception: pass
+    return RuntimeError(f"{type(e).__name__}: {e}")
+
+def _rebuilt_error(x) -> BaseException:
+    "The exception `_portable_error` sent."
+    return x[0](x[1]) if isinstance(x, tuple) else x
+
+def _generation_child(conn, # the child's end of the pipe
+                      model_dir:str, # the model folder
+                      threads:int|None, # torch threads; None: torch's default
+                      kwargs:dict, # ClaimReportGenerator's other arguments
+                     ):
+    "The generation process: load the generator, then answer batches from `conn` until None, or the parent is gone."
+    import signal
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)  # the parent decides when to stop
+    warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)  # the response lists them
+    try:
+        if threads:
+            import torch; torch.set_num_threads(threads)
+        gen = ClaimReportGenerator(model_dir, **kwargs)
+    except Exception as e: conn.send(("load_error", _portable_error(e))); return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try: texts = conn.recv()
+        except (EOFError, OSError): return  # the parent is gone
+        if texts is None: return
+        try: msg = ("ok", [(str(r), getattr(r, "facts", None)) for r in gen.generate(texts)])
+        except Exception as e: msg = ("error", _portable_error(e))
+        conn.send(msg)
+
+# %% ../nbs/04b_serve.ipynb #34d338e512
+class GenerationProcessDied(RuntimeError): "The generation process exited during a batch; a new one has been started."
+
+_log = logging.getLogger("claim_t5.serve")
+
+class GenerationProcess:
+    "A `ClaimReportGenerator` in a child process: `generate(texts)` sends a batch over a pipe and waits, without the GIL."
+    def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
+                 threads:int|None=None, # torch threads in the child; default: torch's
+                 **kwargs, # ClaimReportGenerator's arguments: device, engine, compute_type, strict, batch_size...
+                ):
+        from transformers import AutoTokenizer
+        self.model_dir, self.threads, self.kwargs = Path(model_dir), threads, kwargs
+        if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
+        self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))
+        self.cfg = load_model_config(self.model_dir)
+        self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
+        try: self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        except Exception as e: raise ModelLoadError(f"{self.model_dir}: could not load the tokenizer ({type(e).__name__}: {e})") from None
+        self.restarts, self.on_restart = 0, None  # on_restart(): called after a dead child was replaced
+        self._proc = self._conn = None
+        self._ready, self._lock = False, threading.RLock()
+
+    prepare = ClaimReportGenerator.prepare  # the generator's own validation (it reads only self.cfg)
+
+    @property
+    def ready(self) -> bool: return self._ready and self._proc is not None and self._proc.is_alive()
+
+    @property
+    def pid(self) -> int|None: return self._proc.pid if self._proc is not None else None
+
+    def start(self):
+        "Start the child (once); it loads the model in the background."
+        with self._lock:
+            if self._proc is not None and self._proc.is_alive(): return self
+            ctx = multiprocessing.get_context("spawn")
+            self._conn, child = ctx.Pipe()
+            target = import_module("claim_t5.serve")._generation_child  # by module path: spawn cannot pickle a notebook's own functions
+            self._proc = ctx.Process(target=target, args=(child, str(self.model_dir), self.threads, self.kwargs),
+                                     name="claim_t5-generation", daemon=True)  # daemon: stopped if this process exits
+            self._proc.start(); child.close()  # the child's end lives in the child only: its exit ends our recv
+            self._ready = False
+        return self
+
+    def __repr__(self): return f"GenerationProcess({self.model_dir}, pid={self.pid}, ready={self.ready}, restarts={self.restarts})"
+
+# %% ../nbs/04b_serve.ipynb #34d338e513
+@patch
+def _recv(self:GenerationProcess):
+    "The child's next message; EOFError if it has exited."
+    while not self._conn.poll(0.5):
+        if not self._proc.is_alive(): raise EOFError
+    return self._conn.recv()
+
+@patch
+def _restart(self:GenerationProcess) -> int|None:
+    "Replace a dead child (logged and counted); its exit code."
+    self._proc.join(5); code = self._proc.exitcode
+    _log.error(f"claim_t5: the generation process (pid {self._proc.pid}) died with exit code {code}; starting a new one")
+    self._conn.close(); self._proc = None; self.start(); self.restarts += 1
+    if self.on_restart: self.on_restart()
+    return code
+
+@patch
+def wait_ready(self:GenerationProcess):
+    "Block until the child has loaded the model; raise its load error if it could not."
+    with self._lock:
+        if self._proc is None: self.start()
+        if self._ready: return self
+        try: kind, x = self._recv()
+        except (EOFError, OSError): kind, x = "load_error", None
+        if kind != "ready":  # the next batch tries a new child again
+            self._proc.join(5); code = self._proc.exitcode; self._conn.close(); self._proc = None
+            raise _rebuilt_error(x) if x is not None else ModelLoadError(f"the generation process exited (code {code}) while loading {self.model_dir}")
+        self._ready = True
+        return self
+
+@patch
+def generate(self:GenerationProcess, texts:list) -> list:
+    "A `CheckedReport` per text, generated in the child; raises what the child raised, or GenerationProcessDied."
+    with self._lock:
+        if self._ready and not self._proc.is_alive(): self._restart()  # it died while idle: this batch need not fail
+        self.wait_ready()
+        try: self._conn.send(list(texts)); kind, x = self._recv()
+        except (EOFError, OSError):  # the child died during this batch: start a new one for the next
+            code = self._restart()
+            raise GenerationProcessDied(f"the generation process died (exit code {code}) during a batch of {len(texts)}; restarted") from None
+    if kind == "error": raise _rebuilt_error(x)
+    return [CheckedReport(t, f) for t, f in x]
+
+@patch
+def close(self:GenerationProcess, timeout:float=10.0):
+    "Stop the child: ask it, then terminate it if it has not exited within `timeout` seconds."
+    got = self._lock.acquire(timeout=timeout)  # a batch still running in a hung child must not block shutdown
+    try:
+        if self._proc is None: return
+        try: self._conn.send(None)
+        except OSError: pass
+        self._proc.join(timeout)
+        if self._proc.is_alive(): self._proc.terminate(); self._proc.join(5)
+        if self._proc.is_alive(): self._proc.kill(); self._proc.join(5)
+        self._conn.close(); self._proc, self._ready = None, False
+    finally:
+        if got: self._lock.release()
+
+# %% ../nbs/04b_serve.ipynb #34d338e514
 class BodyLimit:
     "ASGI middleware: refuse request bodies over `max_bytes` (or `per_path[path]`) with 413, declared or not."
     def __init__(self, app, max_bytes:int, per_path:dict|None=None): self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
@@ -152,7 +311,7 @@ class BodyLimit:
             return msg
         await self.app(scope, limited, send)
 
-# %% ../nbs/04b_serve.ipynb #34d338e511
+# %% ../nbs/04b_serve.ipynb #34d338e515
 GENERATE_PATHS = ("/generate_claim", "/generate_claims")
 _REASONS = {413: "invalid", 422: "invalid", 500: "generation_failed", 503: "overloaded", 504: "timeout"}
 
@@ -172,6 +331,7 @@ class ServiceMetrics:
                                        buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
         self.reports = Counter("claim_t5_reports", "Reports generated", registry=r)
         self.batch_errors = Counter("claim_t5_batch_errors", "Generation batches that raised", registry=r)
+        self.restarts = Counter("claim_t5_generation_restarts", "Generation processes started again after one died", registry=r)
 
     def on_batch(self, n:int, seconds:float, error):
         self.batch_size.observe(n); self.batch_seconds.observe(seconds)
@@ -194,7 +354,7 @@ class _Measure:
         try: await self.app(scope, receive, send_)
         finally: self.metrics.observe(scope["path"], status[0], time.perf_counter() - t0)
 
-# %% ../nbs/04b_serve.ipynb #34d338e512
+# %% ../nbs/04b_serve.ipynb #34d338e516
 def _jsonable(x):
     "A fact-check verdict (dataclass, dict, object with to_dict) as plain JSON data."
     if dataclasses.is_dataclass(x) and not isinstance(x, type): return dataclasses.asdict(x)
@@ -215,8 +375,43 @@ def report_body(text:str, # the normalised metadata string
     if getattr(result, "facts", None) is not None: body["facts"] = _jsonable(result.facts)
     return body
 
-# %% ../nbs/04b_serve.ipynb #34d338e513
-def create_app(gen:ClaimReportGenerator, # the loaded generator
+# %% ../nbs/04b_serve.ipynb #34d338e540
+def _checker(gen, # the generator (its cfg and prepare)
+             tok, # a tokenizer for this thread (a fast tokenizer is not shared across threads)
+             max_value_chars:int, # longest accepted field value
+            ):
+    "check(req, where) -> (metadata string, fields) for one validated claim, or an HTTPException 422 naming the problem."
+    from fastapi import HTTPException
+    def check(req, where:str="") -> tuple:
+        meta = req.model_dump(by_alias=True, exclude_none=True) if hasattr(req, "model_dump") else dict(req)  # the schema's own names
+        bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
+        if bad: raise HTTPException(422, f"{where}field(s) {bad}: values must be strings of at most {max_value_chars} characters")
+        with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
+            warnings.simplefilter("ignore", UserWarning)
+            try: text = gen.prepare(meta)
+            except MetadataError as e: raise HTTPException(422, f"{where}{e}")
+        n = len(tok(text)["input_ids"])
+        if n > gen.cfg.max_input_length:  # a service refuses rather than truncating a claim silently
+            raise HTTPException(422, f"{where}metadata is {n} tokens, over the model's limit of {gen.cfg.max_input_length}: shorten the values")
+        return text, meta
+    return check
+
+def _runner(batcher:MicroBatcher, timeout_s:float):
+    "async run(texts) -> results through `batcher`, mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
+    from fastapi import HTTPException
+    async def run(texts:list) -> list:
+        try: fut = batcher.submit(texts, timeout_s)
+        except QueueFull as e: raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after)})
+        except ShuttingDown as e: raise HTTPException(503, str(e), headers={"Retry-After": "5"})
+        try: return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
+        except (asyncio.TimeoutError, DeadlineExceeded): raise HTTPException(504, f"no report within {timeout_s:g} s: the service is overloaded")
+        except Exception as e:
+            if is_refusal(e): raise HTTPException(422, str(e))
+            raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}")
+    return run
+
+# %% ../nbs/04b_serve.ipynb #34d338e546
+def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
                batch_size:int=32, # most reports per generation batch
@@ -228,9 +423,9 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     "A FastAPI app serving micro-batched claim reports, with health, readiness and Prometheus metrics."
     import copy
     from contextlib import asynccontextmanager
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
-    from pydantic import BaseModel, ConfigDict, Field, StrictStr
+    from pydantic import BaseModel, Field
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     max_claims = min(64, max_queue) if max_claims is None else max_claims
     if max_claims > max_queue: raise ValueError(f"max_claims ({max_claims}) must be <= max_queue ({max_queue})")
@@ -240,51 +435,31 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
 
     batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue)
     metrics = ServiceMetrics(batcher); batcher.on_batch = metrics.on_batch
-    tok = copy.deepcopy(gen.tokenizer)  # the worker thread uses gen.tokenizer; a fast tokenizer is not shared across threads
+    if hasattr(gen, "on_restart"): gen.on_restart = metrics.restarts.inc
+    check = _checker(gen, copy.deepcopy(gen.tokenizer), max_value_chars)  # the worker thread may use gen.tokenizer
+    run = _runner(batcher, timeout_s)
 
     @asynccontextmanager
     async def lifespan(app):
+        if hasattr(gen, "start"): gen.start()  # a GenerationProcess loads the model in its child meanwhile
         batcher.start()
         yield
         await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
+        if hasattr(gen, "close"): await asyncio.to_thread(gen.close)
 
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata", lifespan=lifespan)
-    app.state.batcher, app.state.metrics = batcher, metrics
+    app.state.batcher, app.state.metrics, app.state.generator = batcher, metrics, gen
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path={"/generate_claims": max_body_bytes * max_claims})
     app.add_middleware(_Measure, metrics=metrics)
 
-    def check(req, where:str="") -> tuple:
-        "(metadata string, fields) for one claim, or a 422 naming the problem."
-        meta = req.model_dump(by_alias=True, exclude_none=True)  # the schema's own names (a key may hold a space)
-        bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
-        if bad: raise HTTPException(422, f"{where}field(s) {bad}: values must be strings of at most {max_value_chars} characters")
-        with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
-            warnings.simplefilter("ignore", UserWarning)
-            try: text = gen.prepare(meta)
-            except MetadataError as e: raise HTTPException(422, f"{where}{e}")
-        n = len(tok(text)["input_ids"])
-        if n > gen.cfg.max_input_length:  # a service refuses rather than truncating a claim silently
-            raise HTTPException(422, f"{where}metadata is {n} tokens, over the model's limit of {gen.cfg.max_input_length}: shorten the values")
-        return text, meta
-
-    async def run(texts:list) -> list:
-        "Queue `texts` and wait for their results, mapping overload, deadline and failures to HTTP errors."
-        try: fut = batcher.submit(texts, timeout_s)
-        except QueueFull as e: raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after)})
-        except ShuttingDown as e: raise HTTPException(503, str(e), headers={"Retry-After": "5"})
-        try: return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
-        except (asyncio.TimeoutError, DeadlineExceeded): raise HTTPException(504, f"no report within {timeout_s:g} s: the service is overloaded")
-        except Exception as e:
-            if is_refusal(e): raise HTTPException(422, str(e))
-            raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}")
-
     @app.get("/health")
     def health(): return {"status": "ok", "model_dir": str(gen.model_dir), "tiny": gen.cfg.is_tiny, "generation": gen.gen_kwargs,
-                          "engine": getattr(gen, "engine", "transformers"), "queue": batcher.pending}
+                          "engine": getattr(gen, "engine", "transformers"), "queue": batcher.pending,
+                          "process": "separate" if hasattr(gen, "pid") else "in-thread", "restarts": getattr(gen, "restarts", 0)}
 
     @app.get("/ready")
     def ready():
-        ok = batcher.accepting
+        ok = batcher.accepting and getattr(gen, "ready", True)  # a GenerationProcess: its child has loaded the model
         return JSONResponse({"ready": ok, "model_dir": str(gen.model_dir)}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
@@ -304,7 +479,7 @@ def create_app(gen:ClaimReportGenerator, # the loaded generator
     app.post("/generate_claims")(generate_claims)
     return app
 
-# %% ../nbs/04b_serve.ipynb #34d338e515
+# %% ../nbs/04b_serve.ipynb #34d338e544
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 
 @call_parse
@@ -321,21 +496,27 @@ def main(model_dir:str=None, # fine-tuned model folder
          compute_type:str="float32", # ct2 only: float32 or int8
          threads:int=None, # CPU threads for generation; default: torch's
          strict:store_true=False, # never answer with a report that fails the fact check: beam retry, then 422 naming the facts
+         in_thread:store_true=False, # generate in a thread of the server process instead of a separate process
          access_log:store_true=False, # log every request
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, GET /health, /ready, /metrics."
     import uvicorn
     if not model_dir: _fail("--model_dir is required")
-    if threads:
-        import torch; torch.set_num_threads(threads)
-    # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the event
-    # loop read the next requests meanwhile, so that they are queued in time for the next batch
-    sys.setswitchinterval(0.001)
-    # the response lists unknown fields; the worker thread's generator would also warn about them on every batch
+    # the response lists unknown fields; the generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
+    gen = None
     try:
-        gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict))
+        if in_thread:
+            if threads:
+                import torch; torch.set_num_threads(threads)
+            # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the
+            # event loop read the next requests meanwhile, so that they are queued in time for the next batch
+            sys.setswitchinterval(0.001)
+            gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict))
+        else: gen = GenerationProcess(model_dir, threads=threads, engine=engine, compute_type=compute_type, strict=bool(strict)).wait_ready()
         app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s)
-    except (ModelLoadError, EngineError, ValueError) as e: _fail(e)
+    except (ModelLoadError, EngineError, ValueError) as e:
+        if hasattr(gen, "close"): gen.close()
+        _fail(e)
     uvicorn.run(app, host=host, port=port, access_log=access_log)

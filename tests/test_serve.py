@@ -434,3 +434,100 @@ def test_cli_engine_option(model_dir, gen, ct2_dir, tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip() == gen(META_STR) and (m/"ct2_model"/"model.bin").exists()
     assert bad.returncode != 0 and "unknown engine 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- generation in a separate process (GenerationProcess)
+
+@pytest.fixture(scope="module")
+def proc_gen(model_dir):
+    "The tiny model in a child process; each app's shutdown stops the child, the next app's start starts a new one."
+    from claim_t5.serve import GenerationProcess
+    g = GenerationProcess(model_dir, threads=1, device="cpu")
+    yield g
+    g.close()
+
+
+def pid_alive(pid: int) -> bool:
+    import os
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    return True
+
+
+def test_process_concurrent_requests_each_get_their_own_report(proc_gen, gen):
+    cs = claims(12)
+    app = create_app(proc_gen, batch_size=8, max_wait_ms=20)
+    with make_client(app) as c, ThreadPoolExecutor(12) as ex:
+        proc_gen.wait_ready()
+        assert c.get("/ready").status_code == 200 and c.get("/health").json()["process"] == "separate"
+        rs = list(ex.map(lambda m: c.post("/generate_claim", json=m), cs))
+        many = c.post("/generate_claims", json={"claims": cs[:3]})
+        metrics = c.get("/metrics").text
+    assert [r.status_code for r in rs] == [200] * 12
+    assert [r.json()["input"].split(";")[0] for r in rs] == [f"shipment_id={m['shipment_id']}" for m in cs]
+    assert [r.json()["report"] for r in rs] == [gen(m) for m in cs]  # the same reports as the generator in this process
+    assert [r.json()["facts"] for r in rs] == [gen(m).facts for m in cs]  # with their fact verdicts
+    assert many.json()["results"] == [r.json() for r in rs[:3]]
+    batches = float(next(l.split()[1] for l in metrics.splitlines() if l.startswith("claim_t5_batch_size_count")))
+    assert "claim_t5_batch_size_sum 15.0" in metrics and batches < 13  # some requests shared a batch
+
+
+def test_process_strict_refusal_is_a_422_for_its_request(model_dir, gen):
+    # a seconds-trained model fails the fact check on most inputs: in strict mode the child raises FactCheckError,
+    # which must come back through the pipe as a refusal (422 naming the facts), not a 500
+    from claim_t5.serve import GenerationProcess
+    failing = next(m for m in claims(20) if not gen(m).facts["ok"])
+    g = GenerationProcess(model_dir, threads=1, device="cpu", strict=True)
+    with make_client(create_app(g)) as c:
+        r = c.post("/generate_claim", json=failing)
+    assert r.status_code == 422, r.text
+    assert "failed the fact check" in r.text and failing["shipment_id"] in r.text
+    assert g.pid is None
+
+
+def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
+    import os
+    import signal
+    app = create_app(proc_gen, batch_size=64)
+    with make_client(app) as c, ThreadPoolExecutor(1) as ex:
+        proc_gen.wait_ready()
+        first = proc_gen.pid
+        fut = ex.submit(c.post, "/generate_claims", json={"claims": claims(48)})  # a batch that takes a while
+        wait_until(lambda: app.state.batcher.pending == 0 and fut.running(), 10)
+        time.sleep(0.1)  # the batch is in the child now
+        os.kill(first, signal.SIGKILL)
+        r = fut.result(60)
+        assert r.status_code == 500 and "generation process died" in r.text, r.text
+        r = c.post("/generate_claim", json=META)  # waits for the new child to load the model
+        assert r.status_code == 200, r.text
+        assert proc_gen.pid != first and not pid_alive(first)
+        assert c.get("/ready").status_code == 200 and c.get("/health").json()["restarts"] == 1
+        assert "claim_t5_generation_restarts_total 1.0" in c.get("/metrics").text
+
+
+def test_process_shutdown_answers_in_flight_and_stops_the_child(proc_gen):
+    # a real uvicorn server in a thread; should_exit is what its SIGTERM/Ctrl-C handler sets
+    import multiprocessing
+    import socket
+    import httpx
+    import uvicorn
+    app = create_app(proc_gen, batch_size=4, max_wait_ms=50)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True); th.start()
+    wait_until(lambda: server.started, 30)
+    proc_gen.wait_ready()
+    child = proc_gen.pid
+    url = f"http://127.0.0.1:{port}"
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(httpx.post, url + "/generate_claim", json=m, timeout=60) for m in claims(8)]
+        wait_until(lambda: app.state.metrics.requests._metrics == {} and app.state.batcher.pending > 0, 20)
+        server.should_exit = True  # shutdown begins while requests are queued and generating
+        rs = [f.result(60) for f in futs]
+    th.join(60)
+    assert not th.is_alive()
+    assert [r.status_code for r in rs] == [200] * 8
+    assert all(m["shipment_id"] in r.json()["input"] for m, r in zip(claims(8), rs))
+    assert proc_gen.pid is None and not pid_alive(child)  # no orphan
+    assert child not in [p.pid for p in multiprocessing.active_children()]
