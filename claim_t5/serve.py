@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
-import asyncio, collections, dataclasses, logging, math, multiprocessing, os, pickle, sys, threading, time, warnings
+import asyncio, collections, copy, dataclasses, logging, math, multiprocessing, os, pickle, sys, threading, time, warnings
 from concurrent.futures import Future, InvalidStateError
 from importlib import import_module
 from pathlib import Path
@@ -150,10 +150,11 @@ def _run_batch(self:MicroBatcher, jobs:list):
 # %% ../nbs/04b_serve.ipynb #34d338e511
 def _portable_error(e:BaseException):
     "`e` as something that survives the pipe: itself, (class, failures) to rebuild it, or a RuntimeError naming it."
-    try: pickle.loads(pickle.dumps(e)); return e
+    # pickle.dumps: can it be sent; copy.deepcopy rebuilds it the way the other end's unpickling will (__reduce_ex__)
+    try: pickle.dumps(e); copy.deepcopy(e); return e
     except Exception: pass
     if hasattr(e, "failures"):
-        try: pickle.loads(pickle.dumps((type(e), e.failures))); return (type(e), e.failures)
+        try: pickle.dumps(e.failures); type(e)(copy.deepcopy(e.failures)); return (type(e), e.failures)
         except Exception: pass
     return RuntimeError(f"{type(e).__name__}: {e}")
 

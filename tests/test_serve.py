@@ -522,8 +522,11 @@ def test_process_shutdown_answers_in_flight_and_stops_the_child(proc_gen):
     url = f"http://127.0.0.1:{port}"
     with ThreadPoolExecutor(8) as ex:
         futs = [ex.submit(httpx.post, url + "/generate_claim", json=m, timeout=60) for m in claims(8)]
-        wait_until(lambda: app.state.metrics.requests._metrics == {} and app.state.batcher.pending > 0, 20)
+        # all 8 accepted (a connection still being set up when shutdown begins would be refused, rightly)
+        wait_until(lambda: app.state.batcher._arrivals >= 8, 30)
+        answered = sum(c._value.get() for c in app.state.metrics.requests._metrics.values())
         server.should_exit = True  # shutdown begins while requests are queued and generating
+        assert answered < 8, "every request was answered before shutdown began: nothing was in flight"
         rs = [f.result(60) for f in futs]
     th.join(60)
     assert not th.is_alive()
