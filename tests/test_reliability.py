@@ -256,6 +256,7 @@ def test_fresh_run_over_checkpoints_refuses_and_changes_nothing(tmp_path, tiny_r
 
 # ================================================================ 2. determinism
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path, tiny_run):
     "A second run with tiny_run's config (same seed, CPU) gives exactly the same metrics and weights."
     cfg = dataclasses.replace(tiny_run.config, output_dir=str(tmp_path/"model_training"))

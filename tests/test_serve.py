@@ -424,13 +424,10 @@ def test_graceful_shutdown_answers_requests_in_flight(gen):
 # ---------------------------------------------------------------- the engine option on the command line
 
 def test_cli_engine_option(model_dir, gen, ct2_dir, tmp_path):
-    import subprocess
-    from conftest import cli_env
-    cli = Path(sys.executable).parent/"claim_t5_generate"
+    from conftest import run_cli
     m = shutil.copytree(model_dir, tmp_path/"m")  # the CLI caches the converted model inside the model folder
-    run = lambda *args: subprocess.run([str(cli), "--model_dir", str(m), *args], capture_output=True, text=True, env=cli_env(), timeout=300)
-    with ThreadPoolExecutor(2) as ex:
-        ok, bad = ex.map(lambda a: run(*a), [("--engine", "ct2", "--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
+    ok, bad = (run_cli("claim_t5_generate", "--model_dir", m, *a) for a in
+               [("--engine", "ct2", "--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip() == gen(META_STR) and (m/"ct2_model"/"model.bin").exists()
     assert bad.returncode != 0 and "unknown engine 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
@@ -454,6 +451,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
 def test_process_concurrent_requests_each_get_their_own_report(proc_gen, gen):
     cs = claims(12)
     app = create_app(proc_gen, batch_size=8, max_wait_ms=20)
@@ -472,6 +470,7 @@ def test_process_concurrent_requests_each_get_their_own_report(proc_gen, gen):
     assert "claim_t5_batch_size_sum 15.0" in metrics and batches < 13  # some requests shared a batch
 
 
+@pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
 def test_process_strict_refusal_is_a_422_for_its_request(model_dir, gen):
     # a seconds-trained model fails the fact check on most inputs: in strict mode the child raises FactCheckError,
     # which must come back through the pipe as a refusal (422 naming the facts), not a 500
@@ -485,6 +484,7 @@ def test_process_strict_refusal_is_a_422_for_its_request(model_dir, gen):
     assert g.pid is None
 
 
+@pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
 def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
     import os
     import signal
@@ -505,6 +505,7 @@ def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
         assert "claim_t5_generation_restarts_total 1.0" in c.get("/metrics").text
 
 
+@pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
 def test_process_shutdown_answers_in_flight_and_stops_the_child(proc_gen):
     # a real uvicorn server in a thread; should_exit is what its SIGTERM/Ctrl-C handler sets
     import multiprocessing
