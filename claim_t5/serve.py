@@ -13,7 +13,7 @@ from fastcore.script import call_parse, store_true
 from .config import generation_kwargs
 from .data import MetadataError, unknown_fields, request_model
 from .engines import EngineError, check_engine
-from .facts import CheckedReport
+from .facts import CheckedReport, FactCheckError
 from .model import ModelLoadError, load_model_config
 from .inference import ClaimReportGenerator
 
@@ -32,7 +32,7 @@ class DeadlineExceeded(TimeoutError): "A request was still waiting at its deadli
 
 def is_refusal(e:BaseException) -> bool:
     "True for an error about one input (invalid metadata, a strict fact check that failed), not about the model."
-    return isinstance(e, MetadataError) or any(hasattr(e, a) for a in ("facts", "failures", "failing_facts")) or "Fact" in type(e).__name__
+    return isinstance(e, (MetadataError, FactCheckError))  # the process path rebuilds FactCheckError as itself (`_portable_error`)
 
 # %% ../nbs/04b_serve.ipynb #34d338e507
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from claim_t5.data import MetadataError, load_claim_data
+from claim_t5.facts import FactCheckError
 from claim_t5.inference import ClaimReportGenerator
 from claim_t5.serve import MicroBatcher, create_app
 
@@ -257,15 +258,10 @@ class Checked:
     facts: Verdict
 
 
-class FactCheckError(ValueError):
-    "Shaped like the facts module's strict-mode error: names the failing facts."
-    def __init__(self, failures): super().__init__(f"fact check failed: {', '.join(failures)}"); self.failures = failures
-
-
 def test_fact_verdicts_and_strict_refusals(gen):
     # results carrying a verdict are serialised; a strict refusal is a 422 for its own request only
     def generate(texts):
-        if any("SHP-BAD" in t for t in texts): raise FactCheckError(["shipment_id=SHP-BAD"])
+        if any("SHP-BAD" in t for t in texts): raise FactCheckError([(0, "shipment_id=SHP-BAD", ["shipment id invented"])])
         return [Checked(f"report for {t}", Verdict(True, [])) for t in texts]
     gate = threading.Event()
     app = create_app(StandIn(gen, lambda texts: (gate.wait(10), generate(texts))[1]), max_wait_ms=50)
