@@ -9,28 +9,40 @@ from pathlib import Path
 from .config import atomic_folder
 
 # %% auto #0
-__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'EngineError', 'check_engine', 'model_fingerprint', 'convert_ct2',
-           'ensure_ct2', 'CT2Engine']
+__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'EngineError', 'check_engine', 'ct2_installed', 'resolve_engine',
+           'model_fingerprint', 'convert_ct2', 'ensure_ct2', 'CT2Engine']
 
 # %% ../nbs/01c_engines.ipynb #d7ddded606
-ENGINES = ("transformers", "ct2")
+ENGINES = ("auto", "transformers", "ct2")
 COMPUTE_TYPES = ("float32", "int8")
 CT2_CACHE = "ct2_model"  # the converted model's folder inside the model folder
 
 class EngineError(RuntimeError):
     "The requested engine cannot run: unknown name, or its optional package is not installed."
 
-def check_engine(engine:str="transformers", # "transformers" or "ct2"
+def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (ct2 on a CPU when installed, else transformers)
                  compute_type:str="float32", # "float32" or "int8" (ct2 only)
                 ) -> tuple:
     "(engine, compute_type), checked; raises EngineError naming the choices or the missing extra."
     if engine not in ENGINES: raise EngineError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if compute_type not in COMPUTE_TYPES: raise EngineError(f"unknown compute_type {compute_type!r}: choose one of {', '.join(COMPUTE_TYPES)}")
-    if engine == "transformers" and compute_type != "float32": raise EngineError(f"compute_type {compute_type!r} needs engine='ct2'")
+    if engine != "ct2" and compute_type != "float32": raise EngineError(f"compute_type {compute_type!r} needs engine='ct2'")
     if engine == "ct2":
         try: import ctranslate2  # noqa: F401
         except ImportError: raise EngineError("engine 'ct2' needs CTranslate2: pip install 'claim_t5[fast]'") from None
     return engine, compute_type
+
+def ct2_installed() -> bool:
+    "Whether CTranslate2 (the `fast` extra) can be imported."
+    import importlib.util
+    return importlib.util.find_spec("ctranslate2") is not None
+
+def resolve_engine(engine:str, # a checked engine name
+                   device:str="cpu", # where the model runs: "cpu" or "cuda"
+                  ) -> str:
+    "The engine that runs: `auto` is ct2 on a CPU when CTranslate2 is installed (the same reports, faster), else transformers."
+    if engine != "auto": return engine
+    return "ct2" if str(device).startswith("cpu") and ct2_installed() else "transformers"
 
 # %% ../nbs/01c_engines.ipynb #d7ddded609
 _SOURCE_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",

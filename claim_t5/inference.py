@@ -10,8 +10,8 @@ from fastcore.script import call_parse, store_true
 from .config import generation_kwargs, field_names
 from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
-from .model import load_fine_tuned, generate_reports, merge_adapter, ModelLoadError
-from .engines import check_engine, ensure_ct2, CT2Engine, EngineError
+from .model import load_fine_tuned, generate_reports, merge_adapter, merge_lora, ModelLoadError
+from .engines import check_engine, resolve_engine, ensure_ct2, CT2Engine, EngineError
 
 # %% auto #0
 __all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'main']
@@ -25,23 +25,29 @@ class ClaimReportGenerator:
                  num_beams:int|None=None, # beam width (1 = greedy); default: the model's saved setting
                  max_new_tokens:int|None=None, # longest report in tokens; default: the model's saved setting
                  strict:bool=False, # never return a report that fails the fact check: retry with beam search, then raise
-                 engine:str="transformers", # "transformers", or "ct2": CTranslate2 on the CPU (pip install 'claim_t5[fast]')
+                 engine:str="transformers", # "transformers"; "ct2": CTranslate2 on the CPU (pip install 'claim_t5[fast]'); "auto": ct2 where it can run, else transformers
                  compute_type:str="float32", # ct2 only: "float32" (the same reports) or "int8" (faster; some reports differ)
                  ct2_dir:str|Path|None=None, # ct2 only: where the converted model is cached; default <model_dir>/ct2_model
+                 merge:bool=True, # fold a LoRA adapter into the base weights in memory (faster, the same reports)
                 ):
         if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.engine, self.compute_type = check_engine(engine, compute_type)
+        engine, self.compute_type = check_engine(engine, compute_type)
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
+        if merge: self.model = merge_lora(self.model)
         self.batch_size = batch_size or self.cfg.eval_batch_size
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=num_beams, max_new_tokens=max_new_tokens)
         self.strict = strict
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
-        self._ct2 = None
-        if self.engine == "ct2":  # merged in memory (a copy: self.model stays as loaded) and converted once, then cached
+        self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
+        if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
             import torch
-            merged = lambda: (copy.deepcopy(self.model).merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
-            self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir), self.tokenizer, compute_type, threads=torch.get_num_threads())
+            merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
+            try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir), self.tokenizer, compute_type, threads=torch.get_num_threads())
+            except OSError as e:  # auto: a model folder we may not write to still serves, with transformers
+                if engine != "auto": raise
+                warnings.warn(f"engine auto: could not cache the CTranslate2 model ({e}); generating with transformers")
+                self.engine = "transformers"
 
     @property
     def device(self): return next(self.model.parameters()).device
@@ -135,7 +141,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          batch_size:int=None, # inputs per generation batch; default: the model's eval_batch_size
          device:str=None, # cuda or cpu; default: CUDA if available
          strict:store_true=False, # never output a report that fails the fact check: retry with beam search, then fail
-         engine:str="transformers", # transformers, or ct2 (CTranslate2 on the CPU: pip install 'claim_t5[fast]')
+         engine:str="auto", # auto (ct2 on a CPU when installed, else transformers: the same reports), transformers, or ct2
          compute_type:str="float32", # ct2 only: float32 or int8
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."

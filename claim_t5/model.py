@@ -15,7 +15,7 @@ __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG',
            'train_tiny_tokenizer', 'build_tiny_model', 'load_seq2seq', 'tiny_cache_key', 'tiny_base_dir',
            'HubUnavailableError', 'load_base_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history',
            'plot_history', 'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned',
-           'generate_reports', 'merge_adapter', 'machine_description']
+           'generate_reports', 'merge_lora', 'merge_adapter', 'machine_description']
 
 # %% ../nbs/01b_model.ipynb #b1m0000009
 ADAPTER_WEIGHTS = "adapter_model.safetensors"   # the LoRA adapter (and any modules_to_save)
@@ -354,6 +354,16 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
         for i, text in zip(idx, decode_generated(tokenizer, gen, [raw[i] for i in idx], cfg)): out[i] = text
     return check_reports(checker, raw, out)
 
+# %% ../nbs/01b_model.ipynb #b1m00000m1
+def merge_lora(model, # a model from `load_fine_tuned`: a PeftModel (adapter) or a plain model
+              ):
+    "The model with its LoRA update folded into the base weights, in memory; a plain model is returned as it is."
+    if not hasattr(model, "merge_and_unload"): return model
+    keep = {k: getattr(model, k, None) for k in ("claim_t5_config", "claim_t5_facts", "generation_config")}
+    merged = model.merge_and_unload()
+    for k, v in keep.items(): setattr(merged, k, v)  # placeholders, the fact check and the saved generation settings
+    return merged
+
 # %% ../nbs/01b_model.ipynb #b1m0000042
 def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
                   out_dir:str|Path, # where the merged model goes (written under a temporary name, then renamed)
@@ -361,11 +371,11 @@ def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
     "Merge a LoRA adapter into its base model and save a standalone safetensors model."
     model, tok, cfg = load_fine_tuned(model_dir, device="cpu")
     if not hasattr(model, "merge_and_unload"): raise ValueError(f"{model_dir} is not an adapter folder (already merged?)")
-    merged = model.merge_and_unload()
+    merged = merge_lora(model)
     with atomic_folder(out_dir) as tmp:
         merged.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        model.generation_config.save_pretrained(str(tmp))
+        merged.generation_config.save_pretrained(str(tmp))
         for f in (RUN_CONFIG, FACTS_FILE, FIELDS_FILE, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):
             if (Path(model_dir)/f).exists(): shutil.copy2(Path(model_dir)/f, tmp/f)
     return Path(out_dir)

@@ -172,12 +172,14 @@ def _generation_child(conn, # the child's end of the pipe
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)  # the parent decides when to stop
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)  # the response lists them
+    from tqdm import tqdm  # every tqdm bar (peft's merge has one) shares a thread lock, not tqdm's default semaphore,
+    tqdm.set_lock(threading.RLock())  # which a killed child would leave behind (a "leaked semaphore" warning at exit)
     try:
         if threads:
             import torch; torch.set_num_threads(threads)
         gen = ClaimReportGenerator(model_dir, **kwargs)
     except Exception as e: conn.send(("load_error", _portable_error(e))); return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", (os.getpid(), gen.engine)))  # the engine `auto` chose
     while True:
         try: texts = conn.recv()
         except (EOFError, OSError): return  # the parent is gone
@@ -187,7 +189,7 @@ def _generation_child(conn, # the child's end of the pipe
         conn.send(msg)
 
 # %% ../nbs/04b_serve.ipynb #34d338e512
-class GenerationProcessDied(RuntimeError): "The generation process exited during a batch; a new one has been started."
+class GenerationProcessDied(RuntimeError): "The generation process exited or hung during a batch; a new one has been started."
 
 _log = logging.getLogger("claim_t5.serve")
 
@@ -195,12 +197,13 @@ class GenerationProcess:
     "A `ClaimReportGenerator` in a child process: `generate(texts)` sends a batch over a pipe and waits, without the GIL."
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
                  threads:int|None=None, # torch threads in the child; default: torch's
+                 batch_timeout_s:float|None=None, # a batch unanswered after this is a hung child: it is killed and replaced; None: wait
                  **kwargs, # ClaimReportGenerator's arguments: device, engine, compute_type, strict, batch_size...
                 ):
         from transformers import AutoTokenizer
-        self.model_dir, self.threads, self.kwargs = Path(model_dir), threads, kwargs
+        self.model_dir, self.threads, self.kwargs, self.batch_timeout_s = Path(model_dir), threads, kwargs, batch_timeout_s
         if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
-        self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))
+        self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
         try: self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
@@ -234,17 +237,21 @@ class GenerationProcess:
 
 # %% ../nbs/04b_serve.ipynb #34d338e513
 @patch
-def _recv(self:GenerationProcess):
-    "The child's next message; EOFError if it has exited."
-    while not self._conn.poll(0.5):
+def _recv(self:GenerationProcess, timeout:float|None=None):
+    "The child's next message; EOFError if it has exited, TimeoutError if it is alive but silent for `timeout` seconds."
+    end = None if timeout is None else time.monotonic() + timeout
+    while not self._conn.poll(0.2 if end is None else max(0, min(0.2, end - time.monotonic()))):
         if not self._proc.is_alive(): raise EOFError
+        if end is not None and time.monotonic() >= end: raise TimeoutError
     return self._conn.recv()
 
 @patch
-def _restart(self:GenerationProcess) -> int|None:
-    "Replace a dead child (logged and counted); its exit code."
+def _restart(self:GenerationProcess, hung:bool=False) -> int|None:
+    "Replace a dead child, or kill a hung one first (logged and counted); its exit code."
+    if hung: self._proc.kill()
     self._proc.join(5); code = self._proc.exitcode
-    _log.error(f"claim_t5: the generation process (pid {self._proc.pid}) died with exit code {code}; starting a new one")
+    why = f"gave no answer in {self.batch_timeout_s} s and was killed" if hung else f"died with exit code {code}"
+    _log.error(f"claim_t5: the generation process (pid {self._proc.pid}) {why}; starting a new one")
     self._conn.close(); self._proc = None; self.start(); self.restarts += 1
     if self.on_restart: self.on_restart()
     return code
@@ -260,7 +267,7 @@ def wait_ready(self:GenerationProcess):
         if kind != "ready":  # the next batch tries a new child again
             self._proc.join(5); code = self._proc.exitcode; self._conn.close(); self._proc = None
             raise _rebuilt_error(x) if x is not None else ModelLoadError(f"the generation process exited (code {code}) while loading {self.model_dir}")
-        self._ready = True
+        self._ready, self.engine = True, x[1]
         return self
 
 @patch
@@ -269,7 +276,11 @@ def generate(self:GenerationProcess, texts:list) -> list:
     with self._lock:
         if self._ready and not self._proc.is_alive(): self._restart()  # it died while idle: this batch need not fail
         self.wait_ready()
-        try: self._conn.send(list(texts)); kind, x = self._recv()
+        try: self._conn.send(list(texts)); kind, x = self._recv(self.batch_timeout_s)
+        except TimeoutError:  # alive but silent (a deadlock, a stuck native call): kill it and start a new one
+            self._restart(hung=True)  # (caught before OSError, its base class)
+            raise GenerationProcessDied(f"the generation process gave no answer in {self.batch_timeout_s} s for a batch of {len(texts)}; "
+                                        "killed and restarted") from None
         except (EOFError, OSError):  # the child died during this batch: start a new one for the next
             code = self._restart()
             raise GenerationProcessDied(f"the generation process died (exit code {code}) during a batch of {len(texts)}; restarted") from None
@@ -493,11 +504,12 @@ def main(model_dir:str=None, # fine-tuned model folder
          max_queue:int=64, # most reports waiting; more get 503
          max_claims:int=None, # most claims in one /generate_claims request; default min(64, max_queue)
          timeout_s:float=30.0, # requests unanswered after this get 504
-         engine:str="transformers", # transformers, or ct2 (CTranslate2: pip install 'claim_t5[fast]')
+         engine:str="auto", # auto (ct2 on a CPU when installed, else transformers: the same reports), transformers, or ct2
          compute_type:str="float32", # ct2 only: float32 or int8
          threads:int=None, # CPU threads for generation; default: torch's
          strict:store_true=False, # never answer with a report that fails the fact check: beam retry, then 422 naming the facts
          in_thread:store_true=False, # generate in a thread of the server process instead of a separate process
+         batch_timeout_s:float=120.0, # a generation process silent this long on one batch is killed and replaced (500 for that batch)
          access_log:store_true=False, # log every request
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, GET /health, /ready, /metrics."
@@ -514,7 +526,8 @@ def main(model_dir:str=None, # fine-tuned model folder
             # event loop read the next requests meanwhile, so that they are queued in time for the next batch
             sys.setswitchinterval(0.001)
             gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict))
-        else: gen = GenerationProcess(model_dir, threads=threads, engine=engine, compute_type=compute_type, strict=bool(strict)).wait_ready()
+        else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, engine=engine,
+                                      compute_type=compute_type, strict=bool(strict)).wait_ready()
         app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s)
     except (ModelLoadError, EngineError, ValueError) as e:

@@ -71,6 +71,15 @@ def test_generator_overrides(model_dir):
     assert short and len(short) <= len(full) and full.startswith(short)
 
 
+def test_generator_merges_the_adapter_in_memory(model_dir, gen, test_inputs, one_by_one):
+    # merged by default (faster); the adapter as loaded with merge=False: the same reports and verdicts
+    assert not hasattr(gen.model, "peft_config") and gen.model.claim_t5_facts is not None
+    adapter = ClaimReportGenerator(model_dir, device="cpu", merge=False)
+    assert hasattr(adapter.model, "peft_config")
+    assert adapter(test_inputs) == one_by_one
+    assert [r.facts for r in adapter(test_inputs)] == [r.facts for r in one_by_one]
+
+
 def test_dict_and_string_give_the_same_report(gen):
     assert format_metadata(META) == META_STR
     report = gen(META)

@@ -391,6 +391,30 @@ def test_service_with_ct2_engine(model_dir, gen, ct2_dir):
     assert [x["report"] for x in r.json()["results"]] == gen(claims(4))
 
 
+def test_auto_engine_is_ct2_on_a_cpu_with_the_same_reports(model_dir, gen, ct2_dir, test_inputs):
+    auto = ClaimReportGenerator(model_dir, device="cpu", engine="auto", ct2_dir=ct2_dir)
+    assert auto.engine == "ct2" and auto.compute_type == "float32" and "ct2/float32" in repr(auto)
+    assert auto(test_inputs) == gen(test_inputs)
+    assert [r.facts for r in auto(test_inputs)] == [r.facts for r in gen(test_inputs)]
+
+
+def test_auto_engine_without_ctranslate2_is_transformers(model_dir, monkeypatch, tmp_path):
+    import claim_t5.engines
+    monkeypatch.setattr(claim_t5.engines, "ct2_installed", lambda: False)
+    g = ClaimReportGenerator(model_dir, device="cpu", engine="auto", ct2_dir=tmp_path/"ct2")
+    assert g.engine == "transformers" and g._ct2 is None and not (tmp_path/"ct2").exists()
+
+
+def test_auto_engine_falls_back_when_the_cache_cannot_be_written(model_dir, gen, tmp_path):
+    pytest.importorskip("ctranslate2")
+    (tmp_path/"a_file").write_text("")
+    blocked = tmp_path/"a_file"/"ct2"  # under a file: no folder can be made there (even as root)
+    with pytest.warns(UserWarning, match="engine auto: could not cache the CTranslate2 model"):
+        g = ClaimReportGenerator(model_dir, device="cpu", engine="auto", ct2_dir=blocked)
+    assert g.engine == "transformers" and g(META) == gen(META)
+    with pytest.raises(OSError): ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=blocked)  # asked by name: an error
+
+
 def test_graceful_shutdown_answers_requests_in_flight(gen):
     # a real uvicorn server in a thread; should_exit is what its SIGTERM/Ctrl-C handler sets
     import socket
@@ -499,6 +523,30 @@ def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
         assert proc_gen.pid != first and not pid_alive(first)
         assert c.get("/ready").status_code == 200 and c.get("/health").json()["restarts"] == 1
         assert "claim_t5_generation_restarts_total 1.0" in c.get("/metrics").text
+
+
+@pytest.mark.slow  # starts a generation process (seconds)
+def test_process_hung_mid_batch_answers_500_then_recovers(model_dir):
+    # a child that is alive but never answers (SIGSTOP stands in for a deadlock): killed after batch_timeout_s, replaced
+    import os
+    import signal
+    from claim_t5.serve import GenerationProcess
+    g = GenerationProcess(model_dir, threads=1, device="cpu", batch_timeout_s=5)
+    app = create_app(g, batch_size=64)
+    with make_client(app) as c, ThreadPoolExecutor(1) as ex:
+        g.wait_ready()
+        first = g.pid
+        fut = ex.submit(c.post, "/generate_claims", json={"claims": claims(48)})
+        wait_until(lambda: app.state.batcher.pending == 0 and fut.running(), 10)
+        time.sleep(0.1)  # the batch is in the child now
+        os.kill(first, signal.SIGSTOP)
+        r = fut.result(60)
+        assert r.status_code == 500 and "gave no answer in 5 s" in r.text, r.text
+        assert not pid_alive(first)  # killed, not left stopped
+        r = c.post("/generate_claim", json=META)
+        assert r.status_code == 200, r.text
+        assert g.pid != first and c.get("/health").json()["restarts"] == 1
+    assert g.pid is None
 
 
 @pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
