@@ -1,5 +1,6 @@
 """Engine benchmark: transformers against CTranslate2 float32 and int8, greedy, same inputs, same threads, on (1) the
-trained tiny model (the bundled test split; identical reports and fact accuracy per engine) and (2) a randomly
+trained tiny model (the bundled test split; identical reports and fact accuracy per engine; transformers with the
+LoRA adapter merged in memory, the generator's default, and unmerged) and (2) a randomly
 initialised model of flan-t5-base's exact shape (d_model 768, 12+12 layers, 12 heads, d_ff 2048, gated-gelu, untied
 LM head, vocabulary 32128; identical outputs and the speed ratio). Warm-up, then repeats (min/median/max). Asserts
 nothing; prints figures and writes bench/results/bench_engines.json. Needs `pip install 'claim_t5[fast]'`.
@@ -32,7 +33,9 @@ def tiny_model(a, test_inputs):
     from claim_t5.inference import ClaimReportGenerator
     res, outs = {}, {}
     ct2_dir = Path(tempfile.mkdtemp())/"ct2_tiny"
-    for name, kw in [("transformers", {}), ("ct2_float32", dict(engine="ct2", compute_type="float32", ct2_dir=ct2_dir)),
+    # transformers: the generator's default (the LoRA adapter merged in memory); transformers_adapter: merge=False
+    for name, kw in [("transformers", {}), ("transformers_adapter", dict(merge=False)),
+                     ("ct2_float32", dict(engine="ct2", compute_type="float32", ct2_dir=ct2_dir)),
                      ("ct2_int8", dict(engine="ct2", compute_type="int8", ct2_dir=ct2_dir))]:
         gen = ClaimReportGenerator(a.model_dir, device="cpu", batch_size=64, **kw)
         outs[name], speed = timed(lambda: gen(test_inputs), len(test_inputs), a.repeats)

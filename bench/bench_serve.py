@@ -6,7 +6,7 @@ level is bounded in requests and in time, warmed up, and repeated (min/median/ma
 writes bench/results/bench_serve.json.
 
 Run: .venv/bin/python bench/bench_serve.py --model_dir runs/tiny/model_training/fine_tuned_model
-     [--clients 1,8,32] [--repeats 3] [--threads 1] [--engine transformers|ct2] [--compute_type float32|int8] [--in_thread]
+     [--clients 1,8,32] [--repeats 3] [--threads 1] [--engine auto|transformers|ct2] [--compute_type float32|int8] [--in_thread]
 The service generates in a separate process (its default); --in_thread measures generation in the server's own thread.
 """
 import argparse, asyncio, json, os, platform, signal, socket, statistics, subprocess, sys, time
@@ -153,7 +153,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--offline_n", type=int, default=662, help="test inputs for the offline batched run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the service and the offline run")
-    ap.add_argument("--engine", default="transformers"); ap.add_argument("--compute_type", default="float32")
+    ap.add_argument("--engine", default="auto", help="auto (the service default), transformers or ct2"); ap.add_argument("--compute_type", default="float32")
     ap.add_argument("--batch_size", type=int, default=32, help="service micro-batch size")
     ap.add_argument("--max_wait_ms", type=float, default=20)
     ap.add_argument("--in_thread", action="store_true", help="the service generates in its own thread, not a separate process")
@@ -175,7 +175,8 @@ def main():
 
     # offline batched throughput of the same model, same engine and threads, the service not running
     gen = ClaimReportGenerator(a.model_dir, device="cpu", batch_size=64, engine=a.engine, compute_type=a.compute_type)
-    print(f"model: {gen.cfg.model_label} ({a.model_dir}), engine {a.engine}/{a.compute_type}, generation {gen.gen_kwargs}")
+    engine = gen.engine  # what `auto` chose
+    print(f"model: {gen.cfg.model_label} ({a.model_dir}), engine {a.engine} -> {engine}/{a.compute_type}, generation {gen.gen_kwargs}")
     gen(test_inputs[:64])  # warm-up
     off = []
     for _ in range(a.repeats):
@@ -192,6 +193,10 @@ def main():
     svc = Service(a.model_dir, a.threads, extra)
     levels = {}
     try:
+        import httpx
+        served = httpx.get(svc.url + "/health", timeout=5).json()["engine"]
+        print(f"service engine: {served}")
+        assert served == engine, f"the service runs {served}, the offline run {engine}: not the same comparison"
         asyncio.run(drive(svc.port, claims, 8, 64, 30))  # warm-up
         for n in [int(x) for x in a.clients.split(",")]:
             reqs = a.requests or max(60, 40 * n)
@@ -241,7 +246,7 @@ def main():
     finally:
         svc.stop()
 
-    res = dict(benchmark="bench_serve", environment=info, model=str(a.model_dir), engine=a.engine, compute_type=a.compute_type,
+    res = dict(benchmark="bench_serve", environment=info, model=str(a.model_dir), engine=engine, engine_requested=a.engine, compute_type=a.compute_type,
                service=dict(batch_size=a.batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.queue, generation=generation),
                load_average_before=load_before, load_average_after=os.getloadavg(),
                offline_reports_per_s=offline, levels=levels, overload=over, shutdown=down, repeats=a.repeats)
