@@ -203,6 +203,7 @@ class GenerationProcess:
         from transformers import AutoTokenizer
         self.model_dir, self.threads, self.kwargs, self.batch_timeout_s = Path(model_dir), threads, kwargs, batch_timeout_s
         if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
+        if batch_timeout_s is not None and batch_timeout_s <= 0: raise ValueError(f"batch_timeout_s must be > 0 (or None), got {batch_timeout_s}")
         self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))

@@ -77,11 +77,12 @@ def test_tokenize_splits_truncates_at_the_limits(tok):
 @pytest.fixture(scope="module")
 def trainer(tiny_model_dir, tmp_path_factory):
     "The Trainer `build_trainer` makes for the quick recipe on ROWS (nothing trained): its collator is the one in use."
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoTokenizer
+    from claim_t5.model import load_seq2seq
     from claim_t5.train import add_lora, build_trainer
     cfg = quick_config(tmp_path_factory.mktemp("collator")/"mt")
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    model = add_lora(AutoModelForSeq2SeqLM.from_pretrained(str(tiny_model_dir/"base_model")), cfg)
+    model = add_lora(load_seq2seq(tiny_model_dir/"base_model"), cfg)  # as training loads it (the file's own tie setting)
     return build_trainer(cfg, model, tok, _dsd(ROWS))
 
 def test_collator_pads_labels_with_minus_100(trainer):

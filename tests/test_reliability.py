@@ -528,6 +528,8 @@ CASES = [
 
     C(id="cli-serve-missing-model", make=lambda c: Exits(
         "claim_t5_serve", ["--model_dir", c.tmp/"nowhere", "--port", "0"], 1, ["nowhere"])),
+    C(id="cli-serve-batch-timeout-zero", make=lambda c: Exits(
+        "claim_t5_serve", ["--model_dir", c.model(), "--port", "0", "--batch_timeout_s", "0"], 1, ["batch_timeout_s must be > 0"])),
 
     # ---- claim_t5_eval: a failed evaluation leaves the model folder's earlier results as they were
     C(id="cli-eval-no-model-dir", make=lambda c: Exits("claim_t5_eval", [], 2, ["--model_dir"])),
