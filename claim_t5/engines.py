@@ -9,8 +9,8 @@ from pathlib import Path
 from .config import atomic_folder
 
 # %% auto #0
-__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'EngineError', 'check_engine', 'ct2_installed', 'resolve_engine',
-           'model_fingerprint', 'convert_ct2', 'ensure_ct2', 'CT2Engine']
+__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'CT2_IGNORES', 'EngineError', 'check_engine', 'ct2_installed',
+           'ct2_ignored_settings', 'resolve_engine', 'model_fingerprint', 'convert_ct2', 'ensure_ct2', 'CT2Engine']
 
 # %% ../nbs/01c_engines.ipynb #d7ddded606
 ENGINES = ("auto", "transformers", "ct2")
@@ -33,9 +33,20 @@ def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (
     return engine, compute_type
 
 def ct2_installed() -> bool:
-    "Whether CTranslate2 (the `fast` extra) can be imported."
-    import importlib.util
-    return importlib.util.find_spec("ctranslate2") is not None
+    "Whether CTranslate2 (the `fast` extra) imports (a broken install counts as not installed)."
+    try: import ctranslate2  # noqa: F401
+    except Exception: return False
+    return True
+
+# generation settings `CT2Engine` does not apply, with the value that means "off"
+CT2_IGNORES = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0,
+                   min_length=0, min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, forced_bos_token_id=None,
+                   forced_eos_token_id=None, diversity_penalty=0.0, num_beam_groups=1)
+
+def ct2_ignored_settings(generation_config) -> list:
+    "The settings of a transformers `GenerationConfig` that CTranslate2 here would not apply (so its reports could differ)."
+    set_ = lambda v, off: v is not None and v != off and v != []  # None and [] mean "not set"
+    return sorted(k for k, off in CT2_IGNORES.items() if set_(getattr(generation_config, k, None), off))
 
 def resolve_engine(engine:str, # a checked engine name
                    device:str="cpu", # where the model runs: "cpu" or "cuda"

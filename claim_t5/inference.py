@@ -11,7 +11,7 @@ from .config import generation_kwargs, field_names
 from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
 from .model import load_fine_tuned, generate_reports, merge_adapter, merge_lora, ModelLoadError
-from .engines import check_engine, resolve_engine, ensure_ct2, CT2Engine, EngineError
+from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError
 
 # %% auto #0
 __all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'main']
@@ -40,13 +40,17 @@ class ClaimReportGenerator:
         self.strict = strict
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
         self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
+        ignored = ct2_ignored_settings(self.model.generation_config)
+        if self.engine == "ct2" and ignored:  # settings of the model's generation_config.json that CTranslate2 would not apply
+            if engine == "auto": self.engine = "transformers"  # auto promises the same reports
+            else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
         if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
             import torch
             merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
             try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir), self.tokenizer, compute_type, threads=torch.get_num_threads())
-            except OSError as e:  # auto: a model folder we may not write to still serves, with transformers
+            except Exception as e:  # auto: a folder we may not write to, a model the converter refuses: transformers still serves
                 if engine != "auto": raise
-                warnings.warn(f"engine auto: could not cache the CTranslate2 model ({e}); generating with transformers")
+                warnings.warn(f"engine auto: CTranslate2 could not be used ({type(e).__name__}: {e}); generating with transformers")
                 self.engine = "transformers"
 
     @property

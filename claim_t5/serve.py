@@ -198,12 +198,15 @@ class GenerationProcess:
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
                  threads:int|None=None, # torch threads in the child; default: torch's
                  batch_timeout_s:float|None=None, # a batch unanswered after this is a hung child: it is killed and replaced; None: wait
+                 load_timeout_s:float|None=None, # a child still loading after this is killed (ModelLoadError); None: wait
                  **kwargs, # ClaimReportGenerator's arguments: device, engine, compute_type, strict, batch_size...
                 ):
         from transformers import AutoTokenizer
-        self.model_dir, self.threads, self.kwargs, self.batch_timeout_s = Path(model_dir), threads, kwargs, batch_timeout_s
+        self.model_dir, self.threads, self.kwargs = Path(model_dir), threads, kwargs
+        self.batch_timeout_s, self.load_timeout_s = batch_timeout_s, load_timeout_s
         if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
-        if batch_timeout_s is not None and batch_timeout_s <= 0: raise ValueError(f"batch_timeout_s must be > 0 (or None), got {batch_timeout_s}")
+        for k, v in dict(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s).items():
+            if v is not None and v <= 0: raise ValueError(f"{k} must be > 0 (or None), got {v}")
         self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
@@ -211,7 +214,7 @@ class GenerationProcess:
         except Exception as e: raise ModelLoadError(f"{self.model_dir}: could not load the tokenizer ({type(e).__name__}: {e})") from None
         self.restarts, self.on_restart = 0, None  # on_restart(): called after a dead child was replaced
         self._proc = self._conn = None
-        self._ready, self._lock = False, threading.RLock()
+        self._ready, self._lock, self._closing = False, threading.RLock(), False
 
     prepare = ClaimReportGenerator.prepare  # the generator's own validation (it reads only self.cfg)
 
@@ -221,10 +224,12 @@ class GenerationProcess:
     @property
     def pid(self) -> int|None: return self._proc.pid if self._proc is not None else None
 
-    def start(self):
+    def start(self, reopen:bool=True, # False: a replacement, which must not undo a `close` in progress
+             ):
         "Start the child (once); it loads the model in the background."
         with self._lock:
             if self._proc is not None and self._proc.is_alive(): return self
+            if reopen: self._closing = False  # an explicit start (a new app's lifespan) opens it again after a close
             ctx = multiprocessing.get_context("spawn")
             self._conn, child = ctx.Pipe()
             target = import_module("claim_t5.serve")._generation_child  # by module path: spawn cannot pickle a notebook's own functions
@@ -242,7 +247,8 @@ def _recv(self:GenerationProcess, timeout:float|None=None):
     "The child's next message; EOFError if it has exited, TimeoutError if it is alive but silent for `timeout` seconds."
     end = None if timeout is None else time.monotonic() + timeout
     while not self._conn.poll(0.2 if end is None else max(0, min(0.2, end - time.monotonic()))):
-        if not self._proc.is_alive(): raise EOFError
+        proc = self._proc  # None once `close` (shutting down without the lock) has stopped it
+        if proc is None or not proc.is_alive(): raise EOFError
         if end is not None and time.monotonic() >= end: raise TimeoutError
     return self._conn.recv()
 
@@ -253,17 +259,29 @@ def _restart(self:GenerationProcess, hung:bool=False) -> int|None:
     self._proc.join(5); code = self._proc.exitcode
     why = f"gave no answer in {self.batch_timeout_s} s and was killed" if hung else f"died with exit code {code}"
     _log.error(f"claim_t5: the generation process (pid {self._proc.pid}) {why}; starting a new one")
-    self._conn.close(); self._proc = None; self.start(); self.restarts += 1
+    self._conn.close(); self._proc = None; self.start(reopen=False); self.restarts += 1
     if self.on_restart: self.on_restart()
+    # load the new child now, not at the next request: `ready` (and /ready) turns true again without traffic
+    threading.Thread(target=self._load_quietly, name="claim_t5-generation-load", daemon=True).start()
     return code
+
+@patch
+def _load_quietly(self:GenerationProcess):
+    "`wait_ready` in the background after a restart; a failure is logged (the next batch tries again and reports it)."
+    try: self.wait_ready()
+    except Exception as e: _log.error(f"claim_t5: the new generation process could not load the model: {type(e).__name__}: {e}")
 
 @patch
 def wait_ready(self:GenerationProcess):
     "Block until the child has loaded the model; raise its load error if it could not."
     with self._lock:
+        if self._closing: raise GenerationProcessDied("the generation process is stopped: the service is shutting down")
         if self._proc is None: self.start()
         if self._ready: return self
-        try: kind, x = self._recv()
+        try: kind, x = self._recv(self.load_timeout_s)
+        except TimeoutError:  # a load that never finishes must not hold the lock for good
+            self._proc.kill(); self._proc.join(5); self._conn.close(); self._proc = None
+            raise ModelLoadError(f"the generation process did not finish loading {self.model_dir} in {self.load_timeout_s} s; stopped") from None
         except (EOFError, OSError): kind, x = "load_error", None
         if kind != "ready":  # the next batch tries a new child again
             self._proc.join(5); code = self._proc.exitcode; self._conn.close(); self._proc = None
@@ -278,19 +296,22 @@ def generate(self:GenerationProcess, texts:list) -> list:
         if self._ready and not self._proc.is_alive(): self._restart()  # it died while idle: this batch need not fail
         self.wait_ready()
         try: self._conn.send(list(texts)); kind, x = self._recv(self.batch_timeout_s)
-        except TimeoutError:  # alive but silent (a deadlock, a stuck native call): kill it and start a new one
-            self._restart(hung=True)  # (caught before OSError, its base class)
-            raise GenerationProcessDied(f"the generation process gave no answer in {self.batch_timeout_s} s for a batch of {len(texts)}; "
-                                        "killed and restarted") from None
-        except (EOFError, OSError):  # the child died during this batch: start a new one for the next
-            code = self._restart()
+        except (EOFError, OSError) as e:  # TimeoutError is an OSError: alive but silent
+            if self._closing:  # `close` stopped the child under this batch: no new one
+                raise GenerationProcessDied("the generation process was stopped during a batch: the service is shutting down") from None
+            if isinstance(e, TimeoutError):  # a deadlock, a stuck native call: kill it and start a new one
+                self._restart(hung=True)
+                raise GenerationProcessDied(f"the generation process gave no answer in {self.batch_timeout_s} s for a batch of "
+                                            f"{len(texts)}; killed and restarted") from None
+            code = self._restart()  # it died during this batch: start a new one for the next
             raise GenerationProcessDied(f"the generation process died (exit code {code}) during a batch of {len(texts)}; restarted") from None
     if kind == "error": raise _rebuilt_error(x)
     return [CheckedReport(t, f) for t, f in x]
 
 @patch
 def close(self:GenerationProcess, timeout:float=10.0):
-    "Stop the child: ask it, then terminate it if it has not exited within `timeout` seconds."
+    "Stop the child: ask it, then terminate it if it has not exited within `timeout` seconds; no new child is started after."
+    self._closing = True  # first: a batch failing because of this close must not start a new child
     got = self._lock.acquire(timeout=timeout)  # a batch still running in a hung child must not block shutdown
     try:
         if self._proc is None: return
@@ -510,12 +531,15 @@ def main(model_dir:str=None, # fine-tuned model folder
          threads:int=None, # CPU threads for generation; default: torch's
          strict:store_true=False, # never answer with a report that fails the fact check: beam retry, then 422 naming the facts
          in_thread:store_true=False, # generate in a thread of the server process instead of a separate process
-         batch_timeout_s:float=120.0, # a generation process silent this long on one batch is killed and replaced (500 for that batch)
+         batch_timeout_s:float=120.0, # generation process only: one silent this long on a batch is killed and replaced (500 for that batch)
+         load_timeout_s:float=600.0, # generation process only: one still loading the model after this is stopped (an error)
          access_log:store_true=False, # log every request
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, GET /health, /ready, /metrics."
     import uvicorn
     if not model_dir: _fail("--model_dir is required")
+    for k, v in dict(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s).items():
+        if v <= 0: _fail(f"--{k} must be > 0, got {v}")
     # the response lists unknown fields; the generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
     gen = None
@@ -527,7 +551,7 @@ def main(model_dir:str=None, # fine-tuned model folder
             # event loop read the next requests meanwhile, so that they are queued in time for the next batch
             sys.setswitchinterval(0.001)
             gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict))
-        else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, engine=engine,
+        else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s, engine=engine,
                                       compute_type=compute_type, strict=bool(strict)).wait_ready()
         app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s)

@@ -410,10 +410,21 @@ def test_auto_engine_falls_back_when_the_cache_cannot_be_written(model_dir, gen,
     pytest.importorskip("ctranslate2")
     (tmp_path/"a_file").write_text("")
     blocked = tmp_path/"a_file"/"ct2"  # under a file: no folder can be made there (even as root)
-    with pytest.warns(UserWarning, match="engine auto: could not cache the CTranslate2 model"):
+    with pytest.warns(UserWarning, match="engine auto: CTranslate2 could not be used"):
         g = ClaimReportGenerator(model_dir, device="cpu", engine="auto", ct2_dir=blocked)
     assert g.engine == "transformers" and g(META) == gen(META)
     with pytest.raises(OSError): ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=blocked)  # asked by name: an error
+
+
+def test_auto_engine_keeps_transformers_for_settings_ct2_would_not_apply(model_dir, tmp_path):
+    pytest.importorskip("ctranslate2")
+    import shutil
+    m = shutil.copytree(model_dir, tmp_path/"m")
+    gc = json.loads((m/"generation_config.json").read_text()); gc["repetition_penalty"] = 1.3
+    (m/"generation_config.json").write_text(json.dumps(gc))
+    assert ClaimReportGenerator(m, device="cpu", engine="auto").engine == "transformers"  # auto promises the same reports
+    with pytest.warns(UserWarning, match=r"does not apply the model's generation setting\(s\) \['repetition_penalty'\]"):
+        assert ClaimReportGenerator(m, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2").engine == "ct2"  # asked by name: warned
 
 
 def test_graceful_shutdown_answers_requests_in_flight(gen):
@@ -526,28 +537,57 @@ def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
         assert "claim_t5_generation_restarts_total 1.0" in c.get("/metrics").text
 
 
-@pytest.mark.slow  # starts a generation process (seconds)
-def test_process_hung_mid_batch_answers_500_then_recovers(model_dir):
-    # a child that is alive but never answers (SIGSTOP stands in for a deadlock): killed after batch_timeout_s, replaced
+@pytest.mark.slow  # starts generation processes (seconds each)
+def test_process_hung_mid_batch_answers_500_then_recovers(model_dir, tmp_path):
+    # a child that is alive but never answers (SIGSTOP stands in for a deadlock): killed after batch_timeout_s, replaced,
+    # and the replacement loaded at once (ready again without waiting for traffic); engine auto: the child says ct2
     import os
     import signal
+    from claim_t5.engines import ct2_installed
     from claim_t5.serve import GenerationProcess
-    g = GenerationProcess(model_dir, threads=1, device="cpu", batch_timeout_s=5)
+    g = GenerationProcess(model_dir, threads=1, device="cpu", batch_timeout_s=5, engine="auto", ct2_dir=tmp_path/"ct2")
     app = create_app(g, batch_size=64)
-    with make_client(app) as c, ThreadPoolExecutor(1) as ex:
+    engine = "ct2" if ct2_installed() else "transformers"
+    with make_client(app) as c:
         g.wait_ready()
+        assert g.engine == engine and c.get("/health").json()["engine"] == engine
         first = g.pid
-        fut = ex.submit(c.post, "/generate_claims", json={"claims": claims(48)})
-        wait_until(lambda: app.state.batcher.pending == 0 and fut.running(), 10)
-        time.sleep(0.1)  # the batch is in the child now
-        os.kill(first, signal.SIGSTOP)
-        r = fut.result(60)
+        os.kill(first, signal.SIGSTOP)  # before the batch is sent: it can never answer, however fast the engine
+        r = c.post("/generate_claims", json={"claims": claims(8)})
         assert r.status_code == 500 and "gave no answer in 5 s" in r.text, r.text
         assert not pid_alive(first)  # killed, not left stopped
+        wait_until(lambda: g.ready, 60)  # the new child loads without a request
+        assert c.get("/ready").status_code == 200 and g.pid != first and g.engine == engine
         r = c.post("/generate_claim", json=META)
         assert r.status_code == 200, r.text
-        assert g.pid != first and c.get("/health").json()["restarts"] == 1
+        assert c.get("/health").json()["restarts"] == 1
     assert g.pid is None
+
+
+@pytest.mark.slow  # starts a generation process (seconds)
+def test_process_close_during_a_hung_batch_starts_no_new_child(model_dir):
+    import multiprocessing
+    import os
+    import signal
+    from claim_t5.serve import GenerationProcess, GenerationProcessDied
+    g = GenerationProcess(model_dir, threads=1, device="cpu").wait_ready()  # no batch timeout: only close ends the wait
+    child = g.pid
+    os.kill(child, signal.SIGSTOP)
+    with ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(g.generate, ["shipment_id=SHP-1; damage_type=dent; severity=low"])
+        time.sleep(0.5)
+        g.close(timeout=1)  # cannot take the lock (the batch holds it): stops the child anyway
+        with pytest.raises(GenerationProcessDied, match="shutting down"): fut.result(30)
+    assert g.pid is None and not pid_alive(child)
+    assert not [p for p in multiprocessing.active_children() if p.name == "claim_t5-generation"]  # none started after
+
+
+@pytest.mark.parametrize("module", ["claim_t5.serve", "claim_t5.inference"])
+def test_commands_default_to_engine_auto(module):
+    import importlib
+    from fastcore.script import anno_parser
+    main = importlib.import_module(module).main
+    assert anno_parser(main.__wrapped__).parse_args(["--model_dir", "m"]).engine == "auto"
 
 
 @pytest.mark.slow  # starts generation processes (seconds each); the 04b notebook's checks start one in the fast path
