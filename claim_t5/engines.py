@@ -90,12 +90,14 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
 def ensure_ct2(model_dir:str|Path, # the claim_t5 model folder (adapter or merged)
                load_merged, # () -> (merged transformers model, tokenizer): called only when a conversion is needed
                cache_dir:str|Path|None=None, # where the converted model goes; default: <model_dir>/ct2_model
+               note=None, # called with one line before a conversion starts (the commands print it on stderr)
               ) -> Path:
     "The CTranslate2 folder for `model_dir`, converted on first use and whenever the model's files change."
     out = Path(cache_dir) if cache_dir else Path(model_dir)/CT2_CACHE
     fp = model_fingerprint(model_dir)
     stamp = out/"claim_t5_source.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp and (out/"model.bin").exists(): return out
+    if note: note(f"claim_t5: converting {model_dir} for CTranslate2 (once; cached in {out})")
     model, tok = load_merged()
     convert_ct2(model, tok, out)
     stamp.write_text(json.dumps({"fingerprint": fp, "source": str(Path(model_dir).resolve())}))

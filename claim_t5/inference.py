@@ -29,6 +29,7 @@ class ClaimReportGenerator:
                  compute_type:str="float32", # ct2 only: "float32" (the same reports) or "int8" (faster; some reports differ)
                  ct2_dir:str|Path|None=None, # ct2 only: where the converted model is cached; default <model_dir>/ct2_model
                  merge:bool=True, # fold a LoRA adapter into the base weights in memory (faster, the same reports)
+                 verbose:bool=False, # say on stderr when the model is converted for CTranslate2 (the commands do)
                 ):
         if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         engine, self.compute_type = check_engine(engine, compute_type)
@@ -47,7 +48,9 @@ class ClaimReportGenerator:
         if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
             import torch
             merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
-            try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir), self.tokenizer, compute_type, threads=torch.get_num_threads())
+            note = (lambda m: print(m, file=sys.stderr, flush=True)) if verbose else None
+            try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir, note=note), self.tokenizer, compute_type,
+                                       threads=torch.get_num_threads())
             except Exception as e:  # auto: a folder we may not write to, a model the converter refuses: transformers still serves
                 if engine != "auto": raise
                 warnings.warn(f"engine auto: CTranslate2 could not be used ({type(e).__name__}: {e}); generating with transformers")
@@ -159,7 +162,7 @@ def main(model_dir:str=None, # fine-tuned model folder
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return
         gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                                   strict=bool(strict), engine=engine, compute_type=compute_type)
+                                   strict=bool(strict), engine=engine, compute_type=compute_type, verbose=True)
         def show(r):  # the report on stdout, a failed fact check on stderr
             print(r, flush=True)
             if r.facts and not r.facts["ok"]: print("facts: " + "; ".join(r.facts["problems"]), file=sys.stderr, flush=True)

@@ -550,9 +550,9 @@ def main(model_dir:str=None, # fine-tuned model folder
             # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the
             # event loop read the next requests meanwhile, so that they are queued in time for the next batch
             sys.setswitchinterval(0.001)
-            gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict))
+            gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict), verbose=True)
         else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s, engine=engine,
-                                      compute_type=compute_type, strict=bool(strict)).wait_ready()
+                                      compute_type=compute_type, strict=bool(strict), verbose=True).wait_ready()
         app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
                          max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s)
     except (ModelLoadError, EngineError, ValueError) as e:

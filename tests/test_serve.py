@@ -458,10 +458,12 @@ def test_graceful_shutdown_answers_requests_in_flight(gen):
 def test_cli_engine_option(model_dir, gen, ct2_dir, tmp_path):
     from conftest import run_cli
     m = shutil.copytree(model_dir, tmp_path/"m")  # the CLI caches the converted model inside the model folder
-    ok, bad = (run_cli("claim_t5_generate", "--model_dir", m, *a) for a in
-               [("--engine", "ct2", "--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
+    ok, again, bad = (run_cli("claim_t5_generate", "--model_dir", m, *a) for a in
+                      [("--engine", "ct2", "--input", META_STR), ("--input", META_STR), ("--engine", "onnx", "--input", META_STR)])
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip() == gen(META_STR) and (m/"ct2_model"/"model.bin").exists()
+    assert f"claim_t5: converting {m} for CTranslate2 (once; cached in {m/'ct2_model'})" in ok.stderr  # said, once
+    assert again.returncode == 0 and again.stdout == ok.stdout and "converting" not in again.stderr  # auto: the cache
     assert bad.returncode != 0 and "unknown engine 'onnx'" in bad.stderr and "Traceback" not in bad.stderr
 
 
