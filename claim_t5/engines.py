@@ -27,9 +27,7 @@ def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (
     if engine not in ENGINES: raise EngineError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if compute_type not in COMPUTE_TYPES: raise EngineError(f"unknown compute_type {compute_type!r}: choose one of {', '.join(COMPUTE_TYPES)}")
     if engine != "ct2" and compute_type != "float32": raise EngineError(f"compute_type {compute_type!r} needs engine='ct2'")
-    if engine == "ct2":
-        try: import ctranslate2  # noqa: F401
-        except ImportError: raise EngineError("engine 'ct2' needs CTranslate2: pip install 'claim_t5[fast]'") from None
+    if engine == "ct2" and not ct2_installed(): raise EngineError("engine 'ct2' needs CTranslate2: pip install 'claim_t5[fast]'")
     return engine, compute_type
 
 def ct2_installed() -> bool:

@@ -41,8 +41,7 @@ class ClaimReportGenerator:
         self.strict = strict
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
         self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
-        ignored = ct2_ignored_settings(self.model.generation_config)
-        if self.engine == "ct2" and ignored:  # settings of the model's generation_config.json that CTranslate2 would not apply
+        if self.engine == "ct2" and (ignored := ct2_ignored_settings(self.model.generation_config)):  # from generation_config.json
             if engine == "auto": self.engine = "transformers"  # auto promises the same reports
             else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
         if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached

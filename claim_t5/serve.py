@@ -191,6 +191,11 @@ def _generation_child(conn, # the child's end of the pipe
 # %% ../nbs/04b_serve.ipynb #34d338e512
 class GenerationProcessDied(RuntimeError): "The generation process exited or hung during a batch; a new one has been started."
 
+def _check_timeouts(**timeouts):
+    "Raise ValueError naming the first timeout that is set but not > 0."
+    for k, v in timeouts.items():
+        if v is not None and v <= 0: raise ValueError(f"{k} must be > 0 (or None), got {v}")
+
 _log = logging.getLogger("claim_t5.serve")
 
 class GenerationProcess:
@@ -205,8 +210,7 @@ class GenerationProcess:
         self.model_dir, self.threads, self.kwargs = Path(model_dir), threads, kwargs
         self.batch_timeout_s, self.load_timeout_s = batch_timeout_s, load_timeout_s
         if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
-        for k, v in dict(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s).items():
-            if v is not None and v <= 0: raise ValueError(f"{k} must be > 0 (or None), got {v}")
+        _check_timeouts(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s)
         self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
@@ -253,13 +257,21 @@ def _recv(self:GenerationProcess, timeout:float|None=None):
     return self._conn.recv()
 
 @patch
+def _drop_child(self:GenerationProcess, kill:bool=False) -> int|None:
+    "Let go of the current child (killed first if asked): reap it, close the pipe; its exit code."
+    if kill: self._proc.kill()
+    self._proc.join(5); code = self._proc.exitcode
+    self._conn.close(); self._proc, self._ready = None, False
+    return code
+
+@patch
 def _restart(self:GenerationProcess, hung:bool=False) -> int|None:
     "Replace a dead child, or kill a hung one first (logged and counted); its exit code."
-    if hung: self._proc.kill()
-    self._proc.join(5); code = self._proc.exitcode
+    pid = self._proc.pid
+    code = self._drop_child(kill=hung)
     why = f"gave no answer in {self.batch_timeout_s} s and was killed" if hung else f"died with exit code {code}"
-    _log.error(f"claim_t5: the generation process (pid {self._proc.pid}) {why}; starting a new one")
-    self._conn.close(); self._proc = None; self.start(reopen=False); self.restarts += 1
+    _log.error(f"claim_t5: the generation process (pid {pid}) {why}; starting a new one")
+    self.start(reopen=False); self.restarts += 1
     if self.on_restart: self.on_restart()
     # load the new child now, not at the next request: `ready` (and /ready) turns true again without traffic
     threading.Thread(target=self._load_quietly, name="claim_t5-generation-load", daemon=True).start()
@@ -280,11 +292,11 @@ def wait_ready(self:GenerationProcess):
         if self._ready: return self
         try: kind, x = self._recv(self.load_timeout_s)
         except TimeoutError:  # a load that never finishes must not hold the lock for good
-            self._proc.kill(); self._proc.join(5); self._conn.close(); self._proc = None
+            self._drop_child(kill=True)
             raise ModelLoadError(f"the generation process did not finish loading {self.model_dir} in {self.load_timeout_s} s; stopped") from None
         except (EOFError, OSError): kind, x = "load_error", None
         if kind != "ready":  # the next batch tries a new child again
-            self._proc.join(5); code = self._proc.exitcode; self._conn.close(); self._proc = None
+            code = self._drop_child()
             raise _rebuilt_error(x) if x is not None else ModelLoadError(f"the generation process exited (code {code}) while loading {self.model_dir}")
         self._ready, self.engine = True, x[1]
         return self
@@ -319,8 +331,7 @@ def close(self:GenerationProcess, timeout:float=10.0):
         except OSError: pass
         self._proc.join(timeout)
         if self._proc.is_alive(): self._proc.terminate(); self._proc.join(5)
-        if self._proc.is_alive(): self._proc.kill(); self._proc.join(5)
-        self._conn.close(); self._proc, self._ready = None, False
+        self._drop_child(kill=self._proc.is_alive())
     finally:
         if got: self._lock.release()
 
@@ -538,12 +549,11 @@ def main(model_dir:str=None, # fine-tuned model folder
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, GET /health, /ready, /metrics."
     import uvicorn
     if not model_dir: _fail("--model_dir is required")
-    for k, v in dict(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s).items():
-        if v <= 0: _fail(f"--{k} must be > 0, got {v}")
     # the response lists unknown fields; the generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
     gen = None
     try:
+        _check_timeouts(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s)  # checked with --in_thread too
         if in_thread:
             if threads:
                 import torch; torch.set_num_threads(threads)
