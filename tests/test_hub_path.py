@@ -15,6 +15,9 @@ META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent"
             shipment_stage="transit")
 META_STR = "; ".join(f"{k}={v}" for k, v in META.items())
 WARNING = re.compile(r"warning|warn\(|deprecat", re.I)
+# the files the README's `hf download google/flan-t5-base ...` fetches (/work/notes/issue23-readme.md), and all a run reads
+HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "spiece.model", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json"]
 SIZES = dict(max_train_samples=16, max_eval_samples=4, batch_size=8, eval_batch_size=4, logging_steps=1, warmup_steps=0)
 
 def no_warnings(stderr:str):
@@ -32,8 +35,7 @@ def hub_config(model_dir, out, **kw):
 def test_fixture_is_shaped_like_the_hub(hub_model_dir):
     from transformers import AutoTokenizer
     names = sorted(p.name for p in hub_model_dir.iterdir())
-    assert names == sorted(["config.json", "generation_config.json", "model.safetensors", "spiece.model", "tokenizer.json",
-                            "tokenizer_config.json", "special_tokens_map.json"])
+    assert names == sorted(HUB_FILES)
     gen = json.loads((hub_model_dir/"generation_config.json").read_text())
     assert sorted(gen) == ["decoder_start_token_id", "eos_token_id", "pad_token_id", "transformers_version"]  # no lengths
     config = json.loads((hub_model_dir/"config.json").read_text())
