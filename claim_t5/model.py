@@ -205,6 +205,7 @@ def _hub_t5_config(n_vocab:int, d_model:int, d_ff:int, d_kv:int, num_heads:int, 
                 task_specific_params=tasks, tie_word_embeddings=False, torch_dtype="float32", transformers_version="4.23.1",
                 use_cache=True, vocab_size=n_vocab)
 
+# %% ../nbs/01b_model.ipynb #4a41607a7c
 def build_hub_like_model(folder:str|Path, # the folder to write (replaced if it exists)
                          texts:list, # texts the SentencePiece vocabulary is learned from
                          vocab_size:int=800, # most SentencePiece pieces, before T5's 100 sentinels
