@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import atomic_folder
 
 # %% auto #0
-__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'CT2_IGNORES', 'EngineError', 'check_engine', 'ct2_installed',
+__all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'CT2_IGNORES', 'CT2_FORMAT', 'EngineError', 'check_engine', 'ct2_installed',
            'ct2_ignored_settings', 'resolve_engine', 'model_fingerprint', 'convert_ct2', 'ensure_ct2', 'CT2Engine']
 
 # %% ../nbs/01c_engines.ipynb #d7ddded606
@@ -68,6 +68,15 @@ def model_fingerprint(model_dir:str|Path) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/01c_engines.ipynb #d7ddded611
+class _RowNames:
+    "A tokenizer as the converter sees it: each row of the model's vocabulary past the tokenizer named once, `<unused_N>`."
+    def __init__(self, tokenizer, rows:int): self.tokenizer, self.rows = tokenizer, rows
+    def get_vocab(self) -> dict:
+        v = dict(self.tokenizer.get_vocab())
+        for i in range(max(v.values()) + 1, self.rows): v[f"<unused_{i}>"] = i
+        return v
+    def __getattr__(self, name): return getattr(self.tokenizer, name)
+
 def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
                 tokenizer, # its tokenizer
                 out_dir:str|Path, # the CTranslate2 model folder to write (replaced if it exists)
@@ -77,6 +86,7 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
     from ctranslate2.converters import TransformersConverter
     class _InMemory(TransformersConverter):  # the converter reads config and tokenizer from a folder, the weights from memory
         def load_model(self, model_class, path, **kwargs): return model
+        def load_tokenizer(self, tokenizer_class, path, **kwargs): return _RowNames(tokenizer, model.config.vocab_size)
     with _tf.TemporaryDirectory() as src, atomic_folder(out_dir) as tmp:  # the old folder stays until the new one is complete
         config = copy.deepcopy(model.config)
         config.dtype = "float32"  # stated, so the converter does not fall back to the deprecated `torch_dtype`
@@ -85,6 +95,8 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
     return Path(out_dir)
 
 # %% ../nbs/01c_engines.ipynb #4473184a9f
+CT2_FORMAT = 2  # bumped when the conversion changes (2: the rows past the tokenizer are named once each)
+
 def ensure_ct2(model_dir:str|Path, # the claim_t5 model folder (adapter or merged)
                load_merged, # () -> (merged transformers model, tokenizer): called only when a conversion is needed
                cache_dir:str|Path|None=None, # where the converted model goes; default: <model_dir>/ct2_model
@@ -94,11 +106,13 @@ def ensure_ct2(model_dir:str|Path, # the claim_t5 model folder (adapter or merge
     out = Path(cache_dir) if cache_dir else Path(model_dir)/CT2_CACHE
     fp = model_fingerprint(model_dir)
     stamp = out/"claim_t5_source.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp and (out/"model.bin").exists(): return out
+    if stamp.exists() and (out/"model.bin").exists():
+        seen = json.loads(stamp.read_text())
+        if seen.get("fingerprint") == fp and seen.get("format") == CT2_FORMAT: return out
     if note: note(f"claim_t5: converting {model_dir} for CTranslate2 (once; cached in {out})")
     model, tok = load_merged()
     convert_ct2(model, tok, out)
-    stamp.write_text(json.dumps({"fingerprint": fp, "source": str(Path(model_dir).resolve())}))
+    stamp.write_text(json.dumps({"fingerprint": fp, "format": CT2_FORMAT, "source": str(Path(model_dir).resolve())}))
     return out
 
 # %% ../nbs/01c_engines.ipynb #d7ddded613
@@ -114,6 +128,9 @@ class CT2Engine:
         self.ct2_dir, self.tokenizer, self.compute_type = Path(ct2_dir), tokenizer, compute_type
         self.translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type=compute_type,
                                                  inter_threads=1, intra_threads=threads)
+        names = Path(ct2_dir)/"shared_vocabulary.json"  # rows past the tokenizer (`<unused_N>`): mapped to their own ids
+        known = tokenizer.get_vocab()
+        self._rows = {t: i for i, t in enumerate(json.loads(names.read_text()) if names.exists() else []) if t not in known}
 
     def generate_ids(self, texts:list, # inputs as the model sees them (placeholders already in)
                      batch_size:int=64, max_input_length:int=128, max_new_tokens:int=96, num_beams:int=1,
@@ -124,7 +141,7 @@ class CT2Engine:
         src = [self.tokenizer.convert_ids_to_tokens(x) for x in ids]
         res = self.translator.translate_batch(src, max_batch_size=batch_size, beam_size=num_beams,
                                               max_decoding_length=max_new_tokens)
-        return [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in res]
+        return [[self._rows.get(t, i) for t, i in zip(r.hypotheses[0], self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]))] for r in res]
 
     def generate(self, texts:list, **kwargs) -> list:
         "Plain decoded reports for `texts` (claim_t5's own path, `generate_reports(..., engine=self)`, adds placeholders and the fact check)."

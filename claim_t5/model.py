@@ -11,11 +11,12 @@ from .facts import FACTS_FILE, FactChecker, check_reports, decode_generated, mod
 
 # %% auto #0
 __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG', 'GENERATION_CONFIG', 'RUN_CONFIG', 'BASE_DIR',
-           'HISTORY_JSON', 'HISTORY_CSV', 'CURVES_PNG', 'MODEL_CARD', 'HISTORY_KEYS', 'results_file', 'report_file',
-           'train_tiny_tokenizer', 'build_tiny_model', 'load_seq2seq', 'tiny_cache_key', 'tiny_base_dir',
-           'HubUnavailableError', 'load_base_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history',
-           'plot_history', 'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned',
-           'generate_reports', 'merge_lora', 'merge_adapter', 'machine_description']
+           'HISTORY_JSON', 'HISTORY_CSV', 'CURVES_PNG', 'MODEL_CARD', 'GENERATION_TOKEN_IDS', 'HUB_TOKENIZER_FILES',
+           'HISTORY_KEYS', 'results_file', 'report_file', 'train_tiny_tokenizer', 'build_tiny_model', 'load_seq2seq',
+           'tiny_cache_key', 'tiny_base_dir', 'set_generation_config', 'HubUnavailableError', 'load_base_model',
+           'build_hub_like_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history', 'plot_history',
+           'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned', 'generate_reports',
+           'merge_lora', 'merge_adapter', 'machine_description']
 
 # %% ../nbs/01b_model.ipynb #b1m0000009
 ADAPTER_WEIGHTS = "adapter_model.safetensors"   # the LoRA adapter (and any modules_to_save)
@@ -133,6 +134,22 @@ def tiny_base_dir(cfg:ClaimT5Config, # the tiny_* keys, seed and tiny_cache_dir
         if not (final/MODEL_WEIGHTS).exists(): raise
     return final
 
+# %% ../nbs/01b_model.ipynb #10f1953ea5
+GENERATION_TOKEN_IDS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+
+def set_generation_config(model, # a transformers model that generates (for a PeftModel: its base model)
+                          cfg:ClaimT5Config, # gen_max_new_tokens and gen_num_beams
+                         ):
+    "Set and return `model.generation_config`: the model's special token ids and the config's generation settings."
+    from transformers import GenerationConfig
+    ids = {}
+    for k in GENERATION_TOKEN_IDS:
+        v = getattr(getattr(model, "generation_config", None), k, None)
+        if v is None: v = getattr(model.config, k, None)  # T5's config.json has them too
+        if v is not None: ids[k] = v
+    model.generation_config = GenerationConfig(**ids, **generation_kwargs(cfg))
+    return model.generation_config
+
 # %% ../nbs/01b_model.ipynb #b1m0000024
 class HubUnavailableError(RuntimeError):
     "The base model could not be loaded from the Hugging Face hub or a local folder."
@@ -145,7 +162,9 @@ def load_base_model(cfg:ClaimT5Config, # model_name: a hub id, a folder, or "tin
     if cfg.is_tiny:
         if not train_texts: raise ValueError("the tiny model needs the training texts to train its tokenizer")
         name = str(tiny_base_dir(cfg, train_texts))
-    else: name = cfg.model_name
+    else:  # a local folder by its full path: the adapter saved with the model finds its base from any directory
+        p = Path(cfg.model_name).expanduser()
+        name = str(p.resolve()) if p.is_dir() else cfg.model_name
     try:
         tok = AutoTokenizer.from_pretrained(name)
         model = load_seq2seq(name)
@@ -155,7 +174,74 @@ def load_base_model(cfg:ClaimT5Config, # model_name: a hub id, a folder, or "tin
             f"could not load '{name}' from the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             "Check your connection or HF_TOKEN, or pass a local folder as model_name; to run offline without it, use "
             "the 'tiny' preset (--config tiny), which builds a small T5 locally.") from None
+    set_generation_config(model, cfg)  # whatever the folder's generation_config.json holds (the hub's: token ids only)
     return model, tok, name
+
+# %% ../nbs/01b_model.ipynb #2b328791d7
+HUB_TOKENIZER_FILES = ("spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    "transformers' progress bars off (saving a one-file model shows a 'Writing model shards' bar), restored after."
+    from transformers.utils import logging as hf_logging
+    on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if on: hf_logging.enable_progress_bar()
+
+def _hub_t5_config(n_vocab:int, d_model:int, d_ff:int, d_kv:int, num_heads:int, num_layers:int) -> dict:
+    "google/flan-t5-base's config.json with other sizes."
+    tasks = {"summarization": {"early_stopping": True, "length_penalty": 2.0, "max_length": 200, "min_length": 30,
+                               "no_repeat_ngram_size": 3, "num_beams": 4, "prefix": "summarize: "}}
+    tasks.update({f"translation_en_to_{l}": {"early_stopping": True, "max_length": 300, "num_beams": 4,
+                                             "prefix": f"translate English to {name}: "}
+                  for l, name in (("de", "German"), ("fr", "French"), ("ro", "Romanian"))})
+    return dict(architectures=["T5ForConditionalGeneration"], d_ff=d_ff, d_kv=d_kv, d_model=d_model, decoder_start_token_id=0,
+                dense_act_fn="gelu_new", dropout_rate=0.1, eos_token_id=1, feed_forward_proj="gated-gelu",
+                initializer_factor=1.0, is_encoder_decoder=True, is_gated_act=True, layer_norm_epsilon=1e-06, model_type="t5",
+                n_positions=512, num_decoder_layers=num_layers, num_heads=num_heads, num_layers=num_layers, output_past=True,
+                pad_token_id=0, relative_attention_max_distance=128, relative_attention_num_buckets=32,
+                task_specific_params=tasks, tie_word_embeddings=False, torch_dtype="float32", transformers_version="4.23.1",
+                use_cache=True, vocab_size=n_vocab)
+
+# %% ../nbs/01b_model.ipynb #4a41607a7c
+def build_hub_like_model(folder:str|Path, # the folder to write (replaced if it exists)
+                         texts:list, # texts the SentencePiece vocabulary is learned from
+                         vocab_size:int=800, # most SentencePiece pieces, before T5's 100 sentinels
+                         d_model:int=32, d_ff:int=64, d_kv:int=16, num_heads:int=2, # flan-t5-base: 768, 2048, 64, 12
+                         num_layers:int=1, # encoder layers, and decoder layers (flan-t5-base: 12)
+                         seed:int=0, # fixes the random weights
+                        ) -> Path:
+    "Write a miniature of the hub's google/flan-t5-base folder (its files, config keys and tokenizer; tiny, random weights)."
+    import io, sentencepiece as spm, torch
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+    buf = io.BytesIO()  # T5's SentencePiece settings: unigram, <pad> 0, </s> 1, <unk> 2, no <s>
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, character_coverage=1.0,
+                                   num_threads=1, minloglevel=2)
+    with atomic_folder(folder) as tmp:
+        (tmp/"spiece.model").write_bytes(buf.getvalue())
+        tok = T5Tokenizer.from_pretrained(str(tmp), extra_ids=100)  # from spiece.model alone: sentinels laid out as T5's
+        tok.save_pretrained(str(tmp))  # tokenizer.json; the two small files are rewritten below as the hub has them
+        special = dict(additional_special_tokens=[f"<extra_id_{i}>" for i in range(100)], eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+        (tmp/"special_tokens_map.json").write_text(json.dumps(special, indent=2))
+        (tmp/"tokenizer_config.json").write_text(json.dumps(dict(special, extra_ids=100, model_max_length=512, name_or_path="google/t5-v1_1-base",
+                                                                 sp_model_kwargs={}, tokenizer_class="T5Tokenizer"), indent=2, sort_keys=True))
+        config = _hub_t5_config(len(tok) + 28, d_model, d_ff, d_kv, num_heads, num_layers)
+        skip = ("architectures", "torch_dtype", "transformers_version")
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+            torch.manual_seed(seed)
+            model = T5ForConditionalGeneration(T5Config(**{k: v for k, v in config.items() if k not in skip}))
+            head = torch.randn(config["vocab_size"], d_model) * d_model ** -0.5  # its own matrix, as FLAN-T5's
+            head[[0, 1]] = 0  # <pad> and </s> never win: every report runs to the length limit
+            model.lm_head.weight = torch.nn.Parameter(head)
+        model.config.tie_word_embeddings = False
+        with _no_progress_bars(): model.save_pretrained(str(tmp))
+        (tmp/MODEL_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))  # the hub's files, not transformers 5's
+        (tmp/GENERATION_CONFIG).write_text(json.dumps(dict(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0,
+                                                           transformers_version="4.27.0.dev0"), indent=2))
+    return Path(folder)
 
 # %% ../nbs/01b_model.ipynb #b1m0000027
 @contextlib.contextmanager
@@ -308,7 +394,10 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
             base = load_seq2seq(base_path)
             with _peft_quietly(): model = PeftModel.from_pretrained(base, str(d))
         else: model = load_seq2seq(d)
-        if (d/GENERATION_CONFIG).exists(): model.generation_config = GenerationConfig.from_pretrained(str(d))
+        inner = model.get_base_model() if adapter else model  # peft's seq2seq generate() uses the base model's settings
+        if (d/GENERATION_CONFIG).exists(): inner.generation_config = GenerationConfig.from_pretrained(str(d))
+        else: set_generation_config(inner, cfg)  # a folder saved without them: the config's, not transformers' 20 tokens
+        model.generation_config = inner.generation_config
     except ModelLoadError: raise
     except Exception as e:  # whatever a damaged file makes a library raise, the user gets the folder and the reason
         msg = (str(e).splitlines() or [""])[0][:300]
@@ -373,7 +462,7 @@ def merge_adapter(model_dir:str|Path, # fine-tuned adapter folder
     if not hasattr(model, "merge_and_unload"): raise ValueError(f"{model_dir} is not an adapter folder (already merged?)")
     merged = merge_lora(model)
     with atomic_folder(out_dir) as tmp:
-        merged.save_pretrained(str(tmp))
+        with _no_progress_bars(): merged.save_pretrained(str(tmp))  # one file: no "Writing model shards" bar
         tok.save_pretrained(str(tmp))
         merged.generation_config.save_pretrained(str(tmp))
         for f in (RUN_CONFIG, FACTS_FILE, FIELDS_FILE, HISTORY_JSON, HISTORY_CSV, CURVES_PNG):

@@ -14,6 +14,7 @@ from .config import FIELDS_FILE
 from .facts import FactChecker, decode_generated, fact_accuracy, model_splits
 from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS)
+from .model import set_generation_config
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
@@ -153,7 +154,7 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer,
                  ):
     "A `ClaimTrainer` for a PeftModel: trained on the splits with placeholders, evaluated on restored reports."
     import torch
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments, GenerationConfig
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
     cuda = torch.cuda.is_available()
     prec = resolve_precision(cfg)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(cfg.paths["logs"])  # transformers 5 dropped logging_dir
@@ -171,9 +172,9 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer,
         load_best_model_at_end=cfg.load_best_model_at_end, logging_strategy="steps", logging_steps=cfg.logging_steps,
         report_to=["tensorboard"], predict_with_generate=True, generation_num_beams=cfg.gen_num_beams,
         dataloader_num_workers=0, remove_unused_columns=True, label_names=["labels"])
-    gen = GenerationConfig.from_model_config(model.get_base_model().config)
-    gen.update(**generation_kwargs(cfg))
-    args.generation_config = gen  # used by every evaluation; Seq2SeqTrainer copies it onto the model
+    # every evaluation generates with these: on the base model, because peft's seq2seq generate() uses the base model's
+    # settings, not the ones Seq2SeqTrainer copies onto the wrapper (a hub folder's have no length: 20 tokens)
+    args.generation_config = set_generation_config(model.get_base_model(), cfg)
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if cuda else None)
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
