@@ -36,7 +36,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=['claim_t5', 'claim_t5.*']) + ['claim_t5.presets'],
     include_package_data = True,
-    package_data = {'claim_t5.presets': ['*.yaml']},
+    package_data = {'claim_t5.presets': ['*.yaml'], 'claim_t5': ['static/*.html', 'static/*.js', 'static/*.css']},  # the review desk's page
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'fast': fast_requirements },
     dependency_links = cfg.get('dep_links','').split(),

@@ -522,6 +522,7 @@ def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimRepor
         return {"results": [report_body(t, r, m, gen.cfg.fields) for (t, m), r in zip(checked, out)]}
     generate_claims.__annotations__ = {"req": ClaimsRequest}
     app.post("/generate_claims")(generate_claims)
+    import_module("claim_t5.desk").add_desk_routes(app, gen, run, check)  # the review desk: the page at / and its endpoints
     return app
 
 # %% ../nbs/04b_serve.ipynb #34d338e544
