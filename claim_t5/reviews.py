@@ -15,8 +15,8 @@ from .data import main as _data_main
 
 # %% auto #0
 __all__ = ['DECISIONS', 'MAX_TEXT_CHARS', 'MAX_REVIEWER_CHARS', 'MAX_NOTE_CHARS', 'reviews_table', 'ReviewError',
-           'ReviewConflict', 'check_review', 'store_url', 'ReviewStore', 'eval_inputs', 'review_pairs',
-           'export_reviews', 'data_main', 'add_review_pairs']
+           'ReviewConflict', 'StoreUnavailable', 'check_review', 'store_url', 'ReviewStore', 'eval_inputs',
+           'review_pairs', 'export_reviews', 'data_main', 'add_review_pairs']
 
 # %% ../nbs/04c_reviews.ipynb #a7e5c00006
 DECISIONS = ("approved", "rejected")
@@ -26,6 +26,7 @@ MAX_NOTE_CHARS = 2_000
 
 class ReviewError(ValueError): "A review that cannot be stored, or a store that cannot be opened; the message names the field or the store."
 class ReviewConflict(ReviewError): "A request_id already used for a different decision."
+class StoreUnavailable(ReviewError): "The database failed (unreachable, disk full, locked too long): the review was NOT stored."
 
 _METADATA = sa.MetaData()
 reviews_table = sa.Table("reviews", _METADATA,
@@ -141,15 +142,18 @@ def _add(self:ReviewStore, input:str, generated:str, final:str, decision:str, re
                created_at=datetime.datetime.now(datetime.timezone.utc))
     t = reviews_table
     try:
-        with self.engine.begin() as c:  # committed (and, in SQLite, synced) when the block ends
-            rid = c.execute(t.insert().values(**row)).inserted_primary_key[0]
-    except sa.exc.IntegrityError:
-        old = self.get(request_id=row["request_id"])
-        if old is None: raise
-        if any(old[k] != row[k] for k in _SAME):
-            raise ReviewConflict(f"request_id {row['request_id']!r} was already used for another decision (review {old['id']})") from None
-        return {**old, "created": False}
-    return {**self.get(id=rid), "created": True}
+        try:
+            with self.engine.begin() as c:  # committed (and, in SQLite, synced) when the block ends
+                rid = c.execute(t.insert().values(**row)).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            old = self.get(request_id=row["request_id"])
+            if old is None: raise
+            if any(old[k] != row[k] for k in _SAME):
+                raise ReviewConflict(f"request_id {row['request_id']!r} was already used for another decision (review {old['id']})") from None
+            return {**old, "created": False}
+        return {**self.get(id=rid), "created": True}
+    except sa.exc.SQLAlchemyError as e:
+        raise StoreUnavailable(f"{self.display}: the review was NOT stored ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
 
 def _get(self:ReviewStore, id:int|None=None, request_id:str|None=None) -> dict|None:
     "The row with this id or request_id, or None."
