@@ -643,6 +643,7 @@ def main(model_dir:str=None, # fine-tuned model folder
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, reviews at /api/reviews, GET /health, /ready, /metrics."
     import uvicorn
     if not model_dir: _fail("--model_dir is required")
+    if not Path(model_dir).is_dir(): _fail(f"{model_dir}: no such model folder")  # before a review store is created
     try: key = resolve_api_key(api_key, host)  # before anything is loaded: an exposed service without a key never starts
     except ValueError as e: _fail(e)
     # the response lists unknown fields; the generator would also warn about them on every batch
