@@ -506,7 +506,7 @@ def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
     from fastapi import HTTPException, Query, Response
     from pydantic import BaseModel, ConfigDict, Field
     class ReviewRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="ignore")  # anything else a client sends (its own verdicts, say) is not stored
         input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the metadata line (or the page's fields, formatted)")
         generated: str = Field(max_length=MAX_TEXT_CHARS, description="the model's draft")
         final: str = Field(max_length=MAX_TEXT_CHARS, description="the reviewer's final text (the draft if unedited)")
