@@ -41,16 +41,16 @@ function askKey(reason) {
   });
   return keyPrompt;
 }
-async function api(path, opts = {}, retried = false) {
+async function api(path, opts = {}, tries = 0) {
   const headers = Object.assign({}, opts.headers || {});
   const key = sessionStorage.getItem(KEY);
   if (key) headers["X-API-Key"] = key;
   const res = await fetch(path, Object.assign({}, opts, { headers }));
-  if (res.status === 401) {
+  if (res.status === 401) {  // asked once per tab; again only when the key given was refused (3 tries)
     if (key) sessionStorage.removeItem(KEY);
-    const again = !retried && await askKey(key ? "The API key was refused. Enter the right key." : "This service needs an API key.");
-    if (again) return api(path, opts, true);
-    showPageError("Refused: this service needs a valid API key (X-API-Key). Reload the page to enter it again.");
+    const again = tries < 3 && await askKey(key ? "✗ That API key was refused. Enter the right key." : "This service needs an API key.");
+    if (again) return api(path, opts, tries + 1);
+    showPageError("✗ Refused: this service needs a valid API key (X-API-Key). Reload the page to enter it again.");
     throw new ApiError(401, { detail: "refused: a valid API key is needed" });
   }
   return res;
@@ -284,7 +284,7 @@ async function start() {
       (s.checked ? "" : " · no fact checker: reports are not checked");
     $("batch-limits").textContent = `Up to ${s.limits.rows.toLocaleString("en")} claims and ${(s.limits.upload_bytes / 1e6).toFixed(1)} MB per file.`;
     document.body.dataset.ready = "true";
-  } catch (e) { showPageError("✗ Could not load the model's schema: " + e.message); }
+  } catch (e) { if (e.status !== 401) showPageError("✗ Could not load the model's schema: " + e.message); }  // a refusal says so itself
 }
 document.addEventListener("DOMContentLoaded", start);
 })();
