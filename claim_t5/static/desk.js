@@ -135,7 +135,7 @@ function setReportHtml(html) {
   // report_html's markup, escaped by the service; parsed inertly, scripts dropped as a second guard
   const doc = new DOMParser().parseFromString(html, "text/html");
   doc.querySelectorAll("script").forEach((s) => s.remove());
-  $("report-view").replaceChildren(...doc.body.childNodes);
+  $("report-view").replaceChildren(...doc.head.querySelectorAll("style"), ...doc.body.childNodes);  // its <style> lands in the parsed head
 }
 function showReview(input, report, html, unseen) {
   $("review-section").hidden = false;
@@ -280,7 +280,7 @@ async function start() {
     state.schema = await json("api/schema");
     buildForm(state.schema);
     const s = state.schema;
-    $("model-line").textContent = `Model: ${s.model}${s.tiny ? " (a seconds-long demonstration model: its reports are poor)" : ""} · fingerprint ${String(s.fingerprint).slice(0, 12)}` +
+    $("model-line").textContent = `Model: ${s.model} · fingerprint ${String(s.fingerprint).slice(0, 12)}` +
       (s.checked ? "" : " · no fact checker: reports are not checked");
     $("batch-limits").textContent = `Up to ${s.limits.rows.toLocaleString("en")} claims and ${(s.limits.upload_bytes / 1e6).toFixed(1)} MB per file.`;
     document.body.dataset.ready = "true";
