@@ -3,13 +3,12 @@
 Covers issue 21's list: form -> report -> marks; a missing required field -> an error at that field; a batch of 100
 claims -> table -> download (and the upload limits); an edit that makes a fact wrong -> flagged; `<script>` in an input
 -> shown as text; keyboard only; a wrong or absent API key -> refused; approve -> a row in the database ->
-`claim_t5_data --from_reviews` yields the pair. Screenshots go to each test's tmp dir; `CLAIM_T5_DESK_PNG=docs/desk.png`
-also writes the README's screenshot (`tests/test_desk_browser.py::test_form_report_marks`)."""
+`claim_t5_data --from_reviews` yields the pair. Screenshots go to each test's tmp dir. (The README's docs/desk.png comes
+from a real model's report: `bench/bench_desk.py --screenshot docs/desk.png`.)"""
 import csv
 import inspect
 import io
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -145,8 +144,6 @@ def test_form_report_marks(server, page, tmp_path):
     expect(page.locator('#report-view .ct5-facts li[data-field="damage_type"]')).to_contain_text("damage_type")
     expect(page.locator("#report-view .ct5-verdict")).to_contain_text("facts check" if "✓" in page.inner_text("#report-view .ct5-verdict") else "problem")
     page.screenshot(path=str(tmp_path/"report.png"), full_page=True)
-    if os.environ.get("CLAIM_T5_DESK_PNG"):  # the README's screenshot: the page with a report and its marks
-        page.screenshot(path=os.environ["CLAIM_T5_DESK_PNG"], full_page=True)
 
 def test_real_model_report(server, writer, page):
     "With the tiny model itself generating (noise, after seconds of training): a report shows with its verdict beside it."
