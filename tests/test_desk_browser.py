@@ -370,17 +370,29 @@ def test_approve_stores_and_trains(guarded, browser, tmp_path):
     final = page.input_value("#report-edit") + " Reviewed by hand."
     page.fill("#report-edit", final)
     page.fill("#review-note", "added a sentence")
+    lost = []
+    def lose_answer(route):  # the service stores the review, but its answer never reaches the page
+        if not lost: lost.append(route.fetch().status); route.abort()
+        else: route.continue_()
+    page.route("**/api/reviews", lose_answer)
     page.click("#approve")
     expect(page.locator("#name-dialog")).to_be_visible()
     page.fill("#name-input", "Ada Adjuster"); page.click("#name-ok")
+    expect(page.locator("#review-status")).to_contain_text("✗ Not saved", timeout=10_000)
+    page.click("#approve")  # the reviewer tries again: the same request_id, so the row is not stored twice
     expect(page.locator("#review-status")).to_contain_text("✓ Approved and saved (review #", timeout=10_000)
+    assert lost == [201]
     expect(page.locator("#reviewer-name")).to_have_text("Ada Adjuster")
     page.screenshot(path=str(tmp_path/"approved.png"), full_page=True)
     ctx.close()
-    with sqlite3.connect(db) as con:  # the row is in the database
+    with sqlite3.connect(db) as con:  # the row is in the database, once
         tables = [t for (t,) in con.execute("select name from sqlite_master where type='table'")]
         found = [t for t in tables for row in con.execute(f'select * from "{t}"') if final in map(str, row)]
-    assert found, f"the approved report is in no table of {db} ({tables})"
+    assert len(found) == 1, f"the approved report is in {len(found)} rows of {db} ({tables})"
+    import httpx
+    row = httpx.get(base + "/api/reviews?limit=1", headers={"X-API-Key": KEY}).json()["reviews"][0]
+    assert (row["final"], row["decision"], row["reviewer"], row["note"]) == (final, "approved", "Ada Adjuster", "added a sentence")
+    assert len(row["request_id"]) == 32
     out = tmp_path/"from_reviews"
     r = data_command("--from_reviews", db, "--out", out, tmp=tmp_path)
     assert r.returncode == 0, r.stderr

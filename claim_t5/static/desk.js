@@ -175,6 +175,9 @@ function reviewer(ask) {
     dlg.showModal();
   });
 }
+function requestId() {  // 32 hex digits; crypto.getRandomValues works on plain http too (randomUUID does not)
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 function showReviewer() { $("reviewer-name").textContent = localStorage.getItem(NAME) || "not set"; }
 async function decide(decision) {
   if (!state.review) return;
@@ -182,13 +185,18 @@ async function decide(decision) {
   if (!name) { setStatus("review-status", "✗ A reviewer name is needed to record a decision.", "error"); return; }
   $("approve").disabled = $("reject").disabled = true;
   setStatus("review-status", "Saving…");
+  const body = { input: state.review.input, generated: state.review.generated, final: $("report-edit").value,
+                 decision, reviewer: name, note: $("review-note").value };
+  const key = JSON.stringify(body);  // a retry of the same decision keeps its request_id, so it is stored once
+  if (!state.review.sent || state.review.sent.key !== key) state.review.sent = { key, id: requestId() };
+  body.request_id = state.review.sent.id;
   try {
-    const d = await post("api/reviews", { input: state.review.input, generated: state.review.generated, final: $("report-edit").value,
-                                           decision, reviewer: name, note: $("review-note").value });
+    const d = await post("api/reviews", body);
     setStatus("review-status", `${decision === "approved" ? "✓ Approved" : "✗ Rejected"} and saved (review #${d.id}) by ${name}.`, "ok");
   } catch (e) {
     $("approve").disabled = $("reject").disabled = false;
-    setStatus("review-status", "✗ Not saved: " + (e.status === 404 ? "this service does not store reviews (start it with --reviews)" : e.message), "error");
+    setStatus("review-status", "✗ Not saved: " + (e.status === 404 ? "this service does not store reviews (start it with --reviews)" : e.message) +
+              " You can try again: the same decision is stored once.", "error");
   }
 }
 
