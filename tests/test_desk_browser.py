@@ -244,6 +244,10 @@ def test_batch_of_100_table_download(server, page, tmp_path):
     got = [json.loads(l) for l in Path(dl.value.path()).read_text().splitlines()]
     assert [(r["id"], r["shipment_id"]) for r in got] == [(r["id"], r["shipment_id"]) for r in rows]
     assert all("facts" in r and "generated_at" in r for r in got)
+    page.locator("#batch-table tbody tr").nth(4).get_by_role("button", name="Review the report of line 5").click()  # a row to the review panel
+    expect(page.locator("#review-input")).to_have_text(page.locator("#batch-table tbody tr").nth(4).locator("td.input").inner_text())
+    expect(page.locator("#report-view .ct5-verdict")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "review-h"
 
 def test_batch_csv_and_limits(server, page, tmp_path):
     "A CSV batch runs; a bad line, a file over the size limit and one over the row limit get clear messages naming them."
@@ -378,7 +382,7 @@ def test_approve_stores_and_trains(guarded, browser, tmp_path):
     page.click("#approve")
     expect(page.locator("#name-dialog")).to_be_visible()
     page.fill("#name-input", "Ada Adjuster"); page.click("#name-ok")
-    expect(page.locator("#review-status")).to_contain_text("✗ Not saved", timeout=10_000)
+    expect(page.locator("#review-status")).to_contain_text("✗ No answer from the service", timeout=10_000)
     page.click("#approve")  # the reviewer tries again: the same request_id, so the row is not stored twice
     expect(page.locator("#review-status")).to_contain_text("✓ Approved and saved (review #", timeout=10_000)
     assert lost == [201]

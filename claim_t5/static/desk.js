@@ -195,8 +195,9 @@ async function decide(decision) {
     setStatus("review-status", `${decision === "approved" ? "✓ Approved" : "✗ Rejected"} and saved (review #${d.id}) by ${name}.`, "ok");
   } catch (e) {
     $("approve").disabled = $("reject").disabled = false;
-    setStatus("review-status", "✗ Not saved: " + (e.status === 404 ? "this service does not store reviews (start it with --reviews)" : e.message) +
-              " You can try again: the same decision is stored once.", "error");
+    const why = !(e instanceof ApiError) ? "✗ No answer from the service: the decision may not be saved." :
+                e.status === 404 ? "✗ Not saved: this service does not store reviews." : "✗ Not saved: " + e.message;
+    setStatus("review-status", why + " Try again: the same decision is stored once.", "error");
   }
 }
 
