@@ -144,6 +144,13 @@ def test_sqlite_store_is_wal_with_full_sync(tmp_path):
             assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     import sqlite3
     assert sqlite3.connect(tmp_path/"r.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # kept in the file
+    # this SQLite's default may already be FULL: check that the store's own listener sets it on a connection that is not
+    import sqlalchemy as sa
+    from claim_t5.reviews import _sqlite_pragmas
+    raw = sqlite3.connect(tmp_path/"other.sqlite"); raw.execute("PRAGMA synchronous=NORMAL")
+    _sqlite_pragmas(raw, None)
+    assert raw.execute("PRAGMA synchronous").fetchone()[0] == 2 and raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with ReviewStore(tmp_path/"r.sqlite") as s: assert sa.event.contains(s.engine, "connect", _sqlite_pragmas)
 
 
 def test_store_errors_name_the_store(tmp_path):
