@@ -4,11 +4,11 @@
 
 # %% ../nbs/04c_reviews.ipynb #a7e5c00004
 from __future__ import annotations
-import datetime, json, re, sys, uuid
+import datetime, re, sys, uuid
 from pathlib import Path
 import sqlalchemy as sa
 from fastcore.script import call_parse
-from .config import ClaimT5Config, AUTO, make_config
+from .config import ClaimT5Config, make_config
 from .data import (Problem, MetadataError, check_record, parse_metadata, format_metadata, find_split_files,
                            read_records, generate_dataset, resolve_fields, write_jsonl, write_problem_report)
 from .data import main as _data_main

@@ -144,6 +144,13 @@ def test_sqlite_store_is_wal_with_full_sync(tmp_path):
             assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     import sqlite3
     assert sqlite3.connect(tmp_path/"r.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # kept in the file
+    # this SQLite's default may already be FULL: check that the store's own listener sets it on a connection that is not
+    import sqlalchemy as sa
+    from claim_t5.reviews import _sqlite_pragmas
+    raw = sqlite3.connect(tmp_path/"other.sqlite"); raw.execute("PRAGMA synchronous=NORMAL")
+    _sqlite_pragmas(raw, None)
+    assert raw.execute("PRAGMA synchronous").fetchone()[0] == 2 and raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with ReviewStore(tmp_path/"r.sqlite") as s: assert sa.event.contains(s.engine, "connect", _sqlite_pragmas)
 
 
 def test_store_errors_name_the_store(tmp_path):
@@ -419,3 +426,17 @@ def test_kill_9_loses_no_acknowledged_review(tiny_model_dir, tmp_path):
     counts = stored_request_ids(db)
     assert all(counts.get(r) == 1 for r in acked + [rid for rid, _ in lost])
     assert sum(counts.values()) == len(acked) + len(lost) == len(counts)  # nothing twice, nothing unknown
+
+
+def test_review_endpoint_on_postgresql(generator, postgres_server):
+    # the service with a database URL: the row is on the server when the 201 comes back
+    from fastapi.testclient import TestClient
+    from claim_t5.serve import create_app
+    url = new_pg_database(postgres_server)
+    body = review_body(generator)
+    with TestClient(create_app(generator, reviews=url)) as c:
+        r = c.post("/api/reviews", json=body)
+        assert r.status_code == 201 and c.get("/health").json()["reviews"] == "postgresql", r.text
+    with ReviewStore(url) as s:
+        (row,) = s.rows()
+        assert (row["request_id"], row["final"], row["facts_after"]) == (body["request_id"], body["final"], r.json()["facts_after"])
