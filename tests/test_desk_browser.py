@@ -102,12 +102,14 @@ def browser():
 def page(browser, tmp_path):
     ctx = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
     pg = ctx.new_page()
-    errors = []
+    errors, outside = [], []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda r: r.url.startswith(("http://127.0.0.1:", "blob:", "data:")) or outside.append(r.url))
     yield pg
     pg.screenshot(path=str(tmp_path/"final.png"), full_page=True)
     ctx.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not outside, f"the page asked for something outside the service: {outside}"  # it must work offline
 
 def open_desk(page, base:str):
     page.goto(base + "/")
