@@ -34,9 +34,9 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]] + (['License :: ' + lic[1] ] if lic[1] else []),
     url = cfg['git_url'],
-    packages = setuptools.find_packages(include=['claim_t5', 'claim_t5.*']) + ['claim_t5.presets'],
+    packages = setuptools.find_packages(include=['claim_t5', 'claim_t5.*']) + ['claim_t5.presets', 'claim_t5.static'],
     include_package_data = True,
-    package_data = {'claim_t5.presets': ['*.yaml']},
+    package_data = {'claim_t5.presets': ['*.yaml'], 'claim_t5.static': ['*.html', '*.js', '*.css']},  # static: the review desk's page
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements, 'fast': fast_requirements },
     dependency_links = cfg.get('dep_links','').split(),

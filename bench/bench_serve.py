@@ -37,7 +37,8 @@ class Service:
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp"))/f"bench_serve_{self.port}.log", "w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "claim_t5.serve", "--model_dir", str(model_dir), "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--threads", str(threads), *map(str, extra)],
+                                      "--port", str(self.port), "--threads", str(threads),
+                                      "--reviews", str(Path(os.environ.get("TMPDIR", "/tmp"))/f"bench_serve_{self.port}.sqlite"), *map(str, extra)],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         import httpx
         end = time.time() + 180

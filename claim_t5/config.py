@@ -138,6 +138,7 @@ class ClaimT5Config:
     data_dir: typing.Optional[str] = None  # folder or file with the splits; None uses the bundled dataset
     max_train_samples: typing.Optional[int] = None  # use only the first N training examples
     max_eval_samples: typing.Optional[int] = None   # use only the first N validation examples
+    review_data: typing.Optional[str] = None  # approved reviews (a SQLite file or database URL) added to the train split (claim_t5.reviews)
     output_dir: str = "model_training"  # holds checkpoints/, fine_tuned_model/ and logs/
     # facts
     fields: FieldSchema = field(default_factory=lambda: [dict(f) for f in CLAIM_FIELDS])  # the metadata schema: {name, required, kind: copy|category}

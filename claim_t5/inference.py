@@ -11,13 +11,59 @@ from .config import generation_kwargs, field_names
 from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
 from .model import load_fine_tuned, generate_reports, merge_adapter, merge_lora, ModelLoadError
-from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError
+from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError, model_fingerprint
 
 # %% auto #0
-__all__ = ['ClaimReportGenerator', 'read_inputs', 'generate_file', 'main']
+__all__ = ['ReportGenerator', 'ClaimReportGenerator', 'read_inputs', 'generate_file', 'main']
+
+# %% ../nbs/04_inference.ipynb #rg00000002
+class ReportGenerator:
+    "What the service needs from a generator; subclasses set model_dir, cfg, tokenizer, gen_kwargs, engine and implement `generate` and `checker`."
+    process = "in-thread"  # where generation runs: "in-thread" (this process) or "separate" (a child process)
+    restarts = 0           # generation processes replaced after one died
+    on_restart = None      # called after such a replacement (the service counts them)
+    _fingerprint = None
+
+    def start(self):
+        "Get ready to generate (a child process starts loading the model); returns self."
+        return self
+    def close(self): "Release what `start` took (a child process is stopped)."
+    @property
+    def ready(self) -> bool: return True  # the model is loaded and can generate
+    @property
+    def pid(self) -> int|None: return None  # the generation process's id; None: generation runs in this process
+    @property
+    def checker(self): raise NotImplementedError  # the FactChecker saved with the model, or None
+    def generate(self, texts:list) -> list: raise NotImplementedError  # a CheckedReport per text, in order
+
+    def prepare(self, item) -> str:
+        "The normalised metadata string for one input (a dict or a string); raises MetadataError if it is invalid."
+        fields = self.cfg.fields  # the schema saved with the model
+        meta = parse_metadata(item, fields=fields) if isinstance(item, str) else parse_metadata(format_metadata(item, fields), fields=fields)
+        extra = unknown_fields(meta, fields)
+        if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(field_names(fields))}); passed to the model as they are")
+        return format_metadata(meta, fields)
+
+    def check(self, input:str, # a metadata line (as `prepare` returns it)
+              report:str, # any text written for it: the model's draft or a reviewer's correction
+             ) -> dict|None:
+        "The fact verdict on `report` (None when the model was saved without a checker)."
+        c = self.checker
+        return None if c is None else c.check(input, report)
+
+    @property
+    def fingerprint(self) -> str:
+        "A hash of the model's files (`claim_t5.engines.model_fingerprint`), computed once."
+        if self._fingerprint is None: self._fingerprint = model_fingerprint(self.model_dir)
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        "What `/health` shows about the generator."
+        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": self.gen_kwargs, "engine": self.engine,
+                "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
 
 # %% ../nbs/04_inference.ipynb #2ebe8fae09
-class ClaimReportGenerator:
+class ClaimReportGenerator(ReportGenerator):
     "Generate claim reports from shipment metadata with a fine-tuned claim_t5 model."
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
                  device:str|None=None, # "cuda" or "cpu"; default: CUDA if available
@@ -58,13 +104,8 @@ class ClaimReportGenerator:
     @property
     def device(self): return next(self.model.parameters()).device
 
-    def prepare(self, item) -> str:
-        "The normalised metadata string for one input (a dict or a string); raises MetadataError if it is invalid."
-        fields = self.cfg.fields  # the schema saved with the model
-        meta = parse_metadata(item, fields=fields) if isinstance(item, str) else parse_metadata(format_metadata(item, fields), fields=fields)
-        extra = unknown_fields(meta, fields)
-        if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(field_names(fields))}); passed to the model as they are")
-        return format_metadata(meta, fields)
+    @property
+    def checker(self): return getattr(self.model, "claim_t5_facts", None)  # the FactChecker saved with the model, or None
 
     def generate(self, items:list, progress:bool=False,
                  strict:bool|None=None, # None: the generator's setting

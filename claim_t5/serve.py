@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
-import asyncio, collections, copy, dataclasses, logging, math, multiprocessing, os, pickle, sys, threading, time, warnings
+import asyncio, collections, copy, dataclasses, hmac, ipaddress, logging, math, multiprocessing, os, pickle, re, sys, threading, time, warnings
 from concurrent.futures import Future, InvalidStateError
 from importlib import import_module
 from pathlib import Path
@@ -13,14 +13,16 @@ from fastcore.script import call_parse, store_true
 from .config import generation_kwargs
 from .data import MetadataError, unknown_fields, request_model
 from .engines import EngineError, check_engine
-from .facts import CheckedReport, FactCheckError
+from .facts import FACTS_FILE, CheckedReport, FactChecker, FactCheckError
 from .model import ModelLoadError, load_model_config
-from .inference import ClaimReportGenerator
+from .inference import ClaimReportGenerator, ReportGenerator
+from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable, MAX_TEXT_CHARS, MAX_REVIEWER_CHARS,
+                              MAX_NOTE_CHARS)
 
 # %% auto #0
-__all__ = ['GENERATE_PATHS', 'QueueFull', 'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher',
-           'GenerationProcessDied', 'GenerationProcess', 'BodyLimit', 'ServiceMetrics', 'report_body', 'create_app',
-           'main']
+__all__ = ['API_KEY_ENV', 'API_KEY_HEADER', 'GENERATE_PATHS', 'REVIEW_BODY_BYTES', 'QueueFull', 'ShuttingDown',
+           'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'GenerationProcessDied', 'GenerationProcess', 'BodyLimit',
+           'is_loopback', 'resolve_api_key', 'ApiKeyGuard', 'ServiceMetrics', 'report_body', 'create_app', 'main']
 
 # %% ../nbs/04b_serve.ipynb #34d338e506
 class QueueFull(RuntimeError):
@@ -198,8 +200,9 @@ def _check_timeouts(**timeouts):
 
 _log = logging.getLogger("claim_t5.serve")
 
-class GenerationProcess:
+class GenerationProcess(ReportGenerator):
     "A `ClaimReportGenerator` in a child process: `generate(texts)` sends a batch over a pipe and waits, without the GIL."
+    process = "separate"
     def __init__(self, model_dir:str|Path, # fine_tuned_model/ folder (adapter) or merged model folder
                  threads:int|None=None, # torch threads in the child; default: torch's
                  batch_timeout_s:float|None=None, # a batch unanswered after this is a hung child: it is killed and replaced; None: wait
@@ -216,11 +219,14 @@ class GenerationProcess:
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
         try: self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         except Exception as e: raise ModelLoadError(f"{self.model_dir}: could not load the tokenizer ({type(e).__name__}: {e})") from None
+        try: self._checker = FactChecker.load(self.model_dir) if (self.model_dir/FACTS_FILE).exists() else None  # for `check`: reviews
+        except ValueError as e: raise ModelLoadError(str(e)) from None
         self.restarts, self.on_restart = 0, None  # on_restart(): called after a dead child was replaced
         self._proc = self._conn = None
         self._ready, self._lock, self._closing = False, threading.RLock(), False
 
-    prepare = ClaimReportGenerator.prepare  # the generator's own validation (it reads only self.cfg)
+    @property
+    def checker(self): return self._checker  # the FactChecker saved with the model (loaded here too: reviews are checked without the child)
 
     @property
     def ready(self) -> bool: return self._ready and self._proc is not None and self._proc.is_alive()
@@ -356,6 +362,42 @@ class BodyLimit:
             return msg
         await self.app(scope, limited, send)
 
+# %% ../nbs/04b_serve.ipynb #34d338e561
+API_KEY_ENV, API_KEY_HEADER = "CLAIM_T5_API_KEY", "X-API-Key"
+
+def is_loopback(host:str) -> bool:
+    "True for an interface only this machine reaches (localhost, 127.x, ::1)."
+    h = host.strip().strip("[]").lower()
+    if h == "localhost": return True
+    try: return ipaddress.ip_address(h).is_loopback
+    except ValueError: return False  # a host name: it may resolve to anything
+
+def resolve_api_key(api_key:str|None, # --api_key; None: the CLAIM_T5_API_KEY environment variable
+                    host:str, # the interface the service binds
+                   ) -> str|None:
+    "The key the service will require (None: none), checked; ValueError if `host` is not loopback and there is no key."
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    key = key.strip() if key and key.strip() else None
+    if key is not None and not re.fullmatch(r"[\x21-\x7e]{8,256}", key):
+        raise ValueError("the API key must be 8 to 256 printable ASCII characters without spaces (it travels in an HTTP header)")
+    if key is None and not is_loopback(host):
+        raise ValueError(f"--host {host} is not loopback: other machines could use the service and its reviews without a key. Set one "
+                         f"with --api_key KEY or the {API_KEY_ENV} environment variable (clients send it in the {API_KEY_HEADER} "
+                         "header; /health stays open), or bind 127.0.0.1")
+    return key
+
+class ApiKeyGuard:
+    "ASGI middleware: every request needs header X-API-Key equal to `api_key` (401 otherwise), but GET/HEAD of `open_paths`."
+    def __init__(self, app, api_key:str, open_paths:set): self.app, self._key, self.open_paths = app, api_key.encode(), open_paths
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or (scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD")):
+            return await self.app(scope, receive, send)
+        got = dict(scope["headers"]).get(API_KEY_HEADER.lower().encode(), b"")
+        if hmac.compare_digest(got, self._key): return await self.app(scope, receive, send)
+        from fastapi.responses import JSONResponse
+        msg = f"API key required: send it in the {API_KEY_HEADER} header" if not got else f"wrong API key in the {API_KEY_HEADER} header"
+        await JSONResponse({"detail": msg}, status_code=401)(scope, receive, send)
+
 # %% ../nbs/04b_serve.ipynb #34d338e515
 GENERATE_PATHS = ("/generate_claim", "/generate_claims")
 _REASONS = {413: "invalid", 422: "invalid", 500: "generation_failed", 503: "overloaded", 504: "timeout"}
@@ -455,8 +497,48 @@ def _runner(batcher:MicroBatcher, timeout_s:float):
             raise HTTPException(500, f"generation failed: {type(e).__name__}: {e}")
     return run
 
+# %% ../nbs/04b_serve.ipynb #34d338e564
+REVIEW_BODY_BYTES = 131072  # a review holds three texts of up to MAX_TEXT_CHARS and a note
+
+def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
+    "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store`."
+    from typing import Literal
+    from fastapi import HTTPException, Query, Response
+    from pydantic import BaseModel, ConfigDict, Field
+    class ReviewRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")  # anything else a client sends (its own verdicts, say) is not stored
+        input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the metadata line (or the page's fields, formatted)")
+        generated: str = Field(max_length=MAX_TEXT_CHARS, description="the model's draft")
+        final: str = Field(max_length=MAX_TEXT_CHARS, description="the reviewer's final text (the draft if unedited)")
+        decision: Literal["approved", "rejected"]
+        reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS)
+        note: str|None = Field(None, max_length=MAX_NOTE_CHARS)
+        request_id: str|None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,64}$", description="the client's id for this decision: a retry sends the same")
+
+    def post_review(req, response:Response):  # a plain def: FastAPI runs it in a worker thread (the commit waits for the disk)
+        if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
+            try: text = gen.prepare(req.input)
+            except MetadataError as e: raise HTTPException(422, f"input: {e}")
+        before, after = gen.check(text, req.generated), gen.check(text, req.final)
+        try: row = store.add(text, req.generated, req.final, req.decision, req.reviewer, req.note, before, after, gen.fingerprint, req.request_id)
+        except ReviewConflict as e: raise HTTPException(409, str(e))
+        except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
+        except ReviewError as e: raise HTTPException(422, str(e))
+        response.status_code = 201 if row["created"] else 200
+        return {k: row[k] for k in ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")}
+    post_review.__annotations__ = {"req": ReviewRequest, "response": Response}
+    app.post("/api/reviews", status_code=201)(post_review)
+
+    def list_reviews(limit:int=Query(50, ge=1, le=1000)):
+        if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
+        try: return {"reviews": store.rows(limit=limit), "total": store.count(), "store": store.backend}
+        except Exception as e: raise HTTPException(503, f"the review store failed: {type(e).__name__}")
+    app.get("/api/reviews")(list_reviews)
+
 # %% ../nbs/04b_serve.ipynb #34d338e546
-def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
+def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
                batch_size:int=32, # most reports per generation batch
@@ -464,8 +546,12 @@ def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimRepor
                max_queue:int=64, # most reports waiting; more are refused with 503 and Retry-After
                max_claims:int|None=None, # most claims in one /generate_claims request; default min(64, max_queue)
                timeout_s:float=30.0, # a request still unanswered after this gets 504
+               api_key:str|None=None, # if set, every request but GET /health needs header X-API-Key with it (401 otherwise)
+               reviews:ReviewStore|str|Path|None=None, # where POST /api/reviews stores decisions (a store, SQLite path or URL); None: not stored (503)
               ):
-    "A FastAPI app serving micro-batched claim reports, with health, readiness and Prometheus metrics."
+    "A FastAPI app serving micro-batched claim reports and storing reviews, with health, readiness and Prometheus metrics."
+    if not isinstance(gen, ReportGenerator):
+        raise TypeError(f"create_app needs a claim_t5.inference.ReportGenerator (ClaimReportGenerator or GenerationProcess), got {type(gen).__name__}")
     import copy
     from contextlib import asynccontextmanager
     from fastapi import FastAPI
@@ -480,31 +566,36 @@ def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimRepor
 
     batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue)
     metrics = ServiceMetrics(batcher); batcher.on_batch = metrics.on_batch
-    if hasattr(gen, "on_restart"): gen.on_restart = metrics.restarts.inc
+    gen.on_restart = metrics.restarts.inc
+    store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
     check = _checker(gen, copy.deepcopy(gen.tokenizer), max_value_chars)  # the worker thread may use gen.tokenizer
     run = _runner(batcher, timeout_s)
 
     @asynccontextmanager
     async def lifespan(app):
-        if hasattr(gen, "start"): gen.start()  # a GenerationProcess loads the model in its child meanwhile
+        gen.start()  # a GenerationProcess loads the model in its child meanwhile
         batcher.start()
+        await asyncio.to_thread(lambda: gen.fingerprint)  # hashed once, before the first review
         yield
         await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
-        if hasattr(gen, "close"): await asyncio.to_thread(gen.close)
+        await asyncio.to_thread(gen.close)
+        if store is not None and store is not reviews: store.close()
 
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata", lifespan=lifespan)
-    app.state.batcher, app.state.metrics, app.state.generator = batcher, metrics, gen
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path={"/generate_claims": max_body_bytes * max_claims})
+    app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews = batcher, metrics, gen, store
+    app.state.body_limits = {"/generate_claims": max_body_bytes * max_claims, "/api/reviews": REVIEW_BODY_BYTES}  # path -> bytes
+    app.state.open_paths = {"/health"}  # GET without the key (the page adds its own files)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=app.state.body_limits)
     app.add_middleware(_Measure, metrics=metrics)
+    if api_key: app.add_middleware(ApiKeyGuard, api_key=api_key, open_paths=app.state.open_paths)  # outermost: first to run
 
     @app.get("/health")
-    def health(): return {"status": "ok", "model_dir": str(gen.model_dir), "tiny": gen.cfg.is_tiny, "generation": gen.gen_kwargs,
-                          "engine": getattr(gen, "engine", "transformers"), "queue": batcher.pending,
-                          "process": "separate" if hasattr(gen, "pid") else "in-thread", "restarts": getattr(gen, "restarts", 0)}
+    def health(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": bool(api_key),
+                          "reviews": store.backend if store is not None else None}
 
     @app.get("/ready")
     def ready():
-        ok = batcher.accepting and getattr(gen, "ready", True)  # a GenerationProcess: its child has loaded the model
+        ok = batcher.accepting and gen.ready  # a GenerationProcess: its child has loaded the model
         return JSONResponse({"ready": ok, "model_dir": str(gen.model_dir)}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
@@ -522,6 +613,8 @@ def create_app(gen, # the generator: a GenerationProcess, or a loaded ClaimRepor
         return {"results": [report_body(t, r, m, gen.cfg.fields) for (t, m), r in zip(checked, out)]}
     generate_claims.__annotations__ = {"req": ClaimsRequest}
     app.post("/generate_claims")(generate_claims)
+    _review_routes(app, gen, store)
+    import_module("claim_t5.desk").add_desk_routes(app, gen, run, check)  # the review desk: the page at / and its endpoints
     return app
 
 # %% ../nbs/04b_serve.ipynb #34d338e544
@@ -545,14 +638,20 @@ def main(model_dir:str=None, # fine-tuned model folder
          batch_timeout_s:float=120.0, # generation process only: one silent this long on a batch is killed and replaced (500 for that batch)
          load_timeout_s:float=600.0, # generation process only: one still loading the model after this is stopped (an error)
          access_log:store_true=False, # log every request
+         reviews:str="reviews.sqlite", # where reviewers' decisions go: a SQLite file (WAL), or a database URL (postgresql+psycopg://user@host/db)
+         api_key:str=None, # every endpoint but /health then needs header X-API-Key; default: $CLAIM_T5_API_KEY; required with a non-loopback --host
         ):
-    "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, GET /health, /ready, /metrics."
+    "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, reviews at /api/reviews, GET /health, /ready, /metrics."
     import uvicorn
     if not model_dir: _fail("--model_dir is required")
+    if not Path(model_dir).is_dir(): _fail(f"{model_dir}: no such model folder")  # before a review store is created
+    try: key = resolve_api_key(api_key, host)  # before anything is loaded: an exposed service without a key never starts
+    except ValueError as e: _fail(e)
     # the response lists unknown fields; the generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
-    gen = None
+    gen = store = None
     try:
+        store = ReviewStore(reviews)
         _check_timeouts(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s)  # checked with --in_thread too
         if in_thread:
             if threads:
@@ -564,8 +663,11 @@ def main(model_dir:str=None, # fine-tuned model folder
         else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s, engine=engine,
                                       compute_type=compute_type, strict=bool(strict), verbose=True).wait_ready()
         app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                         max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s)
-    except (ModelLoadError, EngineError, ValueError) as e:
-        if hasattr(gen, "close"): gen.close()
+                         max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s, api_key=key, reviews=store)
+    except (ModelLoadError, EngineError, ValueError) as e:  # ReviewError is a ValueError
+        if gen is not None: gen.close()
         _fail(e)
-    uvicorn.run(app, host=host, port=port, access_log=access_log)
+    print(f"claim_t5: reviews stored in {store.display} ({store.backend})" + (f"; API key required (header {API_KEY_HEADER}) "
+          "on every endpoint but /health" if key else ""), file=sys.stderr, flush=True)
+    try: uvicorn.run(app, host=host, port=port, access_log=access_log)
+    finally: store.close()

@@ -14,7 +14,7 @@ import pytest
 
 from claim_t5.data import MetadataError, load_claim_data
 from claim_t5.facts import FactCheckError
-from claim_t5.inference import ClaimReportGenerator
+from claim_t5.inference import ClaimReportGenerator, ReportGenerator
 from claim_t5.serve import MicroBatcher, create_app
 
 META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
@@ -41,11 +41,14 @@ def claims(n: int) -> list:
                  vendor=f"Vendor{i % 5}") for i in range(n)]
 
 
-class StandIn:
+class StandIn(ReportGenerator):
     "The real generator's validation and tokenizer with another `generate` (echo, slow, failing...)."
     def __init__(self, gen, generate):
         self._gen, self.generate = gen, generate
-        self.tokenizer, self.cfg, self.model_dir, self.gen_kwargs, self.prepare = gen.tokenizer, gen.cfg, gen.model_dir, gen.gen_kwargs, gen.prepare
+        self.tokenizer, self.cfg, self.model_dir, self.gen_kwargs, self.engine = gen.tokenizer, gen.cfg, gen.model_dir, gen.gen_kwargs, gen.engine
+
+    @property
+    def checker(self): return self._gen.checker
 
 
 def echo(texts): return [f"report for {t}" for t in texts]
