@@ -14,14 +14,15 @@ from .config import (ClaimT5Config, CLAIM_FIELDS, AUTO, FIELDS_FILE, ConfigError
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED_FIELDS', 'SPLIT_SIZES', 'SPLIT_FILES', 'DAMAGE', 'SEVERITIES', 'STAGES', 'VENDORS', 'ACTIONS',
-           'OPTIONAL', 'MISSING_PATTERNS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'ROUGE_KEYS', 'RETURN_ITEMS',
+           'OPTIONAL', 'MISSING_PATTERNS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MIN_STATED', 'ROUGE_KEYS', 'RETURN_ITEMS',
            'RETURN_REASONS', 'RETURN_CONDITIONS', 'RETURN_REFUNDS', 'RETURN_METHODS', 'RETURN_FIELDS', 'MetadataError',
            'format_metadata', 'parse_metadata', 'unknown_fields', 'write_report', 'generate_dataset', 'write_jsonl',
            'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records', 'check_record', 'validate_splits',
-           'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs', 'verbatim_in', 'field_evidence',
-           'infer_fields', 'fields_from_evidence', 'fields_table', 'train_pairs', 'resolve_fields', 'write_fields',
-           'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example', 'rouge_scores',
-           'best_reference', 'reference_counts', 'return_note', 'returns_dataset', 'request_model', 'main']
+           'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs', 'value_spans', 'verbatim_in',
+           'stated_share', 'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'train_pairs',
+           'resolve_fields', 'write_fields', 'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits',
+           'rouge_per_example', 'rouge_scores', 'best_reference', 'reference_counts', 'return_note', 'returns_dataset',
+           'request_model', 'main']
 
 # %% ../nbs/01_data.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -411,26 +412,53 @@ def as_pairs(examples) -> list:
 MAX_CATEGORIES = 20  # more distinct values than this, repeated verbatim: an open set of ids or names, a copy field
 MIN_VERBATIM = 0.9   # a copy field's value appears verbatim in at least this share of the reports whose input has it
 
-def verbatim_in(value:str, # a field's value, e.g. SHP-12345
-                text:str, # a report
-               ) -> bool:
-    "True if `value` occurs in `text` as a whole (not inside a longer word or id): the same rule as `facts.value_spans`."
-    i = text.find(value) if value else -1
+def value_spans(value:str, # a field's value, e.g. SHP-12345
+                text:str, # where to look for it
+               ) -> list:
+    "(start, end) of each verbatim occurrence of `value` in `text` that is not part of a longer word or id: the one verbatim rule (schema inference, placeholders, the fact check)."
+    out, i = [], text.find(value) if value else -1
     while i >= 0:
         j = i + len(value)
         before, after = (text[i-1] if i else " "), (text[j] if j < len(text) else " ")
         if not (value[0].isalnum() and (before.isalnum() or before in "_-")) and \
-           not (value[-1].isalnum() and (after.isalnum() or after in "_-")): return True
+           not (value[-1].isalnum() and (after.isalnum() or after in "_-")): out.append((i, j))
         i = text.find(value, i + 1)
-    return False
+    return out
+
+def verbatim_in(value:str, # a field's value, e.g. SHP-12345
+                text:str, # a report
+               ) -> bool:
+    "True if `value` occurs in `text` as a whole (not inside a longer word or id): `value_spans` finds it."
+    return bool(value_spans(value, text))
 
 # %% ../nbs/01_data.ipynb #a5d462dadd
+MIN_STATED = 0.85  # a reworded field whose value the reports tell in fewer of them than this is context, not a fact
+
+def stated_share(reports:list, # the reports of the inputs that give the field
+                 values:list, # the field's value in each
+                 seed:int=0, # fixes the folds
+                 most:int=5000, # read at most this many pairs (a sample): the answer is a share, not a model
+                ) -> float:
+    "How often a quick classifier (word 1-2-grams, logistic regression, 2 folds) reads the value back from the report."
+    import random
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    pairs = list(zip(reports, values))
+    if len(pairs) > most: pairs = random.Random(seed).sample(pairs, most)
+    counts = Counter(v for _, v in pairs)
+    if len(counts) < 2: return 1.0
+    if min(counts.values()) < 2: pairs = [p for p in pairs if counts[p[1]] >= 2]  # a value seen once cannot be in both folds
+    X = CountVectorizer(ngram_range=(1, 2), binary=True).fit_transform([r for r, _ in pairs])
+    folds = StratifiedKFold(2, shuffle=True, random_state=seed)
+    return float(cross_val_score(LogisticRegression(C=10, max_iter=1000), X, [v for _, v in pairs], cv=folds).mean())
+
 def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
                    outputs:list, # their reports
                    progress:bool=True, # a progress bar when it takes more than a few seconds
                   ) -> list:
-    "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat it verbatim, and the role that implies."
-    n, given, values, copied, order = 0, Counter(), {}, Counter(), []
+    "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat (or tell) it, and the role that implies."
+    n, given, values, copied, order, said = 0, Counter(), {}, Counter(), [], {}
     for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
         if not (isinstance(inp, str) and isinstance(out, str)): continue
         try: meta = parse_metadata(inp, require=False)
@@ -442,17 +470,25 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
                 order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
             prev = k
             if not v: continue
-            given[k] += 1; values[k][v] += 1
+            given[k] += 1; values[k][v] += 1; said.setdefault(k, []).append((out, v))
             if verbatim_in(v, out): copied[k] += 1
     rows = []
     for k in order:
         g, d = given[k], len(values[k])
         if not g: continue  # a key given only empty
-        verbatim, open_set = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d
+        verbatim, open_set, stated = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d, None
         kind = "copy" if verbatim >= MIN_VERBATIM and open_set else "category"
+        if kind == "category" and verbatim < MIN_VERBATIM and 1 < d <= MAX_CATEGORIES:
+            stated = stated_share(*zip(*said[k]))
+            if stated < MIN_STATED: kind = "context"
         why = (f"open set ({d} values), repeated verbatim" if kind == "copy" else
-               f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM else f"few values ({d})")
-        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
+               f"not a fact the reports state: reworded (verbatim in {verbatim:.0%}), its value read back from only "
+               f"{stated:.0%} of them" if kind == "context" else
+               f"reworded in reports (verbatim in {verbatim:.0%}), its value read back from {stated:.0%} of them"
+               if stated is not None else f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM
+               else f"few values ({d})")
+        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, stated=stated,
+                         why=why, rows=n))
     return rows
 
 # %% ../nbs/01_data.ipynb #1d1bef4ef6
@@ -508,7 +544,8 @@ def write_fields(path:str|Path, # the YAML file to write (e.g. a run's data/fiel
     head = (f"Field schema inferred from {evidence[0]['rows']} training pairs by claim_t5 (fields: auto).\n" if evidence else
             "Field schema of a claim_t5 run.\n")
     head += ("Edit and reuse: paste the fields list into a config, or name this file there (fields: fields.yaml).\n"
-             "kind: copy (an id or name the report repeats exactly) or category (one of a few values).")
+             "kind: copy (an id or name the report repeats exactly), category (one of a few values) or context (shapes the "
+             "report but is not a fact it states: not checked).")
     return atomic_write(path, fields_yaml(fields, notes, head))
 
 # %% ../nbs/01_data.ipynb #3a1eddf323
@@ -693,7 +730,8 @@ def request_model(fields, # the schema (`cfg.fields`, as saved with the model)
     from pydantic import ConfigDict, Field, StrictStr, create_model
     taken, defs = set(), {}
     for f in check_fields(fields):
-        desc = f"{f['kind']} field" + (": repeated verbatim in the report" if f["kind"] == "copy" else ": one of the values seen in training")
+        desc = f"{f['kind']} field: " + {"copy": "repeated verbatim in the report", "category": "one of the values seen in training",
+                                         "context": "shapes the report, not a fact checked in it"}[f["kind"]]
         if f["required"]: defs[_attr_name(f["name"], taken)] = (StrictStr, Field(min_length=1, max_length=max_value_chars, alias=f["name"], description=desc))
         else: defs[_attr_name(f["name"], taken)] = (StrictStr|None, Field(None, max_length=max_value_chars, alias=f["name"], description=desc))
     return create_model(name, __config__=ConfigDict(extra="allow", str_strip_whitespace=True), **defs)
