@@ -199,6 +199,8 @@ class FactChecker:
         for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
         self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
         self._template = set(self.template_ids)
+        self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in self.categories.items()}
+        self._values_by_length = {f: sorted(d, key=len, reverse=True) for f, d in self.categories_lower.items()}
         self._value_ids = {x.lower() for vals in self.categories.values() for v in vals for _, _, x in id_like(v)}
         self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
         self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
@@ -271,7 +273,7 @@ def _learn(cls, inputs:list, # training metadata lines
         for f, ys in judged.items():
             classes, bias, W = _fit_field(X, ys, C)
             rows = np.flatnonzero(np.abs(W).max(1) >= 0.01); keep.update(rows.tolist())
-            model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.1,
+            model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
                                       weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
         model["vocab"] = sorted(str(vocab[r]) for r in keep)
     checker = cls(fields, categories, known, id_shapes, template, model)
@@ -298,7 +300,7 @@ def _tune(self, inputs:list, # validation metadata lines
             truth[f].append(1.0 if classes[int(p.argmax())] == y else float(p[classes.index(y)]))
     for f, p in truth.items():
         p = sorted(p)
-        t = next((t for t in _THRESHOLDS if sum(x < t for x in p) <= false_alarms * len(p)), _THRESHOLDS[-1]) if p else 0.1
+        t = next((t for t in _THRESHOLDS if sum(x < t for x in p) <= false_alarms * len(p)), _THRESHOLDS[-1]) if p else 0.5
         self.model["fields"][f]["threshold"] = t
         a, classes, _ = self._judged[f]; self._judged[f] = (a, classes, t)
     return self
@@ -428,6 +430,18 @@ def _class_of(self, f:str, meta:dict) -> str:
 FactChecker._grams, FactChecker._probabilities, FactChecker._class_of = _grams, _probabilities, _class_of
 
 # %% ../nbs/01a_facts.ipynb #611d0ae684
+def _named_other(self, f:str, meta:dict, report:str):
+    "(value, span) where the report names another value of field `f` verbatim and never the input's; None otherwise."
+    low, own = report.lower(), meta[f].lower()
+    if own in low and value_spans(own, low): return None
+    others = [x.lower() for g, x in meta.items() if g != f and x]
+    for val in self._values_by_length.get(f, ()):
+        if val == own or val not in low or any(val in x for x in others): continue  # (a value another field has may be that field's)
+        spans = value_spans(val, low)
+        if spans: return self.categories_lower[f][val], spans[0]
+    return None
+FactChecker._named_other = _named_other
+
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
 
 def _judged_facts(self, meta:dict, report:str, v:_Verdict):
@@ -457,13 +471,16 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
         own = w[classes.index(y)] if y in classes else 0.0
         grounded = said != NOT_STATED and int(w.argmax()) == k and w[k] - own >= EVIDENCE  # the words themselves say it
         if f in self._copy:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
+            grounded = grounded and best(a + k)[0] - self._W[rows[int(self._W[rows, a + k].argmax())], a] >= EVIDENCE  # one phrase says it
             if y == NOT_STATED:
                 v.confidence[f] = round(conf, 3)
                 if conf < t and said != y and grounded and not any(x.startswith(f + "=") for x in v.invented):
                     v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")
             continue
         v.confidence[f] = round(conf, 3)
-        if conf >= t or said == y:  # the class read, or likely enough
+        named = self._named_other(f, meta, report) if y != NOT_STATED else None
+        if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
+        if named is None and (conf >= t or said == y):  # the class read, or likely enough
             v.status[f] = "ok" if y != NOT_STATED else None
             if y != NOT_STATED: mark(f, a + classes.index(y), "ok")
         elif y == NOT_STATED:
@@ -472,7 +489,9 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
         elif not grounded:
             v.status[f] = "missing"; v.problems.append(f"{f}: {meta[f]} is not stated")
         else:
-            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}"); mark(f, a + k, "wrong")
+            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}")
+            if named: v.span(f, *named[1], "wrong", report)
+            else: mark(f, a + k, "wrong")
 FactChecker._judged_facts = _judged_facts
 
 # %% ../nbs/01a_facts.ipynb #90d03ea78f
