@@ -7,13 +7,15 @@ from __future__ import annotations
 import json, re
 from collections import Counter
 from pathlib import Path
+from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
 from .data import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'RELEARN', 'EVIDENCE', 'placeholders', 'mask_text', 'mask_input',
            'mask_pair', 'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams',
-           'id_like', 'id_shape', 'FactChecker', 'CheckedReport', 'FactCheckError', 'check_reports', 'fact_accuracy']
+           'id_like', 'id_shape', 'FactChecker', 'CheckedReport', 'FactCheckError', 'check_reports', 'fact_accuracy',
+           'learn_from_splits', 'main']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
@@ -120,11 +122,17 @@ def decode_generated(tokenizer, # the model's tokenizer
 _TOKEN = re.compile(r"<extra_id_\d+>|\w+(?:[.'’]\w+)*\+*|[.,;:!?|()\[\]]")
 _BREAK = frozenset(".,;:!?|()[]")
 
+def _plain(w:str) -> str:
+    "A word without its plural ending (inches: inch, ports: port), so that `47 inches` reads as `47 inch`."
+    if len(w) > 4 and w.endswith(("ches", "shes", "xes")): return w[:-2]
+    if len(w) > 3 and w[-1] == "s" and w[-2] not in "su'" and w[-2].isalpha(): return w[:-1]
+    return w
+
 def text_grams(text:str, # a report
                n:int=3, # longest n-gram
                cut:list=(), # (start, end) spans that are not read (the input's own copy values): n-grams stop there
               ) -> list:
-    "(n-gram, start, end) of each lower-case word 1..n-gram of `text`, within clauses and not across a cut span."
+    "(n-gram, start, end) of each lower-case word 1..n-gram of `text` (plural endings dropped), within clauses and not across a cut span."
     low = text.lower()
     if len(low) != len(text): low = text  # a letter whose lower case is longer: keep the offsets right
     out, seg, cuts = [], [], sorted(cut)
@@ -135,7 +143,7 @@ def text_grams(text:str, # a report
     for m in _TOKEN.finditer(low):
         w, s, e = m.group(), m.start(), m.end()
         if w in _BREAK or (cuts and any(a < e and s < b for a, b in cuts)): flush()
-        else: seg.append((w, s, e))
+        else: seg.append((_plain(w), s, e))
     flush()
     return out
 
@@ -559,3 +567,33 @@ def fact_accuracy(inputs:list, # metadata lines (or their fields)
     return dict(overall=sum(stated) / len(stated) if stated else None, all_facts_correct=sum(r["ok"] for r in rows) / n,
                 per_field=per_field, any_invented=sum(bool(r["invented"]) for r in rows) / n, invented_per_field=inv,
                 unseen_flagged=sum(bool(r["unseen"]) for r in rows) / n, reports=len(rows), rows=rows)
+
+# %% ../nbs/01a_facts.ipynb #d8ec7c661d
+def learn_from_splits(dsd, # a DatasetDict (or dict of example lists) with a train and, best, a validation split
+                      fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+                     ) -> FactChecker:
+    "The check learned from the train split and tuned on the validation split's references (0.5 thresholds without one)."
+    from claim_t5.data import as_pairs
+    train, val = as_pairs(dsd["train"]), as_pairs(dsd["validation"]) if "validation" in dsd else []
+    return FactChecker.learn([r["input"] for r in train], [r["output"] for r in train], fields,
+                             val_inputs=[r["input"] for r in val] or None, val_targets=[r["output"] for r in val] or None)
+
+# %% ../nbs/01a_facts.ipynb #3dc660368b
+@call_parse
+def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written again
+         data_dir:str=None, # the data to learn from; default: the run's own (`data_dir` of its saved config; none: the bundled data)
+        ):
+    "Learn the fact check again for a model folder from its run's data and schema, and save it (facts.json, the current format)."
+    import sys
+    from claim_t5.config import make_config
+    from claim_t5.data import load_claim_data
+    d = Path(model_dir)
+    cfg_path = d/"claim_t5_config.yaml"
+    try:
+        cfg = make_config(cfg_path) if cfg_path.exists() else ClaimT5Config()
+        data = data_dir or cfg.data_dir
+        dsd = load_claim_data(data, cfg=cfg, progress=True)
+        checker = learn_from_splits(dsd, cfg.fields)
+        print(f"learned the fact check from {data or 'the bundled data'} ({len(dsd['train'])} training examples): {checker}")
+        print(f"wrote {checker.save(d)}")
+    except (OSError, ValueError) as e: print(f"error: {e}", file=sys.stderr); sys.exit(1)
