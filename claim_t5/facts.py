@@ -216,6 +216,9 @@ class FactChecker:
             self._judged[f] = (cols, m["classes"], m["threshold"]); cols += len(m["classes"])
         self._W = np.zeros((len(self._vocab) + 1, cols), dtype=np.float32)  # the last row: n-grams not in the vocab
         self._b = np.zeros(cols, dtype=np.float32)
+        starts = [a for a, _, _ in self._judged.values()]
+        self._starts = np.array(starts, dtype=np.intp)  # where each field's classes begin (a softmax per field)
+        self._segment = np.repeat(np.arange(len(starts)), [len(c) for _, c, _ in self._judged.values()])
         for f, m in self.model["fields"].items():
             a = self._judged[f][0]
             self._b[a:a + len(m["classes"])] = m["bias"]
@@ -305,7 +308,7 @@ def _tune(self, inputs:list, # validation metadata lines
             y = self._class_of(f, meta)
             if y not in classes: continue
             p = probs[a:a + len(classes)]
-            truth[f].append(1.0 if classes[int(p.argmax())] == y else float(p[classes.index(y)]))
+            truth[f].append(1.0 if classes[max(range(len(p)), key=p.__getitem__)] == y else p[classes.index(y)])
     for f, p in truth.items():
         p = sorted(p)
         t = next((t for t in _THRESHOLDS if sum(x < t for x in p) <= false_alarms * len(p)), _THRESHOLDS[-1]) if p else 0.5
@@ -422,13 +425,12 @@ def _grams(self, meta:dict, report:str) -> tuple:
     return rows, where
 
 def _probabilities(self, rows:list) -> tuple:
-    "(every judged field's class probabilities side by side (a softmax per field), what the words alone add to each class's score)."
+    "(every judged field's class probabilities side by side (a softmax per field), what the words alone add to each class's score), as lists."
     import numpy as np
     words = self._W[rows].sum(0) if rows else np.zeros_like(self._b)
     z = self._b + words
-    for a, classes, _ in self._judged.values():
-        x = np.exp(z[a:a + len(classes)] - z[a:a + len(classes)].max()); z[a:a + len(classes)] = x / x.sum()
-    return z, words
+    e = np.exp(z - np.maximum.reduceat(z, self._starts)[self._segment])  # one softmax per field, all at once
+    return (e / np.add.reduceat(e, self._starts)[self._segment]).tolist(), words.tolist()
 
 def _class_of(self, f:str, meta:dict) -> str:
     "The class the input says field `f` has: its value, `stated` (an optional copy field), or `(not stated)`."
@@ -455,11 +457,11 @@ EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over th
 def _judged_facts(self, meta:dict, report:str, v:_Verdict):
     "Status, confidence and span of every field a classifier judges, and of category fields it cannot (unseen, single-valued)."
     rows, where = self._grams(meta, report)
-    probs, words = self._probabilities(rows) if self._judged else (None, None)
+    probs, words = self._probabilities(rows) if self._judged else ([], [])
+    W = self._W[rows] if rows else None  # the weight rows of the report's n-grams, read once
     def best(col):  # (weight, where) of the report's n-gram that speaks most for class `col`
-        if not rows: return 0.0, None
-        w = self._W[rows, col]; k = int(w.argmax())
-        return float(w[k]), where[k]
+        if W is None: return 0.0, None
+        k = int(W[:, col].argmax()); return float(W[k, col]), where[k]
     def mark(f, col, status):
         w, at = best(col)
         if w > 0: v.span(f, *at, status, report)
@@ -470,27 +472,25 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
             v.problems.append(f"{f}: {val!r} was never seen in training (seen: {', '.join(self.categories.get(f, ())) or 'none'})")
         elif f not in self._judged: v.status[f] = "ok" if val else None  # one value, always given: nothing to tell apart
     for f, (a, classes, t) in self._judged.items():
-        y = self._class_of(f, meta)
         if v.status.get(f) == "unseen": continue
-        p = probs[a:a + len(classes)]
-        k = int(p.argmax()); said = classes[k]
-        conf = float(p[classes.index(y)]) if y in classes else 0.0
-        w = words[a:a + len(classes)]  # the report's words alone, without the classes' prior
-        own = w[classes.index(y)] if y in classes else 0.0
-        grounded = said != NOT_STATED and int(w.argmax()) == k and w[k] - own >= EVIDENCE  # the words themselves say it
+        y, n = self._class_of(f, meta), len(classes)
+        p, w = probs[a:a + n], words[a:a + n]  # the probabilities, and what the report's words alone add (no prior)
+        k = max(range(n), key=p.__getitem__); said = classes[k]
+        i = classes.index(y) if y in classes else None
+        conf, own = (p[i], w[i]) if i is not None else (0.0, 0.0)
+        grounded = said != NOT_STATED and max(range(n), key=w.__getitem__) == k and w[k] - own >= EVIDENCE  # the words say it
         if f in self._copy:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
-            grounded = grounded and best(a + k)[0] - self._W[rows[int(self._W[rows, a + k].argmax())], a] >= EVIDENCE  # one phrase says it
-            if y == NOT_STATED:
-                v.confidence[f] = round(conf, 3)
-                if conf < t and said != y and grounded and not any(x.startswith(f + "=") for x in v.invented):
-                    v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")
+            if y != NOT_STATED: continue
+            v.confidence[f] = round(conf, 3)
+            if conf < t and said != y and grounded and best(a + k)[0] >= EVIDENCE and not any(x.startswith(f + "=") for x in v.invented):
+                v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")  # (one phrase must say it)
             continue
         v.confidence[f] = round(conf, 3)
         named = self._named_other(f, meta, report) if y != NOT_STATED else None
         if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
         if named is None and (conf >= t or said == y):  # the class read, or likely enough
             v.status[f] = "ok" if y != NOT_STATED else None
-            if y != NOT_STATED: mark(f, a + classes.index(y), "ok")
+            if y != NOT_STATED: mark(f, a + i, "ok")
         elif y == NOT_STATED:
             v.status[f] = None
             if grounded: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
