@@ -296,3 +296,22 @@ def test_trained_model_with_and_without_placeholders(on, tmp_path):
         assert [str(r) for r in reports] == [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
     else:
         assert [str(r) for r in reports] == decode_reports(tok, ids, [parse_metadata(i) for i in inputs])
+
+
+# ---------------------------------------------------------------- the saved check's format
+
+def test_old_facts_json_names_the_command_that_relearns_it(tiny_model_dir, tmp_path):
+    "A model folder whose facts.json has the format of claim_t5 < 0.2 fails to load with the one command that mends it; that command does."
+    import json, shutil
+    from claim_t5.facts import FACTS_FORMAT, main as relearn
+    from claim_t5.model import ModelLoadError, load_fine_tuned
+    d = shutil.copytree(tiny_model_dir, tmp_path/"model")
+    old = json.loads((d/"facts.json").read_text())
+    assert old["format"] == FACTS_FORMAT
+    (d/"facts.json").write_text(json.dumps(dict(fields=old["fields"], categories={"severity": {"high": ["high severity"]}},
+                                                cues={}, known={}, id_shapes={}, template_ids=[])))
+    with pytest.raises(ModelLoadError, match=f"format 1 .*claim_t5_facts {d}"): load_fine_tuned(d, device="cpu")
+    relearn(str(d))  # claim_t5_facts MODEL_DIR: learned again from the run's data (its saved config: the bundled data)
+    model, _, _ = load_fine_tuned(d, device="cpu")
+    assert json.loads((d/"facts.json").read_text())["format"] == FACTS_FORMAT
+    assert model.claim_t5_facts.check(INP, GOOD)["ok"]
