@@ -12,7 +12,7 @@ from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
 from .data import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
 
 # %% auto #0
-__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'RELEARN', 'EVIDENCE', 'placeholders', 'mask_text', 'mask_input',
+__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'RELEARN', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input',
            'mask_pair', 'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams',
            'id_like', 'id_shape', 'FactChecker', 'CheckedReport', 'FactCheckError', 'check_reports', 'fact_accuracy',
            'learn_from_splits', 'main']
@@ -208,7 +208,8 @@ class FactChecker:
         self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
         self._template = set(self.template_ids)
         self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in self.categories.items()}
-        self._values_by_length = {f: sorted(d, key=len, reverse=True) for f, d in self.categories_lower.items()}
+        self._values_by_length = {f: sorted((v for v in d if len(v) > 2 and any(ch.isalpha() for ch in v)), key=len, reverse=True)
+                                  for f, d in self.categories_lower.items()}  # a bare number (hdmiport=2) or `a` could be anything's
         self._value_ids = {x.lower() for vals in self.categories.values() for v in vals for _, _, x in id_like(v)}
         self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
         self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
@@ -443,25 +444,28 @@ FactChecker._grams, FactChecker._probabilities, FactChecker._class_of = _grams, 
 def _named_other(self, f:str, meta:dict, report:str):
     "(value, span) where the report names another value of field `f` verbatim and never the input's; None otherwise."
     low, own = report.lower(), meta[f].lower()
-    if own in low and value_spans(own, low): return None
+    mine = value_spans(own, low) if own in low else []
+    if mine: return None  # "a standard battery rating ... not good for business": the input's value is there
     others = [x.lower() for g, x in meta.items() if g != f and x]
     for val in self._values_by_length.get(f, ()):
         if val == own or val not in low or any(val in x for x in others): continue  # (a value another field has may be that field's)
-        spans = value_spans(val, low)
+        spans = [(s, e) for s, e in value_spans(val, low) if not any(a < e and s < b for a, b in mine)]  # a+ inside a++
         if spans: return self.categories_lower[f][val], spans[0]
     return None
 FactChecker._named_other = _named_other
 
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
+PHRASE = 0.8  # and states a field the input lacks only when one of its n-grams alone favours the value this much
 
 def _judged_facts(self, meta:dict, report:str, v:_Verdict):
     "Status, confidence and span of every field a classifier judges, and of category fields it cannot (unseen, single-valued)."
     rows, where = self._grams(meta, report)
     probs, words = self._probabilities(rows) if self._judged else ([], [])
     W = self._W[rows] if rows else None  # the weight rows of the report's n-grams, read once
-    def best(col):  # (weight, where) of the report's n-gram that speaks most for class `col`
+    def best(col, against=None):  # (weight, where) of the report's n-gram that speaks most for class `col` (over class `against`)
         if W is None: return 0.0, None
-        k = int(W[:, col].argmax()); return float(W[k, col]), where[k]
+        w = W[:, col] - W[:, against] if against is not None else W[:, col]
+        k = int(w.argmax()); return float(w[k]), where[k]
     def mark(f, col, status):
         w, at = best(col)
         if w > 0: v.span(f, *at, status, report)
@@ -482,7 +486,7 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
         if f in self._copy:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
             if y != NOT_STATED: continue
             v.confidence[f] = round(conf, 3)
-            if conf < t and said != y and grounded and best(a + k)[0] >= EVIDENCE and not any(x.startswith(f + "=") for x in v.invented):
+            if conf < t and said != y and grounded and best(a + k, a + i)[0] >= PHRASE and not any(x.startswith(f + "=") for x in v.invented):
                 v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")  # (one phrase must say it)
             continue
         v.confidence[f] = round(conf, 3)
@@ -493,7 +497,7 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
             if y != NOT_STATED: mark(f, a + i, "ok")
         elif y == NOT_STATED:
             v.status[f] = None
-            if grounded: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
+            if grounded and best(a + k, a + i)[0] >= PHRASE: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
         elif not grounded:
             v.status[f] = "missing"; v.problems.append(f"{f}: {meta[f]} is not stated")
         else:
