@@ -274,7 +274,7 @@ def read_records(path:str|Path) -> tuple:
     return records, problems
 
 # %% ../nbs/01_data.ipynb #b33ac25718
-def _check(rec, max_input_chars:int, max_output_chars:int, fields) -> tuple:
+def _validate_record(rec, max_input_chars:int, max_output_chars:int, fields) -> tuple:
     "((field, reason) of the first problem or None, the parsed fields or None) of one record."
     if not isinstance(rec, dict): return (None, f"expected a JSON object, got {type(rec).__name__}"), None
     for k in ("input", "output"):
@@ -291,7 +291,7 @@ def check_record(rec, max_input_chars:int=1000, max_output_chars:int=2000,
                  fields:list|None=None, # the schema whose required fields every input needs; None: the claim schema
                 ) -> tuple:
     "(field, reason) for the first problem of one record, or None if it is good."
-    return _check(rec, max_input_chars, max_output_chars, fields)[0]
+    return _validate_record(rec, max_input_chars, max_output_chars, fields)[0]
 
 # %% ../nbs/01_data.ipynb #1b95867a87
 def _token_problem(rec, tokenizer, cfg):
@@ -327,7 +327,7 @@ def validate_splits(files:dict, # split name -> path of a JSONL or CSV file
         seen, kept, here, example_of = {}, [], {}, {}
         grouped = split != "train"  # evaluation splits: one example per input, with all of its references
         for line, rec in _bar(recs, f"checking {path.name}", progress):
-            bad, meta = _check(rec, max_input_chars, max_output_chars, cfg.fields)
+            bad, meta = _validate_record(rec, max_input_chars, max_output_chars, cfg.fields)
             if bad is None and tokenizer is not None: bad = _token_problem(rec, tokenizer, cfg)
             if bad is None:
                 key = (rec["input"], rec["output"])

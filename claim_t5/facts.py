@@ -455,7 +455,7 @@ def _named_other(self, f:str, meta:dict, report:str):
 FactChecker._named_other = _named_other
 
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
-PHRASE = 0.8  # and states a field the input lacks only when one of its n-grams alone favours the value this much
+PHRASE = 0.8  # and mentions an optional copy field the input lacks only when one n-gram alone favours it this much
 
 def _judged_facts(self, meta:dict, report:str, v:_Verdict):
     "Status, confidence and span of every field a classifier judges, and of category fields it cannot (unseen, single-valued)."
@@ -497,7 +497,7 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
             if y != NOT_STATED: mark(f, a + i, "ok")
         elif y == NOT_STATED:
             v.status[f] = None
-            if grounded and best(a + k, a + i)[0] >= PHRASE: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
+            if grounded: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
         elif not grounded:
             v.status[f] = "missing"; v.problems.append(f"{f}: {meta[f]} is not stated")
         else:

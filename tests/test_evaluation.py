@@ -110,8 +110,8 @@ FA_PREDS = [
     # all 6 fields stated, but another severity: severity wrong
     "Shipment SHP-7 from Globex was found with a dent in the casing in transit. Photo img_0001.png is attached. "
     "Severity is high.",
-    # the 3 fields right, a vendor that is not in the input
-    "Shipment SHP-9 was found with a crack in the housing. Severity is medium. Supplied by Acme Logistics.",
+    # the 3 fields right, a vendor that is not in the input (the stage left unrecorded, as the data says it)
+    "Shipment SHP-9 was found with a crack in the housing at an unrecorded stage. Severity is medium. Supplied by Acme Logistics.",
 ]
 
 
