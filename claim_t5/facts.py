@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, re
 from collections import Counter
 from pathlib import Path
+from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
 from .data import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
@@ -251,8 +252,8 @@ def _judged_labels(fields, metas:list) -> dict:
     return out
 
 # %% ../nbs/01a_facts.ipynb #b52f6624f7
-@classmethod
-def _learn(cls, inputs:list, # training metadata lines
+@patch(cls_method=True)
+def learn(cls:FactChecker, inputs:list, # training metadata lines
            targets:list, # their reports
            fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
            val_inputs:list|None=None, # validation metadata lines: each field's threshold is tuned on them
@@ -291,12 +292,12 @@ def _learn(cls, inputs:list, # training metadata lines
     checker = cls(fields, categories, known, id_shapes, template, model)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
-FactChecker.learn = _learn
 
 # %% ../nbs/01a_facts.ipynb #781d029b44
 _THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01)
 
-def _tune(self, inputs:list, # validation metadata lines
+@patch
+def tune(self:FactChecker, inputs:list, # validation metadata lines
           targets:list, # their reports (references, taken as correct)
           false_alarms:float=0.01, # the share of a field's references it may flag
          ) -> FactChecker:
@@ -316,20 +317,19 @@ def _tune(self, inputs:list, # validation metadata lines
         self.model["fields"][f]["threshold"] = t
         a, classes, _ = self._judged[f]; self._judged[f] = (a, classes, t)
     return self
-FactChecker.tune = _tune
 
 # %% ../nbs/01a_facts.ipynb #f8772f1b36
-def _save(self, folder:str|Path) -> Path:
+@patch
+def save(self:FactChecker, folder:str|Path) -> Path:
     "Write the checker to `folder`/facts.json (the model folder: it is used at inference)."
     path = Path(folder)/FACTS_FILE
     path.write_text(json.dumps(dict(format=FACTS_FORMAT, fields=self.fields, categories=self.categories, known=self.known,
                                     id_shapes=self.id_shapes, template_ids=self.template_ids, model=self.model)),
                     encoding="utf-8")
     return path
-FactChecker.save = _save
 
-@classmethod
-def _load(cls, folder:str|Path) -> FactChecker:
+@patch(cls_method=True)
+def load(cls:FactChecker, folder:str|Path) -> FactChecker:
     "The checker saved in `folder` (a model folder)."
     path = Path(folder)/FACTS_FILE
     try: d = json.loads(path.read_text(encoding="utf-8"))
@@ -341,7 +341,6 @@ def _load(cls, folder:str|Path) -> FactChecker:
                          f"{FACTS_FORMAT}); learn it again from the run's data: {RELEARN} {Path(folder)}")
     try: return cls(**d)
     except (TypeError, KeyError, ValueError) as e: raise ValueError(f"{path}: cannot read the saved facts ({e})") from None
-FactChecker.load = _load
 
 # %% ../nbs/01a_facts.ipynb #c2790443f8
 class _Verdict:
@@ -354,13 +353,14 @@ class _Verdict:
         return dict(ok=not problems, fields=self.status, invented=invented, unseen=self.unseen, problems=problems,
                     spans=sorted(self.spans, key=lambda s: (s["start"], s["end"])), confidence=self.confidence)
 
-def _read(self, inp:str|dict) -> dict:
+@patch
+def read(self:FactChecker, inp:str|dict) -> dict:
     "The input's fields: a metadata line parsed leniently (the validator reports missing ones), or the dict itself."
     return parse_metadata(inp, require=False, fields=self.fields) if isinstance(inp, str) else inp
-FactChecker.read = _read
 
 # %% ../nbs/01a_facts.ipynb #c141a4915f
-def _copy_facts(self, meta:dict, report:str, v:_Verdict) -> list:
+@patch
+def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     "Status and spans of each copy value of `meta`; returns the spans of the input's own values."
     own = []
     for f in self._copy:
@@ -372,10 +372,10 @@ def _copy_facts(self, meta:dict, report:str, v:_Verdict) -> list:
         for s, e in spans: v.span(f, s, e, "ok", report)
         if not spans: v.problems.append(f"{f}: {val!r} is not in the report")
     return own
-FactChecker._copy_facts = _copy_facts
 
 # %% ../nbs/01a_facts.ipynb #50086ca29a
-def _other_names(self, meta:dict, report:str, own:list, v:_Verdict):
+@patch
+def _other_names(self:FactChecker, meta:dict, report:str, own:list, v:_Verdict):
     "Invent `field=name` for each name seen in training that the report gives and the input does not."
     low, taken = report.lower(), list(own)
     same = len(low) == len(report)  # lower() can change the length of a few letters: then match case-sensitively
@@ -387,12 +387,12 @@ def _other_names(self, meta:dict, report:str, own:list, v:_Verdict):
                 taken.append((a, b))
                 if val.lower() != (meta.get(f) or "").lower():
                     v.invented.append(f"{f}={report[a:b]}"); v.span(f, a, b, "invented", report)
-FactChecker._other_names = _other_names
 
 # %% ../nbs/01a_facts.ipynb #b86c2a4e4a
 _LEFT = re.compile(r"\[(\w[\w ]*)\]|<extra_id_\d+>")
 
-def _left_placeholders(self, report:str, v:_Verdict) -> list:
+@patch
+def _left_placeholders(self:FactChecker, report:str, v:_Verdict) -> list:
     "Invent each placeholder that had no value to restore; returns their spans."
     left = []
     for m in _LEFT.finditer(report):
@@ -401,10 +401,10 @@ def _left_placeholders(self, report:str, v:_Verdict) -> list:
             v.invented.append(f"{name or m.group()} (not in the input)"); left.append(m.span())
             v.span(name or "placeholder", m.start(), m.end(), "invented", report)
     return left
-FactChecker._left_placeholders = _left_placeholders
 
 # %% ../nbs/01a_facts.ipynb #59ca33a6cb
-def _stray_ids(self, meta:dict, report:str, own:list, left:list, v:_Verdict):
+@patch
+def _stray_ids(self:FactChecker, meta:dict, report:str, own:list, left:list, v:_Verdict):
     "Invent each id in the report that is not one of the input's."
     shapes = {id_shape(meta[f]): f for f in self._copy if meta.get(f)}
     said = {x.lower() for f in self._cat if meta.get(f) for _, _, x in id_like(meta[f])}  # the input's own `e2`, `17.8 inch`
@@ -413,10 +413,10 @@ def _stray_ids(self, meta:dict, report:str, own:list, left:list, v:_Verdict):
         if x.lower() in self._value_ids or x.lower() in said: continue  # a category value (`family=e2`): the classifier judges it
         f = shapes.get(id_shape(x)) or self._shape_field.get(id_shape(x)) or "id"
         v.invented.append(f"{f}={x}"); v.span(f, s, e, "invented", report)
-FactChecker._stray_ids = _stray_ids
 
 # %% ../nbs/01a_facts.ipynb #484a231100
-def _grams(self, meta:dict, report:str) -> tuple:
+@patch
+def _grams(self:FactChecker, meta:dict, report:str) -> tuple:
     "(vocabulary rows of the report's n-grams, their (start, end)), the input's copy values cut out."
     cut = _own_spans(report, meta, self._copy)
     rows, where, vocab = [], [], self._vocab
@@ -425,7 +425,8 @@ def _grams(self, meta:dict, report:str) -> tuple:
         if r is not None: rows.append(r); where.append((s, e))
     return rows, where
 
-def _probabilities(self, rows:list) -> tuple:
+@patch
+def _probabilities(self:FactChecker, rows:list) -> tuple:
     "(every judged field's class probabilities side by side (a softmax per field), what the words alone add to each class's score), as lists."
     import numpy as np
     words = self._W[rows].sum(0) if rows else np.zeros_like(self._b)
@@ -433,15 +434,16 @@ def _probabilities(self, rows:list) -> tuple:
     e = np.exp(z - np.maximum.reduceat(z, self._starts)[self._segment])  # one softmax per field, all at once
     return (e / np.add.reduceat(e, self._starts)[self._segment]).tolist(), words.tolist()
 
-def _class_of(self, f:str, meta:dict) -> str:
+@patch
+def _class_of(self:FactChecker, f:str, meta:dict) -> str:
     "The class the input says field `f` has: its value, `stated` (an optional copy field), or `(not stated)`."
     val = meta.get(f)
     if not val: return NOT_STATED
     return "stated" if f in self._copy else val
-FactChecker._grams, FactChecker._probabilities, FactChecker._class_of = _grams, _probabilities, _class_of
 
 # %% ../nbs/01a_facts.ipynb #611d0ae684
-def _named_other(self, f:str, meta:dict, report:str):
+@patch
+def _named_other(self:FactChecker, f:str, meta:dict, report:str):
     "(value, span) where the report names another value of field `f` verbatim and never the input's; None otherwise."
     low, own = report.lower(), meta[f].lower()
     mine = value_spans(own, low) if own in low else []
@@ -452,12 +454,12 @@ def _named_other(self, f:str, meta:dict, report:str):
         spans = [(s, e) for s, e in value_spans(val, low) if not any(a < e and s < b for a, b in mine)]  # a+ inside a++
         if spans: return self.categories_lower[f][val], spans[0]
     return None
-FactChecker._named_other = _named_other
 
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
 PHRASE = 0.8  # and mentions an optional copy field the input lacks only when one n-gram alone favours it this much
 
-def _judged_facts(self, meta:dict, report:str, v:_Verdict):
+@patch
+def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
     "Status, confidence and span of every field a classifier judges, and of category fields it cannot (unseen, single-valued)."
     rows, where = self._grams(meta, report)
     probs, words = self._probabilities(rows) if self._judged else ([], [])
@@ -504,10 +506,10 @@ def _judged_facts(self, meta:dict, report:str, v:_Verdict):
             v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}")
             if named: v.span(f, *named[1], "wrong", report)
             else: mark(f, a + k, "wrong")
-FactChecker._judged_facts = _judged_facts
 
 # %% ../nbs/01a_facts.ipynb #90d03ea78f
-def _check(self, inp:str|dict, # the input: a metadata line or its fields
+@patch
+def check(self:FactChecker, inp:str|dict, # the input: a metadata line or its fields
            report:str, # the report written for it
           ) -> dict:
     "The verdict on one report: each fact's status, invented facts, unseen values, `problems` in words, `confidence` and `spans`."
@@ -518,13 +520,12 @@ def _check(self, inp:str|dict, # the input: a metadata line or its fields
     self._stray_ids(meta, report, own, left, v)
     self._judged_facts(meta, report, v)
     return v.result()
-FactChecker.check = _check
 
 # %% ../nbs/01a_facts.ipynb #7be787749d
-def _unseen(self, meta:dict) -> list:
+@patch
+def unseen(self:FactChecker, meta:dict) -> list:
     "`field=value` for each category value in `meta` that training never saw (flag it before generating)."
     return [f"{f}={meta[f]}" for f in self._cat if meta.get(f) and meta[f] not in self.categories.get(f, ())]
-FactChecker.unseen = _unseen
 
 # %% ../nbs/01a_facts.ipynb #3a84784d5b
 class CheckedReport(str):
