@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 # %% ../nbs/00_config.ipynb #d23e970fcb
 FIELD_KINDS = ("copy", "category", "context")  # context: shapes the report (a dialogue act, a channel), not a fact it states: not checked
 FACT_KINDS = ("copy", "category")  # the kinds the fact check checks
-AUTO = "auto"  # `fields: auto`: the schema is inferred from the training split (`claim_t5.data.infer_fields`)
+AUTO = "auto"  # `fields: auto`: the schema is inferred from the training split (`claim_t5.schema.infer_fields`)
 CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Config.fields`
     dict(name="shipment_id", required=True, kind="copy"),
     dict(name="image_id", required=False, kind="copy"),

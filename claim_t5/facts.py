@@ -10,7 +10,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
-from .data import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
+from .schema import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'RELEARN', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input',
