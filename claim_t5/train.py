@@ -12,7 +12,7 @@ from .config import ClaimT5Config, make_config, step_plan, resolve_precision, ge
 from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats, resolve_fields, fields_table, write_fields
 from .reviews import add_review_pairs
 from .config import FIELDS_FILE
-from .facts import FactChecker, decode_generated, fact_accuracy, model_splits
+from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
 from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS)
 from .model import set_generation_config
@@ -198,7 +198,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
     dsd = load_claim_data(cfg.data_dir, cfg=cfg, progress=verbose)
     dsd, _, _ = add_review_pairs(dsd, cfg.review_data, cfg, verbose)  # `review_data`: approved reviews join the train split
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
-    checker = FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
+    checker = learn_from_splits(dsd, cfg.fields)  # learned on train, tuned on validation
     seen = model_splits(DatasetDict(train=dsd["train"]), cfg)["train"]  # what the model reads: the tiny tokenizer learns it
     train_texts = list(seen["input"]) + list(seen["output"])
     model, tokenizer, base_path = load_base_model(cfg, train_texts)
