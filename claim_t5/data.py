@@ -408,7 +408,7 @@ def as_pairs(examples) -> list:
     return [{"input": r["input"], "output": ref} for r in rows for ref in r.get("references") or [r["output"]]]
 
 # %% ../nbs/01_data.ipynb #5c0e1a7b13
-MAX_CATEGORIES = 20  # more distinct values than this, repeated verbatim: an open set of ids or names, a copy field
+MAX_CATEGORIES = 20  # more distinct values than this: an open set of ids or names (said in the evidence; a short list repeated verbatim is copied too)
 MIN_VERBATIM = 0.9   # a copy field's value appears verbatim in at least this share of the reports whose input has it
 
 def verbatim_in(value:str, # a field's value, e.g. SHP-12345
@@ -449,9 +449,9 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
         g, d = given[k], len(values[k])
         if not g: continue  # a key given only empty
         verbatim, open_set = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d
-        kind = "copy" if verbatim >= MIN_VERBATIM and open_set else "category"
-        why = (f"open set ({d} values), repeated verbatim" if kind == "copy" else
-               f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM else f"few values ({d})")
+        kind = "copy" if verbatim >= MIN_VERBATIM else "category"  # however few its values: copied by construction
+        why = (f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({d} value{'s' if d != 1 else ''})" if kind == "copy" else
+               f"reworded in reports (verbatim in {verbatim:.0%})")
         rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
     return rows
 
