@@ -251,7 +251,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
 
 # %% ../nbs/02_lora_train.ipynb #dfdc76bf34
 @call_parse
-def main(config:str="flan-t5-base", # preset name (tiny, flan-t5-base) or YAML path
+def main(config:str="flan-t5-base", # preset name (tiny, scratch, flan-t5-base) or YAML path
          data_dir:str=None, # folder or file with the splits; default: the bundled dataset
          output_dir:str=None, # where checkpoints/, fine_tuned_model/ and logs/ go
          num_epochs:int=None, # training epochs
