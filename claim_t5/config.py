@@ -134,6 +134,7 @@ class ClaimT5Config:
     greater_is_better: bool = True   # for metric_for_best_model
     load_best_model_at_end: bool = True  # reload the best checkpoint when training ends
     early_stopping_patience: typing.Optional[int] = None  # stop after N evaluations without a better metric_for_best_model (num_epochs is then the most); None: train every epoch
+    max_train_minutes: typing.Optional[float] = None  # start no epoch that would end after this many minutes of training (the best checkpoint is kept); None: no limit
     logging_steps: int = 100         # log train loss every N steps
     seed: int = 42                   # one seed for data order, init and dropout
     # data and outputs
@@ -239,6 +240,7 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
            f"must be >= 1 or None, got {c.early_stopping_patience}")
     _check("early_stopping_patience", c.early_stopping_patience is None or c.load_best_model_at_end,
            "needs load_best_model_at_end (the best checkpoint is what early stopping keeps)")
+    _check("max_train_minutes", c.max_train_minutes is None or c.max_train_minutes > 0, f"must be > 0 or None, got {c.max_train_minutes}")
     for k in ("max_train_samples", "max_eval_samples"):
         v = getattr(c, k); _check(k, v is None or v > 0, f"must be > 0 or None, got {v}")
     if (c.optimizer, c.lr_scheduler) != ("adamw_torch", "linear"):  # only then pay the seconds transformers takes to import

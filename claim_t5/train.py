@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_lora_train.ipynb #fac0769308
 from __future__ import annotations
-import json, math, os, shutil, warnings
+import json, math, os, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
@@ -17,7 +17,7 @@ from .model import (load_base_model, add_lora, training_label, count_parameters,
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
-           'prepare_resume', 'TrainResult', 'early_stopping', 'build_trainer', 'train', 'main']
+           'prepare_resume', 'TrainResult', 'TimeBudget', 'early_stopping', 'build_trainer', 'train', 'main']
 
 # %% ../nbs/02_lora_train.ipynb #32ca325720
 from transformers import Seq2SeqTrainer, TrainerCallback
@@ -166,10 +166,20 @@ def _references(d) -> list:
     return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
 
 # %% ../nbs/02_lora_train.ipynb #s20train001
+class TimeBudget(TrainerCallback):
+    "Stops training at the end of an epoch when the next one would end after `minutes` of training (the slowest epoch so far is the guess)."
+    def __init__(self, minutes:float): self.budget, self.start, self.last, self.slowest, self.fired = minutes * 60, None, None, 0.0, False
+    def on_train_begin(self, args, state, control, **kw): self.start = self.last = time.monotonic()
+    def on_epoch_end(self, args, state, control, **kw):
+        now = time.monotonic()
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+        if now - self.start + self.slowest > self.budget: control.should_training_stop = self.fired = True  # this epoch is still evaluated and saved
+
 def early_stopping(cfg:ClaimT5Config) -> list:
-    "The Trainer callbacks that stop training early: `EarlyStoppingCallback` when `early_stopping_patience` is set, else none."
+    "The Trainer callbacks that stop training early: `EarlyStoppingCallback` when `early_stopping_patience` is set, `TimeBudget` when `max_train_minutes` is."
     from transformers import EarlyStoppingCallback
-    return [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if cfg.early_stopping_patience else []
+    return ([EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if cfg.early_stopping_patience else []) + \
+           ([TimeBudget(cfg.max_train_minutes)] if cfg.max_train_minutes else [])
 
 # %% ../nbs/02_lora_train.ipynb #143741f7b4
 def build_trainer(cfg:ClaimT5Config, model, tokenizer,
@@ -238,9 +248,12 @@ def train(cfg:ClaimT5Config, # the run's configuration
         print("steps:", step_plan(cfg, len(trainer.train_dataset), max(1, trainer.args.world_size)))
     out = trainer.train(resume_from_checkpoint=resume)
     history = epoch_history(trainer.state.log_history)
-    if verbose and cfg.early_stopping_patience and history and history[-1]["epoch"] < cfg.num_epochs - 1e-6:
-        print(f"stopped early after epoch {history[-1]['epoch']:g} of at most {cfg.num_epochs}: {cfg.metric_for_best_model} did not improve "
-              f"for {cfg.early_stopping_patience} evaluation(s); best checkpoint: {trainer.state.best_model_checkpoint}")
+    if verbose and history and history[-1]["epoch"] < cfg.num_epochs - 1e-6:
+        timed = any(getattr(c, "fired", False) for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget))
+        why = (f"another epoch would pass max_train_minutes={cfg.max_train_minutes:g}" if timed else
+               f"{cfg.metric_for_best_model} did not improve for {cfg.early_stopping_patience} evaluation(s)")
+        print(f"stopped early after epoch {history[-1]['epoch']:g} of at most {cfg.num_epochs}: {why}; best checkpoint: "
+              f"{trainer.state.best_model_checkpoint}")
     model_dir = Path(cfg.paths["fine_tuned_model"])
     if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
         model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config,

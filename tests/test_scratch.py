@@ -88,3 +88,30 @@ def test_scratch_preset_is_a_full_cpu_recipe_with_early_stopping():
     assert cfg.metric_for_best_model == "rougeL" and cfg.max_eval_samples
     assert "NOT flan-t5-base" in cfg.model_label and "scratch" in cfg.model_label
     assert make_config("tiny").finetune == "lora" and make_config("tiny").early_stopping_patience is None  # tests and CI: unchanged
+
+@pytest.fixture(scope="module")
+def full_model_dir(tmp_path_factory) -> Path:
+    "A seconds-long `finetune: full` run on the bundled data: a plain model folder (read-only)."
+    from claim_t5.train import train
+    return Path(train(quick_config(tmp_path_factory.mktemp("full")/"mt", finetune="full", learning_rate=3e-3), verbose=False).model_dir)
+
+def test_plain_model_runs_everywhere_downstream(full_model_dir, tmp_path):
+    # evaluation and its model card, the CTranslate2 engine (same reports as transformers) and the service, unchanged
+    import shutil
+    from claim_t5.evaluation import evaluate_and_report
+    from claim_t5.inference import ClaimReportGenerator
+    from claim_t5.serve import create_app
+    from fastapi.testclient import TestClient
+    d = Path(shutil.copytree(full_model_dir, tmp_path/"m"))
+    assert (d/"model.safetensors").exists() and not (d/"adapter_config.json").exists()
+    evaluate_and_report(d, None, "test", max_samples=8)
+    card = (d/"README.md").read_text()
+    assert "library_name: transformers" in card and "every weight trained" in card and "LoRA r=" not in card
+    meta = "shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=NewCo Freight"
+    hf = ClaimReportGenerator(d, device="cpu", engine="transformers")
+    ct2 = ClaimReportGenerator(d, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2")
+    assert str(ct2(meta)) == str(hf(meta))                                       # a seconds-long model: the same words, not good ones
+    with TestClient(create_app(hf)) as c:
+        r = c.post("/generate_claim", json=dict(shipment_id="SHP-12345", damage_type="dent", severity="high", vendor="NewCo Freight"))
+    assert r.status_code == 200, r.text
+    assert r.json()["report"] == str(hf(meta))
