@@ -115,3 +115,11 @@ def test_plain_model_runs_everywhere_downstream(full_model_dir, tmp_path):
         r = c.post("/generate_claim", json=dict(shipment_id="SHP-12345", damage_type="dent", severity="high", vendor="NewCo Freight"))
     assert r.status_code == 200, r.text
     assert r.json()["report"] == str(hf(meta))
+
+def test_time_budget_stops_after_the_epoch_that_used_it(tmp_path, capsys):
+    from claim_t5.train import train
+    cfg = quick_config(tmp_path/"mt", finetune="full", num_epochs=4, max_train_minutes=0.001)  # 60 ms: one epoch uses it up
+    res = train(cfg, verbose=True)
+    assert [h["epoch"] for h in res.history] == [1]                               # evaluated and saved, then stopped
+    assert (res.model_dir/"model.safetensors").exists() and Path(res.best_checkpoint).exists()
+    assert "another epoch would pass max_train_minutes=0.001" in capsys.readouterr().out
