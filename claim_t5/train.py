@@ -167,13 +167,16 @@ def _references(d) -> list:
 
 # %% ../nbs/02_lora_train.ipynb #s20train001
 class TimeBudget(TrainerCallback):
-    "Stops training at the end of an epoch when the next one would end after `minutes` of training (the slowest epoch so far is the guess)."
+    "Stops training after an evaluation (an epoch's end, without one) when another epoch and its evaluation would end after `minutes`; the slowest so far is the guess."
     def __init__(self, minutes:float): self.budget, self.start, self.last, self.slowest, self.fired = minutes * 60, None, None, 0.0, False
     def on_train_begin(self, args, state, control, **kw): self.start = self.last = time.monotonic()
     def on_epoch_end(self, args, state, control, **kw):
+        if args.eval_strategy == "no": self._check(control)
+    def on_evaluate(self, args, state, control, **kw): self._check(control)  # the checkpoint of this epoch is still saved
+    def _check(self, control):
         now = time.monotonic()
         self.slowest, self.last = max(self.slowest, now - self.last), now
-        if now - self.start + self.slowest > self.budget: control.should_training_stop = self.fired = True  # this epoch is still evaluated and saved
+        if now - self.start + self.slowest > self.budget: control.should_training_stop = self.fired = True
 
 def early_stopping(cfg:ClaimT5Config) -> list:
     "The Trainer callbacks that stop training early: `EarlyStoppingCallback` when `early_stopping_patience` is set, `TimeBudget` when `max_train_minutes` is."
