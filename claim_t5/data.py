@@ -14,14 +14,15 @@ from .config import (ClaimT5Config, CLAIM_FIELDS, AUTO, FIELDS_FILE, ConfigError
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED_FIELDS', 'SPLIT_SIZES', 'SPLIT_FILES', 'DAMAGE', 'SEVERITIES', 'STAGES', 'VENDORS', 'ACTIONS',
-           'OPTIONAL', 'MISSING_PATTERNS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'ROUGE_KEYS', 'RETURN_ITEMS',
-           'RETURN_REASONS', 'RETURN_CONDITIONS', 'RETURN_REFUNDS', 'RETURN_METHODS', 'RETURN_FIELDS', 'MetadataError',
-           'format_metadata', 'parse_metadata', 'unknown_fields', 'write_report', 'generate_dataset', 'write_jsonl',
-           'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records', 'check_record', 'validate_splits',
-           'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs', 'verbatim_in', 'field_evidence',
-           'infer_fields', 'fields_from_evidence', 'fields_table', 'train_pairs', 'resolve_fields', 'write_fields',
-           'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example', 'rouge_scores',
-           'best_reference', 'reference_counts', 'return_note', 'returns_dataset', 'request_model', 'main']
+           'OPTIONAL', 'MISSING_PATTERNS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MAX_ELSEWHERE', 'ROUGE_KEYS',
+           'RETURN_ITEMS', 'RETURN_REASONS', 'RETURN_CONDITIONS', 'RETURN_REFUNDS', 'RETURN_METHODS', 'RETURN_FIELDS',
+           'MetadataError', 'format_metadata', 'parse_metadata', 'unknown_fields', 'write_report', 'generate_dataset',
+           'write_jsonl', 'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records', 'check_record',
+           'validate_splits', 'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs', 'verbatim_in',
+           'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'train_pairs', 'resolve_fields',
+           'write_fields', 'WordCounter', 'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example',
+           'rouge_scores', 'best_reference', 'reference_counts', 'return_note', 'returns_dataset', 'request_model',
+           'main']
 
 # %% ../nbs/01_data.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -410,6 +411,7 @@ def as_pairs(examples) -> list:
 # %% ../nbs/01_data.ipynb #5c0e1a7b13
 MAX_CATEGORIES = 20  # more distinct values than this: an open set of ids or names (said in the evidence; a short list repeated verbatim is copied too)
 MIN_VERBATIM = 0.9   # a copy field's value appears verbatim in at least this share of the reports whose input has it
+MAX_ELSEWHERE = 0.05 # ... and in at most this share of the reports whose input does not give it (`ecorating=a` is also the article)
 
 def verbatim_in(value:str, # a field's value, e.g. SHP-12345
                 text:str, # a report
@@ -424,35 +426,45 @@ def verbatim_in(value:str, # a field's value, e.g. SHP-12345
         i = text.find(value, i + 1)
     return False
 
+def _elsewhere(key:str, values:Counter, where:dict, reports:list) -> float:
+    "The share of (report, value) pairs, the value not given for `key` in the report's input, where the report has it verbatim anyway."
+    hits = total = 0
+    for v in values:
+        have = where[(key, v)]
+        hits += sum(verbatim_in(v, r) for i, r in enumerate(reports) if i not in have); total += len(reports) - len(have)
+    return hits / total if total else 0.0
+
 # %% ../nbs/01_data.ipynb #a5d462dadd
 def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
                    outputs:list, # their reports
                    progress:bool=True, # a progress bar when it takes more than a few seconds
                   ) -> list:
     "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat it verbatim, and the role that implies."
-    n, given, values, copied, order = 0, Counter(), {}, Counter(), []
+    n, given, values, copied, order, reports, where = 0, Counter(), {}, Counter(), [], [], {}
     for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
         if not (isinstance(inp, str) and isinstance(out, str)): continue
         try: meta = parse_metadata(inp, require=False)
         except MetadataError: continue
-        n += 1
+        n += 1; reports.append(out)
         prev = None
         for k, v in meta.items():
             if k not in values:  # a new key goes right after the key before it in this line: the lines' own order
                 order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
             prev = k
             if not v: continue
-            given[k] += 1; values[k][v] += 1
+            given[k] += 1; values[k][v] += 1; where.setdefault((k, v), set()).add(n - 1)
             if verbatim_in(v, out): copied[k] += 1
     rows = []
     for k in order:
         g, d = given[k], len(values[k])
         if not g: continue  # a key given only empty
         verbatim, open_set = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d
-        kind = "copy" if verbatim >= MIN_VERBATIM else "category"  # however few its values: copied by construction
+        elsewhere = None if open_set or verbatim < MIN_VERBATIM else _elsewhere(k, values[k], where, reports)
+        kind = "copy" if verbatim >= MIN_VERBATIM and (elsewhere or 0) <= MAX_ELSEWHERE else "category"  # however few its values
         why = (f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({d} value{'s' if d != 1 else ''})" if kind == "copy" else
-               f"reworded in reports (verbatim in {verbatim:.0%})")
-        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, why=why, rows=n))
+               f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM else
+               f"repeated verbatim in {verbatim:.0%}, but a common word: also in {elsewhere:.0%} of the reports whose input does not give it")
+        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, elsewhere=elsewhere, why=why, rows=n))
     return rows
 
 # %% ../nbs/01_data.ipynb #1d1bef4ef6
