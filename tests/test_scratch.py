@@ -123,3 +123,17 @@ def test_time_budget_stops_after_the_epoch_that_used_it(tmp_path, capsys):
     assert [h["epoch"] for h in res.history] == [1]                               # evaluated and saved, then stopped
     assert (res.model_dir/"model.safetensors").exists() and Path(res.best_checkpoint).exists()
     assert "another epoch would pass max_train_minutes=0.001" in capsys.readouterr().out
+
+def test_a_short_list_of_common_words_stays_a_category():
+    # ecorating=a is repeated verbatim in every report that has it, but "a" is also the article of nearly every other
+    # report: copying it by construction would put the rating where articles go. It stays a category.
+    inputs, outputs = [], []
+    for i in range(200):
+        r = ("a", "b+", "c")[i % 3]
+        inputs.append(f"name=tv {i}; ecorating={r}")
+        outputs.append(f"the tv {i} is a set with an eco rating of {r} .")
+    ev = {r["name"]: r for r in field_evidence(inputs, outputs, progress=False)}
+    assert ev["ecorating"]["verbatim"] == 1.0 and ev["ecorating"]["kind"] == "category"
+    assert "common word" in ev["ecorating"]["why"] and ev["ecorating"]["elsewhere"] > 0.05
+    outputs = [o.replace(" is a set", " is one set") for o in outputs]                 # no article: the values are distinctive
+    assert {r["name"]: r["kind"] for r in field_evidence(inputs, outputs, progress=False)}["ecorating"] == "copy"
