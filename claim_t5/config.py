@@ -10,18 +10,20 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['FIELD_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'FIELDS_FILE', 'QUICK_RUN', 'ConfigError',
-           'FieldSchema', 'check_fields', 'field_names', 'ClaimT5Config', 'validate_config', 'config_keys',
-           'list_presets', 'make_config', 'parse_set', 'save_config', 'fields_yaml', 'load_fields', 'step_plan',
-           'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write', 'atomic_folder', 'quick_config']
+__all__ = ['FIELD_KINDS', 'FACT_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'FIELDS_FILE', 'QUICK_RUN',
+           'ConfigError', 'FieldSchema', 'check_fields', 'field_names', 'ClaimT5Config', 'validate_config',
+           'config_keys', 'list_presets', 'make_config', 'parse_set', 'save_config', 'fields_yaml', 'load_fields',
+           'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write', 'atomic_folder',
+           'quick_config']
 
 # %% ../nbs/00_config.ipynb #c164959b08
 class ConfigError(ValueError):
     "A configuration value that is unknown, of the wrong type, or impossible; the message names the key."
 
 # %% ../nbs/00_config.ipynb #d23e970fcb
-FIELD_KINDS = ("copy", "category")
-AUTO = "auto"  # `fields: auto`: the schema is inferred from the training split (`claim_t5.data.infer_fields`)
+FIELD_KINDS = ("copy", "category", "context")  # context: shapes the report (a dialogue act, a channel), not a fact it states: not checked
+FACT_KINDS = ("copy", "category")  # the kinds the fact check checks
+AUTO = "auto"  # `fields: auto`: the schema is inferred from the training split (`claim_t5.schema.infer_fields`)
 CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Config.fields`
     dict(name="shipment_id", required=True, kind="copy"),
     dict(name="image_id", required=False, kind="copy"),
@@ -143,7 +145,7 @@ class ClaimT5Config:
     max_eval_samples: typing.Optional[int] = None   # use only the first N validation examples
     output_dir: str = "model_training"  # holds checkpoints/, fine_tuned_model/ and logs/
     # facts
-    fields: FieldSchema = field(default_factory=lambda: [dict(f) for f in CLAIM_FIELDS])  # the metadata schema: {name, required, kind: copy|category}
+    fields: FieldSchema = field(default_factory=lambda: [dict(f) for f in CLAIM_FIELDS])  # the metadata schema: {name, required, kind: copy|category|context}
     copy_placeholders: bool = True   # copy fields become T5 sentinel placeholders for the model; False: the reference recipe's raw text
 
     def __post_init__(self):

@@ -10,7 +10,7 @@ from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError, atomic_write
 from .data import (load_claim_data, parse_metadata, rouge_scores, rouge_per_example, generate_dataset,
                            DataValidationError, best_reference, reference_counts)
-from .facts import FactChecker, fact_accuracy
+from .facts import FactChecker, fact_accuracy, learn_from_splits
 from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
                             plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
 
@@ -28,7 +28,7 @@ def model_fact_checker(model, # a model from `load_fine_tuned` (carries the chec
     if fc is not None: return fc
     if dsd is None or "train" not in dsd:
         raise ValueError("the model has no facts.json and the data has no training split to learn the facts from")
-    return FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
+    return learn_from_splits(dsd, cfg.fields)
 
 # %% ../nbs/03_eval.ipynb #7b9567c718
 TARGETS = {"rouge1": 0.55, "rouge2": 0.35, "rougeL": 0.50}
@@ -174,10 +174,9 @@ METRIC_NAMES = ("claim_rouge", "fact_accuracy")
 _CHECKER = []
 
 def _bundled_checker() -> FactChecker:
-    "The fact checker of the bundled data (the metric has no model folder to read one from), learned once."
+    "The fact checker of the bundled data, learned once: the metric's default when it is given no checker and no model folder."
     if not _CHECKER:
-        train = generate_dataset()["train"]
-        _CHECKER.append(FactChecker.learn([r["input"] for r in train], [r["output"] for r in train]))
+        _CHECKER.append(learn_from_splits(generate_dataset()))
     return _CHECKER[0]
 
 # %% ../nbs/03_eval.ipynb #24227e1308
@@ -196,8 +195,10 @@ def metric_class(name:str):
         def _info(self):
             return evaluate.MetricInfo(description=self.__doc__, citation="", inputs_description="predictions, references, inputs (metadata)",
                                        features=datasets.Features({"predictions": s(), "references": s(), "inputs": s()}))
-        def _compute(self, predictions, inputs, references=None, **_):
-            out = fact_accuracy(inputs, predictions, _bundled_checker())
+        def _compute(self, predictions, inputs, references=None, checker=None, model_dir=None, **_):
+            # the user's own check: `checker=` (a FactChecker) or `model_dir=` (its facts.json); neither: the bundled claims'
+            checker = checker or (FactChecker.load(model_dir) if model_dir else _bundled_checker())
+            out = fact_accuracy(inputs, predictions, checker)
             return ({k: v for k, v in out.items() if k not in ("rows", "per_field", "invented_per_field")}
                     | {f"fact_{k}": v for k, v in out["per_field"].items()})
     classes = dict(claim_rouge=ClaimRouge, fact_accuracy=FactAccuracy)

@@ -11,7 +11,7 @@ from fastcore.script import call_parse
 from .config import ClaimT5Config, make_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
 from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats, resolve_fields, fields_table, write_fields
 from .config import FIELDS_FILE
-from .facts import FactChecker, decode_generated, fact_accuracy, model_splits
+from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
 from .model import (load_base_model, add_lora, training_label, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS, base_of)
 
@@ -234,7 +234,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
     if verbose and evidence: print(f"field schema inferred from the train split:\n{fields_table(evidence).to_string()}")
     dsd = load_claim_data(cfg.data_dir, cfg=cfg, progress=verbose)
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
-    checker = FactChecker.learn(list(dsd["train"]["input"]), list(dsd["train"]["output"]), cfg.fields)
+    checker = learn_from_splits(dsd, cfg.fields)  # learned on train, tuned on validation
     seen = model_splits(DatasetDict(train=dsd["train"]), cfg)["train"]  # what the model reads: the tiny tokenizer learns it
     train_texts = list(seen["input"]) + list(seen["output"])
     model, tokenizer, base_path = load_base_model(cfg, train_texts)

@@ -93,10 +93,10 @@ def test_rouge_lsum_uses_sentences():
 
 @pytest.fixture(scope="module")
 def checker():
-    "The fact checker learned from the bundled training split."
+    "The fact checker learned from the bundled training split, tuned on its validation split (as training does)."
     from claim_t5.data import generate_dataset
-    train = generate_dataset()["train"]
-    return FactChecker.learn([r["input"] for r in train], [r["output"] for r in train])
+    from claim_t5.facts import learn_from_splits
+    return learn_from_splits(generate_dataset())
 
 
 FA_INPUTS = [
@@ -107,11 +107,11 @@ FA_INPUTS = [
 FA_PREDS = [
     # wrong shipment id (SHP-5 for SHP-51045: missing and invented), the 4 other fields right, no image_id in the input
     "Shipment SHP-5 from TestCo was found with water damage to the cartons during last-mile handling. Severity is high.",
-    # all 6 fields stated, but two severities: severity wrong
+    # all 6 fields stated, but another severity: severity wrong
     "Shipment SHP-7 from Globex was found with a dent in the casing in transit. Photo img_0001.png is attached. "
-    "Severity is low, maybe high.",
-    # the 3 fields right, a vendor that is not in the input
-    "Shipment SHP-9 was found with a crack in the housing. Severity is medium. Supplied by Acme Logistics.",
+    "Severity is high.",
+    # the 3 fields right, a vendor that is not in the input (the stage left unrecorded, as the data says it)
+    "Shipment SHP-9 was found with a crack in the housing at an unrecorded stage. Severity is medium. Supplied by Acme Logistics.",
 ]
 
 

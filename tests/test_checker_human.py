@@ -1,0 +1,104 @@
+"""The fact check on human-written reports: small cases cut from the shared RNNLG tv and laptop sets (read from
+`<repo>/../shared/datasets/`). The check is learned from each set's train split and tuned on its validation split, as a
+user's run does; each case below is a test reference as the crowd wrote it, or that reference with one error put into
+its *input*."""
+from pathlib import Path
+
+import pytest
+
+from claim_t5.config import make_config
+from claim_t5.data import load_claim_data, resolve_fields
+from claim_t5.facts import learn_from_splits
+
+SHARED = Path(__file__).resolve().parent.parent.parent/"shared"/"datasets"
+
+
+def learned(name):
+    d = SHARED/name
+    if not (d/"clean_train.jsonl").exists(): pytest.skip(f"{d} not found: the shared human-written datasets sit beside the repo")
+    cfg, evidence = resolve_fields(make_config(None, fields="auto"), d, progress=False)
+    return learn_from_splits(load_claim_data(d, cfg=cfg, progress=False), cfg.fields), {r["name"]: r for r in evidence}
+
+
+@pytest.fixture(scope="module")
+def tv():
+    return learned("rnnlg_tv")
+
+
+@pytest.fixture(scope="module")
+def laptop():
+    return learned("rnnlg_laptop")
+
+
+USB = ("act=inform; name=oceanus 39; type=television; accessories=remote control and european warranty; hasusbport=true; "
+       "ecorating=a++")
+USB_TEXT = ("the oceanus 39 television , with an a++ eco rating and usb ports , includes a remote control and european "
+            "warranty .")
+
+
+@pytest.mark.parametrize("inp,text", [
+    (USB, USB_TEXT),  # "with an a++ eco rating": the old check wanted "and a large"
+    ("act=inform; name=cerus 13; type=television; audio=nicam stereo; screensize=47 inch",
+     "though the cerus 13 is a television with a nicam stereo , its screen is only 47 inches ."),  # 47 inches
+    ("act=inform_only_match; name=heracles 45; type=television; hdmiport=2; hasusbport=true; pricerange=cheap",
+     "there are no televisions besides the heracles 45 that are in the cheap price range , have 2 hdmi ports , and have usb ports ."),
+    ("act=inform; name=oceanus 39; type=television; ecorating=a++; family=l1; hasusbport=false",
+     "the oceanus 39 television does not have any usbports but it is in the l1 product family and has a a++ eco rating ."),
+])
+def test_correct_human_paraphrases_are_accepted(tv, inp, text):
+    checker, _ = tv
+    v = checker.check(inp, text)
+    assert v["ok"], v["problems"]
+
+
+def test_laptop_paraphrases_are_accepted(laptop):
+    checker, _ = laptop
+    v = checker.check("act=inform; name=satellite eurus 65; type=laptop; memory=4 gb; isforbusinesscomputing=false; driverange=medium",
+                      "the satellite eurus 65 is a laptop designed for home use with 4 gb of memory and a medium sized hard drive")
+    assert v["ok"], v["problems"]
+
+
+def test_swapped_value_is_caught(tv):
+    checker, _ = tv
+    v = checker.check(USB.replace("ecorating=a++", "ecorating=a+"), USB_TEXT)  # the text says a++, the input now a+
+    assert not v["ok"] and v["fields"]["ecorating"] == "wrong"
+    assert "ecorating: the report says a++, the input a+" in v["problems"]
+    v = checker.check(USB.replace("hasusbport=true", "hasusbport=false"), USB_TEXT)  # yes/no fields too
+    assert not v["ok"] and v["fields"]["hasusbport"] in ("wrong", "missing")
+
+
+def test_missing_fact_is_caught(tv):
+    checker, _ = tv
+    v = checker.check(USB + "; screensize=55 inch", USB_TEXT)  # the input has a screen size the report leaves out
+    assert not v["ok"] and v["fields"]["screensize"] == "missing"
+
+
+def test_invented_fact_is_caught(tv):
+    checker, _ = tv
+    v = checker.check(USB.replace("; ecorating=a++", ""), USB_TEXT)  # the report states an eco rating the input lacks
+    assert not v["ok"] and any(x.startswith("ecorating=a++") for x in v["invented"])
+
+
+def test_a_wrong_crowd_reference_is_caught(tv):
+    "The check is strict, not blind: a reference that says 3 hdmi ports for hdmiport=2 fails."
+    checker, _ = tv
+    v = checker.check("act=inform; name=erebus 92; type=television; hdmiport=2; ecorating=a+; family=w2",
+                      "you might like the erebus 92 television which has 3 hdmi ports , an a+ eco rating , and it is in the w2 family .")
+    assert not v["ok"] and v["fields"]["hdmiport"] == "wrong"
+
+
+def test_the_dialogue_act_is_context_not_a_fact(tv):
+    checker, evidence = tv
+    assert evidence["act"]["kind"] == "context" and "not a fact" in evidence["act"]["why"]
+    assert evidence["hasusbport"]["kind"] == "category"  # reworded, but the reports tell it: a fact
+    v = checker.check(USB.replace("act=inform", "act=recommend"), USB_TEXT)
+    assert v["ok"] and "act" not in v["fields"]
+
+
+def test_spans_mark_the_words_of_each_fact(tv):
+    checker, _ = tv
+    v = checker.check(USB, USB_TEXT)
+    marked = {s["field"]: USB_TEXT[s["start"]:s["end"]] for s in v["spans"]}
+    assert marked["name"] == "oceanus 39" and "a++" in marked["ecorating"] and "usb" in marked["hasusbport"]
+    assert all(s["status"] == "ok" and s["value"] == USB_TEXT[s["start"]:s["end"]] for s in v["spans"])
+    assert set(v["confidence"]) >= {"ecorating", "hasusbport", "accessories"}
