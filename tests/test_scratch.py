@@ -16,7 +16,7 @@ def laptops(n:int, families=FAMILIES, start:int=0) -> tuple:
     words = {"small": "compact", "large": "roomy"}
     inputs, outputs = [], []
     for i in range(start, start + n):
-        name, fam, size = NAMES[i % len(NAMES)], families[i % len(families)], ("small", "large")[i // 3 % 2]
+        name, fam, size = f"{NAMES[i % len(NAMES)].split()[0]} {i}", families[i % len(families)], ("small", "large")[i // 3 % 2]
         inputs.append(f"name={name}; family={fam}; size={size}")
         outputs.append(f"the {name} is a {words[size]} laptop in the {fam} family .")
     return inputs, outputs
@@ -49,8 +49,8 @@ def test_scratch_model_writes_an_unseen_short_list_value_verbatim(tmp_path):
     # a model trained (every weight, as the scratch preset) on 4 families writes a 5th, never seen, exactly
     from claim_t5.inference import ClaimReportGenerator
     from claim_t5.train import train
-    tr, va = laptops(160), laptops(16, start=160)
-    for split, (i, o) in (("train", tr), ("val", va), ("test", va)):
+    tr, va, te = laptops(160), laptops(16, start=160), laptops(8, start=176)
+    for split, (i, o) in (("train", tr), ("val", va), ("test", te)):
         write_jsonl([dict(input=a, output=b) for a, b in zip(i, o)], tmp_path/"data"/f"clean_{split}.jsonl")
     cfg = quick_config(tmp_path/"mt", data_dir=str(tmp_path/"data"), fields="auto", finetune="full", learning_rate=3e-3,
                        max_train_samples=None, num_epochs=12, warmup_steps=5, batch_size=16, max_eval_samples=16,
