@@ -171,7 +171,7 @@ def test_other_schema_trains_with_its_schema_saved(returns_run):
 def test_other_schema_evaluates_with_its_own_facts_and_references(returns_run, returns_dir):
     from claim_t5.evaluation import evaluate_model
     res = evaluate_model(returns_run.model_dir, returns_dir, progress=False)     # 40 test inputs, 4 with two reports
-    assert list(res["fact_accuracy"]["per_field"]) == [f["name"] for f in RETURN_FIELDS]
+    assert sorted(res["fact_accuracy"]["per_field"]) == sorted(f["name"] for f in RETURN_FIELDS)  # copy fields first
     assert all(0 <= v <= 1 for v in res["fact_accuracy"]["per_field"].values() if v is not None)
     saved = json.loads((Path(returns_run.model_dir)/"test_results.json").read_text())
     counts = saved["references"]["per_example"]
@@ -188,7 +188,7 @@ def test_other_schema_generates_and_serves(returns_run):
     meta = {"order_no": "ORD-7654321", "item": "Walnut Rug", "reason": "damaged", "refund": "partial", "return method": "mail"}
     report = gen(meta)
     assert isinstance(report, str) and report.strip()
-    assert list(report.facts["fields"]) == [f["name"] for f in RETURN_FIELDS]      # checked against its own schema
+    assert sorted(report.facts["fields"]) == sorted(f["name"] for f in RETURN_FIELDS)    # checked against its own schema (copy fields first)
     assert "shipment_id" not in report                                             # (a few-step model: no promise of quality)
     with pytest.raises(Exception, match="order_no"):
         gen({"item": "Walnut Rug", "reason": "damaged", "refund": "partial"})
