@@ -109,6 +109,7 @@ class ClaimT5Config:
     lora_target_modules: list = field(default_factory=lambda: ["q", "v"])  # T5 attention projections to adapt
     lora_modules_to_save: list = field(default_factory=list)  # modules trained fully and saved with the adapter
     lora_task_type: str = "SEQ_2_SEQ_LM"  # peft task type
+    finetune: str = "lora"           # lora: train a LoRA adapter (the lora_* keys); full: train every weight, save a plain model
     # optimisation
     learning_rate: float = 2e-5      # AdamW peak learning rate
     batch_size: int = 4              # per-device training batch size
@@ -134,6 +135,8 @@ class ClaimT5Config:
     metric_for_best_model: str = "rougeL"  # the checkpoint kept as best
     greater_is_better: bool = True   # for metric_for_best_model
     load_best_model_at_end: bool = True  # reload the best checkpoint when training ends
+    early_stopping_patience: typing.Optional[int] = None  # stop after N evaluations without a better metric_for_best_model (num_epochs is then the most); None: train every epoch
+    max_train_minutes: typing.Optional[float] = None  # start no epoch that would end after this many minutes of training (the best checkpoint is kept); None: no limit
     logging_steps: int = 100         # log train loss every N steps
     seed: int = 42                   # one seed for data order, init and dropout
     # data and outputs
@@ -156,6 +159,7 @@ class ClaimT5Config:
     @property
     def model_label(self) -> str:
         "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
+        if self.is_tiny and self.finetune == "full": return "small T5 trained from scratch on this data (NOT flan-t5-base)"
         return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
 
     @property
@@ -234,6 +238,12 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
     _check("lora_task_type", c.lora_task_type == "SEQ_2_SEQ_LM", f"T5 needs SEQ_2_SEQ_LM, got {c.lora_task_type!r}")
     _check("load_best_model_at_end", not c.load_best_model_at_end or c.eval_strategy == c.save_strategy != "no",
            "needs eval_strategy == save_strategy (and not 'no')")
+    _check("finetune", c.finetune in ("lora", "full"), f"must be lora or full, got {c.finetune!r}")
+    _check("early_stopping_patience", c.early_stopping_patience is None or c.early_stopping_patience >= 1,
+           f"must be >= 1 or None, got {c.early_stopping_patience}")
+    _check("early_stopping_patience", c.early_stopping_patience is None or c.load_best_model_at_end,
+           "needs load_best_model_at_end (the best checkpoint is what early stopping keeps)")
+    _check("max_train_minutes", c.max_train_minutes is None or c.max_train_minutes > 0, f"must be > 0 or None, got {c.max_train_minutes}")
     for k in ("max_train_samples", "max_eval_samples"):
         v = getattr(c, k); _check(k, v is None or v > 0, f"must be > 0 or None, got {v}")
     if (c.optimizer, c.lr_scheduler) != ("adamw_torch", "linear"):  # only then pay the seconds transformers takes to import

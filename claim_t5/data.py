@@ -510,8 +510,8 @@ def returns_dataset(seed:int=0, # fixes every input and phrasing
     return out
 
 RETURN_FIELDS = [dict(name="order_no", required=True, kind="copy"), dict(name="item", required=True, kind="copy"),
-                 dict(name="reason", required=True, kind="category"), dict(name="condition", required=False, kind="category"),
-                 dict(name="refund", required=True, kind="category"), dict(name="return method", required=False, kind="category")]
+                 dict(name="reason", required=True, kind="category"), dict(name="condition", required=False, kind="copy"),
+                 dict(name="refund", required=True, kind="category"), dict(name="return method", required=False, kind="copy")]  # short lists the notes repeat verbatim: copied
 
 # %% ../nbs/01_data.ipynb #5c0e1a7b31
 def _attr_name(name:str, taken:set) -> str:

@@ -97,18 +97,25 @@ def write_model_card(model_dir:str|Path, results:dict) -> Path:
     warn = ("> **Warning: this is the tiny model, not FLAN-T5.** It is a T5 of about 1M parameters built from random weights on "
             "this project's bundled synthetic data, to test the pipeline offline. Its scores say nothing about how "
             "google/flan-t5-base performs. Do not use it for real claims.\n\n") if cfg.is_tiny else ""
+    if cfg.is_tiny and cfg.finetune == "full":  # the scratch preset: trained on the user's data, every weight
+        warn = ("> **This is a small T5 trained from scratch on this data, not FLAN-T5.** It has no pre-training: it knows "
+                "only what its training data says, the way that data says it. Check its reports (the fact check below) before "
+                "relying on it.\n\n")
     hist = json.loads((model_dir/HISTORY_JSON).read_text()) if (model_dir/HISTORY_JSON).exists() else []
-    lines = [f"---\nlibrary_name: peft\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
-             "tags: [claim_t5, lora, t5, text2text-generation]\n---\n",
-             f"# Claim report generator ({cfg.model_label} + LoRA)\n", warn,
+    full = cfg.finetune == "full"  # every weight trained: a plain transformers model, no adapter
+    lines = [f"---\nlibrary_name: {'transformers' if full else 'peft'}\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
+             f"tags: [claim_t5, {'full-fine-tune' if full else 'lora'}, t5, text2text-generation]\n---\n",
+             f"# Claim report generator ({cfg.model_label}{', every weight trained' if full else ' + LoRA'})\n", warn,
              "Writes a shipment-damage claim report from one line of metadata "
              "(`shipment_id=...; damage_type=...; severity=...; ...`). Trained with "
              "[claim_t5](https://github.com/claim-t5/claim_t5).\n",
              "## Training\n",
              f"- Base model: {'tiny T5 (d_model %d, %d+%d layers), random initialisation' % (cfg.tiny_d_model, cfg.tiny_num_layers, cfg.tiny_num_layers) if cfg.is_tiny else cfg.model_name}",
              f"- Data: {results['data']}",
-             f"- LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout}, targets {cfg.lora_target_modules}"
-             + (f", modules_to_save {cfg.lora_modules_to_save}" if cfg.lora_modules_to_save else ""),
+             ("- Every weight trained (no adapter)" + (f"; early stopping on validation {cfg.metric_for_best_model} (patience "
+              f"{cfg.early_stopping_patience}, at most {cfg.num_epochs} epochs)" if cfg.early_stopping_patience else "") if full else
+              f"- LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout}, targets {cfg.lora_target_modules}"
+              + (f", modules_to_save {cfg.lora_modules_to_save}" if cfg.lora_modules_to_save else "")),
              f"- AdamW lr {cfg.learning_rate}, batch {cfg.batch_size}, {cfg.num_epochs} epochs, warmup {cfg.warmup_steps}, "
              f"weight decay {cfg.weight_decay}, {cfg.lr_scheduler} schedule, seed {cfg.seed}",
              f"- Epochs trained: {len(hist)}" + (f"; best validation ROUGE-L {max(h['rougeL'] or 0 for h in hist):.4f}" if hist else ""),

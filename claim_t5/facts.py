@@ -68,9 +68,11 @@ def restore(text:str, # a generated report with placeholders
         name = by_index.get(int(m.group(1)))
         value = (meta.get(name) or f"[{name}]") if name else m.group(0).strip()
         s, e = m.start(), m.end()
-        lead = "" if s == 0 or m.string[s-1] in "([{\"'/" else " "  # tokenizers drop or add the space around a sentinel
+        lead = "" if s == 0 or m.string[s-1] in "([{\"'/" or s == ends[-1] else " "  # tokenizers drop or add the space around a sentinel
         trail = "" if e == len(m.string) or m.string[e] in ".,;:!?)]}\"'/" else " "
+        ends.append(e)  # a sentinel right after another (`<extra_id_0> <extra_id_1>`): the first one's trailing space is enough
         return lead + value + trail
+    ends = [-1]
     return _SENTINEL.sub(sub, text).strip()
 
 # %% ../nbs/01a_facts.ipynb #d6d7a75f18

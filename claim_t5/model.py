@@ -15,8 +15,8 @@ __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG',
            'HISTORY_KEYS', 'results_file', 'report_file', 'train_tiny_tokenizer', 'build_tiny_model', 'load_seq2seq',
            'tiny_cache_key', 'tiny_base_dir', 'set_generation_config', 'HubUnavailableError', 'load_base_model',
            'build_hub_like_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history', 'plot_history',
-           'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned', 'generate_reports',
-           'merge_lora', 'merge_adapter', 'machine_description']
+           'base_of', 'training_label', 'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned',
+           'generate_reports', 'merge_lora', 'merge_adapter', 'machine_description']
 
 # %% ../nbs/01b_model.ipynb #b1m0000009
 ADAPTER_WEIGHTS = "adapter_model.safetensors"   # the LoRA adapter (and any modules_to_save)
@@ -314,6 +314,15 @@ def plot_history(history:list, # rows from `epoch_history`
     if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/01b_model.ipynb #s20model001
+def base_of(model):
+    "The transformers model under a PeftModel; a plain model (`finetune: full`) is its own base."
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+def training_label(cfg:ClaimT5Config) -> str:
+    "How results name the training: the LoRA adapter, or every weight trained."
+    return f"LoRA r={cfg.lora_r}" if cfg.finetune == "lora" else "every weight trained"
+
 # %% ../nbs/01b_model.ipynb #b1m0000033
 def save_fine_tuned(model, # the PeftModel (after load_best_model_at_end, the best one)
                     tokenizer, cfg:ClaimT5Config,
@@ -323,22 +332,22 @@ def save_fine_tuned(model, # the PeftModel (after load_best_model_at_end, the be
                     generation_config=None, # default: the model's, updated with the config's generation settings
                     checker:FactChecker|None=None, # category values, wordings and names learned from training (facts.json)
                    ) -> Path:
-    "Write adapter, tokenizer, generation config, config, history and curves to `folder`, atomically."
+    "Write adapter (or, for `finetune: full`, the whole model), tokenizer, generation config, config, history and curves to `folder`, atomically."
     from transformers import GenerationConfig
     with atomic_folder(folder) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         if generation_config is None:
-            generation_config = GenerationConfig.from_model_config(model.get_base_model().config)
+            generation_config = GenerationConfig.from_model_config(base_of(model).config)
             generation_config.update(**generation_kwargs(cfg))
         generation_config.save_pretrained(str(tmp))
-        if cfg.is_tiny and base_path: shutil.copytree(base_path, tmp/BASE_DIR)
+        if cfg.is_tiny and base_path and hasattr(model, "peft_config"): shutil.copytree(base_path, tmp/BASE_DIR)  # a plain model needs no base
         save_config(cfg, tmp/RUN_CONFIG)  # the field schema and copy_placeholders travel in it
         if checker is not None: checker.save(tmp)
         if history is not None:
             save_history(history, tmp)
             import matplotlib.pyplot as plt
-            plt.close(plot_history(history, tmp/CURVES_PNG, title=f"{cfg.model_label}, LoRA r={cfg.lora_r}"))
+            plt.close(plot_history(history, tmp/CURVES_PNG, title=f"{cfg.model_label}, {training_label(cfg)}"))
     return Path(folder)
 
 # %% ../nbs/01b_model.ipynb #b1m0000036

@@ -59,8 +59,8 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
     }
 
 _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
-          "03_eval": "model_training/fine_tuned_model/adapter_config.json",
-          "04_inference": "model_training/fine_tuned_model/adapter_config.json"}
+          "03_eval": "model_training/fine_tuned_model/claim_t5_config.yaml",
+          "04_inference": "model_training/fine_tuned_model/claim_t5_config.yaml"}
 
 # %% ../nbs/05_pipeline.ipynb #9e44054012
 def _kernel_manager(socket_dir:str):
@@ -146,7 +146,7 @@ def summary(out:dict) -> str:
 
 # %% ../nbs/05_pipeline.ipynb #7ab2dfe36a
 @call_parse
-def main(config:str="tiny", # preset name (tiny, flan-t5-base) or YAML path
+def main(config:str="tiny", # preset name (tiny, scratch, flan-t5-base) or YAML path
          run_dir:str="runs/tiny", # run folder
          data_dir:str=None, # your data (a file or a folder of splits); default: the bundled dataset
          start_at:str=None, # restart from this stage: 00_config, 01_data, 02_lora_train, 03_eval, 04_inference

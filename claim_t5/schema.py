@@ -10,9 +10,9 @@ from pathlib import Path
 from .config import CLAIM_FIELDS, ConfigError, atomic_write, check_fields, field_names, fields_yaml
 
 # %% auto #0
-__all__ = ['FIELDS', 'REQUIRED_FIELDS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MIN_STATED', 'MetadataError', 'format_metadata',
-           'parse_metadata', 'unknown_fields', 'value_spans', 'verbatim_in', 'stated_share', 'field_evidence',
-           'infer_fields', 'fields_from_evidence', 'fields_table', 'write_fields']
+__all__ = ['FIELDS', 'REQUIRED_FIELDS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MAX_ELSEWHERE', 'MIN_STATED', 'MetadataError',
+           'format_metadata', 'parse_metadata', 'unknown_fields', 'value_spans', 'verbatim_in', 'stated_share',
+           'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'write_fields']
 
 # %% ../nbs/00b_schema.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -94,8 +94,9 @@ def _bar(items, desc:str, progress:bool, total:int|None=None):
     return tqdm(items, desc=desc, total=total, unit=" rows", delay=3, disable=not progress, leave=False, mininterval=0.5)
 
 # %% ../nbs/00b_schema.ipynb #5c0e1a7b13
-MAX_CATEGORIES = 20  # more distinct values than this, repeated verbatim: an open set of ids or names, a copy field
+MAX_CATEGORIES = 20  # more distinct values than this: an open set of ids or names (said in the evidence; a short list repeated verbatim is copied too)
 MIN_VERBATIM = 0.9   # a copy field's value appears verbatim in at least this share of the reports whose input has it
+MAX_ELSEWHERE = 0.05 # ... and in at most this share of the reports whose input does not give it (`ecorating=a` is also the article)
 
 def value_spans(value:str, # a field's value, e.g. SHP-12345
                 text:str, # where to look for it
@@ -115,6 +116,14 @@ def verbatim_in(value:str, # a field's value, e.g. SHP-12345
                ) -> bool:
     "True if `value` occurs in `text` as a whole (not inside a longer word or id): `value_spans` finds it."
     return bool(value_spans(value, text))
+
+def _elsewhere(key:str, values:Counter, where:dict, reports:list) -> float:
+    "The share of (report, value) pairs, the value not given for `key` in the report's input, where the report has it verbatim anyway."
+    hits = total = 0
+    for v in values:
+        have = where[(key, v)]
+        hits += sum(verbatim_in(v, r) for i, r in enumerate(reports) if i not in have); total += len(reports) - len(have)
+    return hits / total if total else 0.0
 
 # %% ../nbs/00b_schema.ipynb #a5d462dadd
 MIN_STATED = 0.85  # a reworded field whose value the reports tell in fewer of them than this is context, not a fact
@@ -143,36 +152,37 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
                    progress:bool=True, # a progress bar when it takes more than a few seconds
                   ) -> list:
     "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat (or tell) it, and the role that implies."
-    n, given, values, copied, order, said = 0, Counter(), {}, Counter(), [], {}
+    n, given, values, copied, order, said, reports, where = 0, Counter(), {}, Counter(), [], {}, [], {}
     for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
         if not (isinstance(inp, str) and isinstance(out, str)): continue
         try: meta = parse_metadata(inp, require=False)
         except MetadataError: continue
-        n += 1
+        n += 1; reports.append(out)
         prev = None
         for k, v in meta.items():
             if k not in values:  # a new key goes right after the key before it in this line: the lines' own order
                 order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
             prev = k
             if not v: continue
-            given[k] += 1; values[k][v] += 1; said.setdefault(k, []).append((out, v))
+            given[k] += 1; values[k][v] += 1; said.setdefault(k, []).append((out, v)); where.setdefault((k, v), set()).add(n - 1)
             if verbatim_in(v, out): copied[k] += 1
     rows = []
     for k in order:
         g, d = given[k], len(values[k])
         if not g: continue  # a key given only empty
         verbatim, open_set, stated = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d, None
-        kind = "copy" if verbatim >= MIN_VERBATIM and open_set else "category"
+        elsewhere = None if open_set or verbatim < MIN_VERBATIM else _elsewhere(k, values[k], where, reports)
+        kind = "copy" if verbatim >= MIN_VERBATIM and (elsewhere or 0) <= MAX_ELSEWHERE else "category"  # however few its values
         if kind == "category" and verbatim < MIN_VERBATIM and 1 < d <= MAX_CATEGORIES:
             stated = stated_share(*zip(*said[k]))
             if stated < MIN_STATED: kind = "context"
-        why = (f"open set ({d} values), repeated verbatim" if kind == "copy" else
+        why = (f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({d} value{'s' if d != 1 else ''})" if kind == "copy" else
                f"not a fact the reports state: reworded (verbatim in {verbatim:.0%}), its value read back from only "
                f"{stated:.0%} of them" if kind == "context" else
                f"reworded in reports (verbatim in {verbatim:.0%}), its value read back from {stated:.0%} of them"
                if stated is not None else f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM
-               else f"few values ({d})")
-        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, stated=stated,
+               else f"repeated verbatim in {verbatim:.0%}, but a common word: also in {elsewhere:.0%} of the reports whose input does not give it")
+        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, elsewhere=elsewhere, stated=stated,
                          why=why, rows=n))
     return rows
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_lora_train.ipynb #fac0769308
 from __future__ import annotations
-import json, math, os, shutil, warnings
+import json, math, os, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
@@ -13,13 +13,13 @@ from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats, re
 from .reviews import add_review_pairs
 from .config import FIELDS_FILE
 from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
-from .model import (load_base_model, add_lora, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
-                            ADAPTER_WEIGHTS, MODEL_WEIGHTS)
+from .model import (load_base_model, add_lora, training_label, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
+                            ADAPTER_WEIGHTS, MODEL_WEIGHTS, base_of)
 from .model import set_generation_config
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
-           'prepare_resume', 'TrainResult', 'build_trainer', 'train', 'main']
+           'prepare_resume', 'TrainResult', 'TimeBudget', 'early_stopping', 'build_trainer', 'train', 'main']
 
 # %% ../nbs/02_lora_train.ipynb #32ca325720
 from transformers import Seq2SeqTrainer, TrainerCallback
@@ -58,6 +58,26 @@ class ClaimTrainer(Seq2SeqTrainer):
             logs["epoch_learning_rate"] = self._get_learning_rate()
             self._loss_sum, self._loss_n = 0.0, 0
         super().log(logs, start_time)
+
+# %% ../nbs/02_lora_train.ipynb #s20train003
+from fastcore.basics import patch
+
+@patch
+def _issue_warnings_after_load(self:ClaimTrainer, load_result):
+    "Reloading the best checkpoint of a plain model (`finetune: full`): keys tied to a loaded twin are not missing."
+    params = dict(self.model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in params if k not in load_result.missing_keys}
+    missing = [k for k in load_result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
+    Seq2SeqTrainer._issue_warnings_after_load(self, type(load_result)(missing, load_result.unexpected_keys))
+
+@patch
+def prediction_step(self:ClaimTrainer, *args, **kwargs):
+    "Seq2SeqTrainer's step, leaving the model's generation settings as they were (it fills in max_length=20)."
+    # a plain model (`finetune: full`) reads them at the next generate and would warn that max_length and max_new_tokens are both set
+    gc = self.model.generation_config
+    before = gc.max_length
+    try: return Seq2SeqTrainer.prediction_step(self, *args, **kwargs)
+    finally: gc.max_length = before
 
 # %% ../nbs/02_lora_train.ipynb #855f1d0222
 def make_compute_metrics(tokenizer,
@@ -147,13 +167,32 @@ def _references(d) -> list:
     "Each example's references (several where an input was written up more than once), else its output."
     return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
 
+# %% ../nbs/02_lora_train.ipynb #s20train001
+class TimeBudget(TrainerCallback):
+    "Stops training after an evaluation (an epoch's end, without one) when another epoch and its evaluation would end after `minutes`; the slowest so far is the guess."
+    def __init__(self, minutes:float): self.budget, self.start, self.last, self.slowest, self.fired = minutes * 60, None, None, 0.0, False
+    def on_train_begin(self, args, state, control, **kw): self.start = self.last = time.monotonic()
+    def on_epoch_end(self, args, state, control, **kw):
+        if args.eval_strategy == "no": self._check(control)
+    def on_evaluate(self, args, state, control, **kw): self._check(control)  # the checkpoint of this epoch is still saved
+    def _check(self, control):
+        now = time.monotonic()
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+        if now - self.start + self.slowest > self.budget: control.should_training_stop = self.fired = True
+
+def early_stopping(cfg:ClaimT5Config) -> list:
+    "The Trainer callbacks that stop training early: `EarlyStoppingCallback` when `early_stopping_patience` is set, `TimeBudget` when `max_train_minutes` is."
+    from transformers import EarlyStoppingCallback
+    return ([EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)] if cfg.early_stopping_patience else []) + \
+           ([TimeBudget(cfg.max_train_minutes)] if cfg.max_train_minutes else [])
+
 # %% ../nbs/02_lora_train.ipynb #143741f7b4
 def build_trainer(cfg:ClaimT5Config, model, tokenizer,
                   dsd, # the splits as users see them (train and validation)
                   callbacks:list|None=None,
                   checker:FactChecker|None=None, # the fact check for each epoch's validation reports
                  ):
-    "A `ClaimTrainer` for a PeftModel: trained on the splits with placeholders, evaluated on restored reports."
+    "A `ClaimTrainer` for a PeftModel (or a plain model, `finetune: full`): trained on the splits with placeholders, evaluated on restored reports."
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
     cuda = torch.cuda.is_available()
@@ -175,20 +214,20 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer,
         dataloader_num_workers=0, remove_unused_columns=True, label_names=["labels"])
     # every evaluation generates with these: on the base model, because peft's seq2seq generate() uses the base model's
     # settings, not the ones Seq2SeqTrainer copies onto the wrapper (a hub folder's have no length: 20 tokens)
-    args.generation_config = set_generation_config(model.get_base_model(), cfg)
+    args.generation_config = set_generation_config(base_of(model), cfg)
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if cuda else None)
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
                         processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer, cfg, list(val["input"]),
                                                                                  _references(val), checker),
-                        callbacks=callbacks)
+                        callbacks=list(callbacks or []) + early_stopping(cfg))
 
 # %% ../nbs/02_lora_train.ipynb #a075a56132
 def train(cfg:ClaimT5Config, # the run's configuration
           resume_from_checkpoint=None, # a checkpoint folder, True for the latest complete one, or None
           callbacks:list|None=None, # extra TrainerCallbacks
           verbose:bool=True) -> TrainResult:
-    "Fine-tune the config's base model with LoRA and save the adapter, history and curves."
+    "Fine-tune the config's base model (LoRA, or every weight with `finetune: full`) and save the model, history and curves."
     from datasets import DatasetDict
     from transformers import set_seed
     set_seed(cfg.seed)
@@ -203,18 +242,24 @@ def train(cfg:ClaimT5Config, # the run's configuration
     train_texts = list(seen["input"]) + list(seen["output"])
     model, tokenizer, base_path = load_base_model(cfg, train_texts)
     set_seed(cfg.seed)  # LoRA starts from the same numbers whether the base was just built or found in the cache
-    model = add_lora(model, cfg)
+    if cfg.finetune == "lora": model = add_lora(model, cfg)  # full: every weight of the base trains
     params = count_parameters(model)
     cut = data_stats(model_splits(dsd, cfg), tokenizer, cfg)[["inputs_truncated", "outputs_truncated"]]
     if cut.values.sum(): warnings.warn(f"examples longer than max_input_length/max_target_length are truncated:\n{cut}")
     trainer = build_trainer(cfg, model, tokenizer, dsd, callbacks, checker)
     if verbose:
-        print(f"model: {cfg.model_label}; "
+        print(f"model: {cfg.model_label}; training: {training_label(cfg)}; "
               f"precision: {resolve_precision(cfg)}; resume: {resume}")
         print(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']}%)")
         print("steps:", step_plan(cfg, len(trainer.train_dataset), max(1, trainer.args.world_size)))
     out = trainer.train(resume_from_checkpoint=resume)
     history = epoch_history(trainer.state.log_history)
+    if verbose and history and history[-1]["epoch"] < cfg.num_epochs - 1e-6:
+        timed = any(getattr(c, "fired", False) for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget))
+        why = (f"another epoch would pass max_train_minutes={cfg.max_train_minutes:g}" if timed else
+               f"{cfg.metric_for_best_model} did not improve for {cfg.early_stopping_patience} evaluation(s)")
+        print(f"stopped early after epoch {history[-1]['epoch']:g} of at most {cfg.num_epochs}: {why}; best checkpoint: "
+              f"{trainer.state.best_model_checkpoint}")
     model_dir = Path(cfg.paths["fine_tuned_model"])
     if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
         model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config,
@@ -225,7 +270,7 @@ def train(cfg:ClaimT5Config, # the run's configuration
 
 # %% ../nbs/02_lora_train.ipynb #dfdc76bf34
 @call_parse
-def main(config:str="flan-t5-base", # preset name (tiny, flan-t5-base) or YAML path
+def main(config:str="flan-t5-base", # preset name (tiny, scratch, flan-t5-base) or YAML path
          data_dir:str=None, # folder or file with the splits; default: the bundled dataset
          output_dir:str=None, # where checkpoints/, fine_tuned_model/ and logs/ go
          num_epochs:int=None, # training epochs
