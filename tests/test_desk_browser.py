@@ -314,7 +314,7 @@ def guarded(tiny_model_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("reviews")/"reviews.db"
     port = free_port()
     p = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(tiny_model_dir), "--in_thread", "--port", str(port),
-                          "--api_key", KEY, "--reviews", str(db)], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          "--api_key", KEY, "--reviews", str(db), "--engine", "transformers"], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):

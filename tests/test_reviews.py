@@ -355,7 +355,7 @@ class Service:
     def __init__(self, model_dir, db, log):
         self.port = free_port(); self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(model_dir), "--in_thread", "--port", str(self.port),
-                                      "--reviews", str(db), "--threads", "1"], env={**cli_env(), "CLAIM_T5_API_KEY": KEY},
+                                      "--reviews", str(db), "--threads", "1", "--engine", "transformers"], env={**cli_env(), "CLAIM_T5_API_KEY": KEY},
                                      stdout=log, stderr=subprocess.STDOUT)
         import httpx
         end = time.monotonic() + 180
