@@ -385,6 +385,16 @@ def _in_words(self:FactChecker, f:str, val:str) -> bool:
     return val in self.short.get(f, ())
 
 @patch
+def _longer_value(self:FactChecker, f:str, val:str, spans:list, report:str):
+    "(value, span) of a longer value of `f`'s short list that every verbatim span of `val` stands inside (`remote control and european warranty` for `remote control`); None otherwise."
+    low = val.lower()
+    for other in sorted(self.short.get(f, ()), key=len, reverse=True):
+        if len(other) <= len(val) or low not in other.lower(): continue
+        outer = value_spans(other, report)
+        if outer and all(_inside(outer, s, e) for s, e in spans): return other, outer[0]
+    return None
+
+@patch
 def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     "Status and spans of each copy value of `meta`; returns the spans of the input's own values."
     own = []
@@ -394,6 +404,10 @@ def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
         spans = [(s, e) for s, e in value_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
         own += spans
         if not spans and self._in_words(f, val): v.status[f] = None; continue  # `47 inches`: _judged_facts reads it
+        longer = self._longer_value(f, val, spans, report) if spans else None
+        if longer:  # the report states another value of the short list, one that holds the input's
+            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {longer[0]}, the input {val}")
+            v.span(f, *longer[1], "wrong", report); continue
         v.status[f] = "ok" if spans else "missing"
         for s, e in spans: v.span(f, s, e, "ok", report)
         if not spans: v.problems.append(f"{f}: {val!r} is not in the report")

@@ -71,6 +71,8 @@ def test_missing_fact_is_caught(tv):
     checker, _ = tv
     v = checker.check(USB + "; screensize=55 inch", USB_TEXT)  # the input has a screen size the report leaves out
     assert not v["ok"] and v["fields"]["screensize"] == "missing"
+    v = checker.check(USB.replace("remote control and european warranty", "remote control"), USB_TEXT)  # a longer value holds it
+    assert v["fields"]["accessories"] == "wrong" and any(s["field"] == "accessories" and s["status"] == "wrong" for s in v["spans"])
 
 
 def test_invented_fact_is_caught(tv):
@@ -119,3 +121,5 @@ def test_a_short_list_copy_field_is_read_in_other_words(tv):
     assert "screensize: the report says 47 inch, the input 32 inch" in v["problems"]
     v = checker.check(inp.replace("47 inch", "99 inch"), text.replace("47", "99"))  # never seen in training: verbatim only
     assert not v["ok"] and v["fields"]["screensize"] == "missing"
+    v = checker.check(USB.replace("remote control and european warranty", "remote control"), USB_TEXT)  # a longer value holds it
+    assert v["fields"]["accessories"] == "wrong" and any(s["field"] == "accessories" and s["status"] == "wrong" for s in v["spans"])
