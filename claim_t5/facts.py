@@ -10,13 +10,13 @@ from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
-from .schema import parse_metadata, format_metadata, value_spans  # value_spans: the one verbatim rule
+from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES  # value_spans: the one verbatim rule
 
 # %% auto #0
-__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'RELEARN', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input',
-           'mask_pair', 'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams',
-           'id_like', 'id_shape', 'FactChecker', 'CheckedReport', 'FactCheckError', 'check_reports', 'fact_accuracy',
-           'learn_from_splits', 'main', 'report_html']
+__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text',
+           'mask_input', 'mask_pair', 'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated',
+           'text_grams', 'id_like', 'id_shape', 'short_lists', 'FactChecker', 'CheckedReport', 'FactCheckError',
+           'check_reports', 'fact_accuracy', 'learn_from_splits', 'main', 'report_html']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
@@ -176,6 +176,7 @@ def id_shape(s:str) -> str:
 FACTS_FILE = "facts.json"  # saved in the model folder beside the adapter
 FACTS_FORMAT = 2  # the saved check's format; 1 (no `format` key) was the wordings-based check of claim_t5 < 0.2
 NOT_STATED = "(not stated)"  # the class of a report that does not state a field
+MIN_SEEN = 3  # a short list's every value is seen at least this often in training (ids and open sets of names are not)
 RELEARN = "claim_t5_facts"  # the command that learns the check again for a model folder
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
@@ -187,6 +188,18 @@ def _own_spans(text:str, meta:dict, names) -> list:
         out += [(s, e) for s, e in value_spans(meta[n], text) if not any(a < e and s < b for a, b in out)]
     return out
 
+# %% ../nbs/01a_facts.ipynb #g1shortfn01
+def short_lists(fields, # the schema (`cfg.fields`)
+                metas:list, # the training inputs' fields
+               ) -> dict:
+    "Copy field -> its values seen in training, for each copy field whose values are a short list: at most `MAX_CATEGORIES`, each seen `MIN_SEEN`+ times."
+    out = {}
+    for f in field_names(fields, kind="copy"):
+        seen = Counter(m[f] for m in metas if m.get(f))
+        if seen and len(seen) <= MAX_CATEGORIES and min(seen.values()) >= MIN_SEEN: out[f] = sorted(seen)
+    return out
+
+
 # %% ../nbs/01a_facts.ipynb #5737eb9a2b
 class FactChecker:
     "What the training data says about each fact field (values, names, id shapes, a classifier per field), and the check of a report against its input."
@@ -196,13 +209,15 @@ class FactChecker:
                  id_shapes:dict|None=None, # copy field -> [shapes of its id-like values, e.g. SHP-9]
                  template_ids=(), # id-like strings the reports carry whatever the input (part of the template)
                  model:dict|None=None, # the classifiers: vocab, and per field classes, bias, threshold, weights (`learn` builds it)
+                 short:dict|None=None, # copy field -> [values seen in training], for copy fields whose values are a short list (`short_lists`)
                 ):
         import numpy as np
         self.fields = [dict(f) for f in fields]
         self.categories = {f: list(v) for f, v in (categories or {}).items()}
         self.known, self.id_shapes, self.template_ids = known or {}, id_shapes or {}, sorted(template_ids)
-        self.model = model or dict(vocab=[], fields={})
+        self.model, self.short = model or dict(vocab=[], fields={}), {f: list(v) for f, v in (short or {}).items()}
         self._copy, self._cat = field_names(self.fields, kind="copy"), field_names(self.fields, kind="category")
+        self._cut = [f for f in self._copy if f not in self.short]  # ids and names: cut from the words the classifiers read
         self._names = {}  # first word (lower case) -> [(name in lower case, field, name)], longest first
         for f, values in self.known.items():
             for v in values:
@@ -210,10 +225,10 @@ class FactChecker:
         for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
         self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
         self._template = set(self.template_ids)
-        self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in self.categories.items()}
+        self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in {**self.categories, **self.short}.items()}
         self._values_by_length = {f: sorted((v for v in d if len(v) > 2 and any(ch.isalpha() for ch in v)), key=len, reverse=True)
                                   for f, d in self.categories_lower.items()}  # a bare number (hdmiport=2) or `a` could be anything's
-        self._value_ids = {x.lower() for vals in self.categories.values() for v in vals for _, _, x in id_like(v)}
+        self._value_ids = {x.lower() for vals in [*self.categories.values(), *self.short.values()] for v in vals for _, _, x in id_like(v)}
         self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
         self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
         for f, m in self.model["fields"].items():
@@ -230,7 +245,8 @@ class FactChecker:
 
     def __repr__(self):
         cats = ", ".join(f"{f} ({len(v)} values)" for f, v in self.categories.items())
-        return f"FactChecker(copy: {', '.join(self._copy)}; categories: {cats})"
+        short = f" (short lists: {', '.join(self.short)})" if self.short else ""
+        return f"FactChecker(copy: {', '.join(self._copy)}{short}; categories: {cats})"
 
 # %% ../nbs/01a_facts.ipynb #fef381a9e1
 def _fit_field(X, labels:list, C:float) -> tuple:
@@ -242,12 +258,12 @@ def _fit_field(X, labels:list, C:float) -> tuple:
     if len(classes) == 2: coef, bias = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, bias[0]])  # sigmoid as a 2-class softmax
     return classes, bias, coef.T
 
-def _judged_labels(fields, metas:list) -> dict:
-    "Field -> the class of each training pair, for every field a classifier judges (categories with 2+ classes, optional copy fields)."
+def _judged_labels(fields, metas:list, short:dict|None=None) -> dict:
+    "Field -> the class of each training pair, for every field a classifier judges (categories and short lists with 2+ classes, optional copy fields)."
     out = {}
     for f in fields:
         name = f["name"]
-        if f["kind"] == "category": ys = [m.get(name) or NOT_STATED for m in metas]
+        if f["kind"] == "category" or name in (short or {}): ys = [m.get(name) or NOT_STATED for m in metas]
         elif f["kind"] == "copy" and not f["required"]: ys = ["stated" if m.get(name) else NOT_STATED for m in metas]
         else: continue
         if len(set(ys)) > 1: out[name] = ys
@@ -269,8 +285,9 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
     metas = [parse_metadata(i, require=False, fields=fields) for i in inputs]
     copy = field_names(fields, kind="copy")
     categories = {f: sorted({m[f] for m in metas if m.get(f)}) for f in field_names(fields, kind="category")}
-    known, id_shapes = {}, {}
+    known, id_shapes, short = {}, {}, short_lists(fields, metas)
     for f in copy:
+        if f in short: continue  # a short list's values are judged as a category's, not invented as names or ids
         values = {m[f] for m in metas if m.get(f)}
         ids = [v for v in values if id_like(v) and id_like(v)[0][2] == v]
         known[f] = sorted(values - set(ids))
@@ -278,9 +295,10 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
     own = [_own_spans(t, m, copy) for t, m in zip(targets, metas)]
     in_reports = Counter(x for t, o in zip(targets, own) for x in {x for s, e, x in id_like(t) if not _inside(o, s, e)})
     template = [x for x, c in in_reports.items() if c >= 0.01 * len(targets)]
-    docs = [[g for g, _, _ in text_grams(t, cut=o)] for t, o in zip(targets, own)]
+    cut = [_own_spans(t, m, [f for f in copy if f not in short]) for t, m in zip(targets, metas)]  # a short list's words are read
+    docs = [[g for g, _, _ in text_grams(t, cut=o)] for t, o in zip(targets, cut)]
     model = dict(vocab=[], fields={})
-    judged = _judged_labels(fields, metas)
+    judged = _judged_labels(fields, metas, short)
     if judged:
         vec = CountVectorizer(analyzer=lambda d: d, min_df=2, binary=True, dtype=np.float32)
         X, vocab = vec.fit_transform(docs), vec.get_feature_names_out()
@@ -291,7 +309,7 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
             model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
                                       weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
         model["vocab"] = sorted(str(vocab[r]) for r in keep)
-    checker = cls(fields, categories, known, id_shapes, template, model)
+    checker = cls(fields, categories, known, id_shapes, template, model, short)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
 
@@ -310,7 +328,7 @@ def tune(self:FactChecker, inputs:list, # validation metadata lines
         probs = self._probabilities(self._grams(meta, out)[0])[0]
         for f, (a, classes, _) in self._judged.items():
             y = self._class_of(f, meta)
-            if y not in classes: continue
+            if y not in classes or (f in self.short and y != NOT_STATED and value_spans(y, out)): continue  # verbatim: the classifier is not asked
             p = probs[a:a + len(classes)]
             truth[f].append(1.0 if classes[max(range(len(p)), key=p.__getitem__)] == y else p[classes.index(y)])
     for f, p in truth.items():
@@ -326,7 +344,7 @@ def save(self:FactChecker, folder:str|Path) -> Path:
     "Write the checker to `folder`/facts.json (the model folder: it is used at inference)."
     path = Path(folder)/FACTS_FILE
     path.write_text(json.dumps(dict(format=FACTS_FORMAT, fields=self.fields, categories=self.categories, known=self.known,
-                                    id_shapes=self.id_shapes, template_ids=self.template_ids, model=self.model)),
+                                    id_shapes=self.id_shapes, template_ids=self.template_ids, model=self.model, short=self.short)),
                     encoding="utf-8")
     return path
 
@@ -362,6 +380,21 @@ def read(self:FactChecker, inp:str|dict) -> dict:
 
 # %% ../nbs/01a_facts.ipynb #c141a4915f
 @patch
+def _in_words(self:FactChecker, f:str, val:str) -> bool:
+    "Whether copy field `f`'s value `val` may be stated in other words: a value of its short list seen in training (the classifier reads it)."
+    return val in self.short.get(f, ())
+
+@patch
+def _longer_value(self:FactChecker, f:str, val:str, spans:list, report:str):
+    "(value, span) of a longer value of `f`'s short list that every verbatim span of `val` stands inside (`remote control and european warranty` for `remote control`); None otherwise."
+    low = val.lower()
+    for other in sorted(self.short.get(f, ()), key=len, reverse=True):
+        if len(other) <= len(val) or low not in other.lower(): continue
+        outer = value_spans(other, report)
+        if outer and all(_inside(outer, s, e) for s, e in spans): return other, outer[0]
+    return None
+
+@patch
 def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     "Status and spans of each copy value of `meta`; returns the spans of the input's own values."
     own = []
@@ -370,6 +403,11 @@ def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
         if not val: v.status[f] = None; continue
         spans = [(s, e) for s, e in value_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
         own += spans
+        if not spans and self._in_words(f, val): v.status[f] = None; continue  # `47 inches`: _judged_facts reads it
+        longer = self._longer_value(f, val, spans, report) if spans else None
+        if longer:  # the report states another value of the short list, one that holds the input's
+            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {longer[0]}, the input {val}")
+            v.span(f, *longer[1], "wrong", report); continue
         v.status[f] = "ok" if spans else "missing"
         for s, e in spans: v.span(f, s, e, "ok", report)
         if not spans: v.problems.append(f"{f}: {val!r} is not in the report")
@@ -420,7 +458,7 @@ def _stray_ids(self:FactChecker, meta:dict, report:str, own:list, left:list, v:_
 @patch
 def _grams(self:FactChecker, meta:dict, report:str) -> tuple:
     "(vocabulary rows of the report's n-grams, their (start, end)), the input's copy values cut out."
-    cut = _own_spans(report, meta, self._copy)
+    cut = _own_spans(report, meta, self._cut)
     rows, where, vocab = [], [], self._vocab
     for g, s, e in text_grams(report, cut=cut):
         r = vocab.get(g)
@@ -441,7 +479,7 @@ def _class_of(self:FactChecker, f:str, meta:dict) -> str:
     "The class the input says field `f` has: its value, `stated` (an optional copy field), or `(not stated)`."
     val = meta.get(f)
     if not val: return NOT_STATED
-    return "stated" if f in self._copy else val
+    return "stated" if f in self._copy and f not in self.short else val
 
 # %% ../nbs/01a_facts.ipynb #611d0ae684
 @patch
@@ -479,6 +517,8 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
             v.status[f] = "unseen"; v.unseen.append(f"{f}={val}")
             v.problems.append(f"{f}: {val!r} was never seen in training (seen: {', '.join(self.categories.get(f, ())) or 'none'})")
         elif f not in self._judged: v.status[f] = "ok" if val else None  # one value, always given: nothing to tell apart
+    for f in self.short:  # a short list of one value, always given, in other words (`televisions`): nothing to tell apart either
+        if f not in self._judged and meta.get(f) and v.status.get(f) is None: v.status[f] = "ok"
     for f, (a, classes, t) in self._judged.items():
         if v.status.get(f) == "unseen": continue
         y, n = self._class_of(f, meta), len(classes)
@@ -487,7 +527,9 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
         i = classes.index(y) if y in classes else None
         conf, own = (p[i], w[i]) if i is not None else (0.0, 0.0)
         grounded = said != NOT_STATED and max(range(n), key=w.__getitem__) == k and w[k] - own >= EVIDENCE  # the words say it
-        if f in self._copy:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
+        if f in self.short and y != NOT_STATED and v.status.get(f) is not None:  # verbatim, or never seen: decided by the copy rule
+            v.confidence[f] = round(conf, 3); continue
+        if f in self._copy and f not in self.short:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
             if y != NOT_STATED: continue
             v.confidence[f] = round(conf, 3)
             if conf < t and said != y and grounded and best(a + k, a + i)[0] >= PHRASE and not any(x.startswith(f + "=") for x in v.invented):
