@@ -128,6 +128,7 @@ class ClaimT5Config:
     max_target_length: int = 256     # tokens of report kept as labels
     gen_max_new_tokens: int = 128    # longest generated report, in tokens (reports average ~38)
     gen_num_beams: int = 4           # beam search width; 1 is greedy
+    gen_rerank: int = 0              # evaluation and inference (not the per-epoch validation): beam search for this many candidates, the first that passes the fact check is returned (else the top one); 0 or 1: off
     # evaluation, checkpoints, logging
     eval_strategy: str = "epoch"     # when to evaluate
     save_strategy: str = "epoch"     # when to checkpoint
@@ -221,6 +222,7 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
               "max_input_length", "max_target_length", "gen_max_new_tokens", "gen_num_beams", "logging_steps",
               "tiny_d_model", "tiny_d_ff", "tiny_num_layers", "tiny_num_heads", "tiny_d_kv"):
         _check(k, getattr(c, k) > 0, f"must be > 0, got {getattr(c, k)}")
+    _check("gen_rerank", c.gen_rerank >= 0, f"must be >= 0 (0: off), got {c.gen_rerank}")
     _check("tiny_vocab_size", c.tiny_vocab_size >= 200, f"must be >= 200, got {c.tiny_vocab_size}")
     _check("lora_dropout", 0 <= c.lora_dropout < 1, f"must be in [0, 1), got {c.lora_dropout}")
     _check("learning_rate", 0 < c.learning_rate < 1, f"must be in (0, 1), got {c.learning_rate}")
