@@ -4,7 +4,7 @@
 
 # %% ../nbs/01b_model.ipynb #b1m0000007
 from __future__ import annotations
-import contextlib, hashlib, json, logging, os, platform, shutil, warnings
+import contextlib, hashlib, json, logging, os, platform, re, shutil, warnings
 from pathlib import Path
 from .config import ClaimT5Config, make_config, save_config, generation_kwargs, atomic_folder, atomic_write, ConfigError, FIELDS_FILE
 from .facts import FACTS_FILE, FactChecker, CheckedReport, check_reports, decode_generated, model_inputs, placeholders
@@ -425,12 +425,16 @@ def absent_placeholder_ids(tokenizer, # the model's tokenizer
                            inputs:list, # metadata lines, with their values (not masked)
                            cfg:ClaimT5Config, # reads copy_placeholders and fields
                           ) -> list:
-    "Per input, the token ids of the placeholders of the copy fields it lacks (none when `copy_placeholders` is off)."
+    "Per input, the ids of the sentinels it must not generate: every `<extra_id_N>` but the placeholders of the copy fields it has (none when `copy_placeholders` is off)."
     if not cfg.copy_placeholders: return [[] for _ in inputs]
     ph = placeholders(cfg.fields)
-    ids = dict(zip(ph, tokenizer.convert_tokens_to_ids(list(ph.values()))))
-    ids = {n: t for n, t in ids.items() if t is not None and t != tokenizer.unk_token_id}
-    return [sorted(t for n, t in ids.items() if not parse_metadata(x, require=False, fields=cfg.fields).get(n)) for x in inputs]
+    sentinels = {t: i for t, i in tokenizer.get_vocab().items() if re.fullmatch(r"<extra_id_\d+>", t)}
+    out = []
+    for x in inputs:
+        meta = parse_metadata(x, require=False, fields=cfg.fields)
+        keep = {ph[n] for n in ph if meta.get(n)}
+        out.append(sorted(i for t, i in sentinels.items() if t not in keep))
+    return out
 
 class ForbidPerRow:
     "A transformers logits processor: for input b, the tokens `banned[b]` never win (all b's beams)."
