@@ -91,6 +91,9 @@ class ClaimReportGenerator(ReportGenerator):
         if self.engine == "ct2" and (ignored := ct2_ignored_settings(self.model.generation_config)):  # from generation_config.json
             if engine == "auto": self.engine = "transformers"  # auto promises the same reports
             else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
+        if self.engine == "ct2" and self.rerank > 1:  # CTranslate2's beam search ranks candidates its own way
+            if engine == "auto": self.engine = "transformers"  # auto promises the same reports
+            else: warnings.warn(f"engine ct2 with rerank {self.rerank}: its beam candidates, and so its reports, may differ from transformers'")
         if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
             import torch
             merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)

@@ -46,18 +46,28 @@ def test_rerank_returns_the_first_candidate_that_passes(tiny):
     off = generate_reports(model, tok, inputs, checker=ThirdPasses(), rerank=0, max_new_tokens=20, num_beams=1)
     assert len(off) == 2  # off: one candidate per input, as before
 
-@pytest.mark.parametrize("rerank", [0, 4])
-def test_ct2_forbids_and_reranks_as_transformers_does(tiny_model_dir, tmp_path, rerank):
-    "The CTranslate2 engine gets the same per-input ban (grouped calls) and the same candidates: the same reports."
+def test_ct2_forbids_as_transformers_does_and_auto_keeps_transformers_for_rerank(tiny_model_dir, tmp_path):
+    "CTranslate2 gets the same per-input ban (grouped calls): the same greedy reports. Its beam search ranks candidates its own way, so `auto` with rerank uses transformers."
     pytest.importorskip("ctranslate2")
     from claim_t5.data import load_claim_data
     from claim_t5.inference import ClaimReportGenerator
     rows = list(load_claim_data()["test"].select(range(16))["input"])
     rows = [r if i % 2 else "; ".join(p for p in r.split("; ") if not p.startswith("vendor=")) for i, r in enumerate(rows)]
-    assert sum("vendor=" not in r for r in rows) == 8
-    hf = ClaimReportGenerator(tiny_model_dir, device="cpu", engine="transformers", rerank=rerank)
-    ct2 = ClaimReportGenerator(tiny_model_dir, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2", rerank=rerank)
+    assert sum("vendor=" not in r for r in rows) >= 8
+    hf = ClaimReportGenerator(tiny_model_dir, device="cpu", engine="transformers", rerank=0)
+    ct2 = ClaimReportGenerator(tiny_model_dir, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2", rerank=0)
     assert ct2.engine == "ct2"
     a, b = hf(rows), ct2(rows)
     assert list(map(str, a)) == list(map(str, b))
     assert not any("[vendor]" in r or "extra_id" in r for r in a)
+    assert ClaimReportGenerator(tiny_model_dir, device="cpu", engine="auto", ct2_dir=tmp_path/"ct2", rerank=4).engine == "transformers"
+    with pytest.warns(UserWarning, match="rerank 4"):
+        r = ClaimReportGenerator(tiny_model_dir, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2", rerank=4)(rows[:4])
+    assert len(r) == 4 and not any("[vendor]" in x or "extra_id" in x for x in r)
+
+def test_scratch_preset_reranks_at_delivery_only():
+    "The scratch preset reranks 32 beam candidates where reports are delivered; its per-epoch validation stays greedy."
+    from claim_t5.config import make_config, generation_kwargs
+    cfg = make_config("scratch")
+    assert cfg.gen_rerank == 32 and cfg.gen_num_beams == 1
+    assert generation_kwargs(cfg)["num_beams"] == 1 and "num_return_sequences" not in generation_kwargs(cfg)  # what training's evaluation uses
