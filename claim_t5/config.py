@@ -233,8 +233,8 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
     _check("mixed_precision", c.mixed_precision in PRECISIONS, f"must be one of {PRECISIONS}, got {c.mixed_precision!r}")
     for k in ("eval_strategy", "save_strategy"):
         _check(k, getattr(c, k) in ("epoch", "steps", "no"), f"must be epoch, steps or no, got {getattr(c, k)!r}")
-    _check("metric_for_best_model", c.metric_for_best_model in ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss"),
-           f"must be rouge1, rouge2, rougeL, rougeLsum or loss, got {c.metric_for_best_model!r}")
+    _check("metric_for_best_model", c.metric_for_best_model in ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "all_facts_correct", "fact_accuracy"),
+           f"must be rouge1, rouge2, rougeL, rougeLsum, loss, all_facts_correct or fact_accuracy (the validation reports' fact check), got {c.metric_for_best_model!r}")
     _check("greater_is_better", c.greater_is_better == (c.metric_for_best_model != "loss"),
            f"must be {c.metric_for_best_model != 'loss'} for metric_for_best_model {c.metric_for_best_model!r} (else the worst checkpoint is kept)")
     _check("lora_task_type", c.lora_task_type == "SEQ_2_SEQ_LM", f"T5 needs SEQ_2_SEQ_LM, got {c.lora_task_type!r}")

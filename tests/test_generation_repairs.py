@@ -71,3 +71,13 @@ def test_scratch_preset_reranks_at_delivery_only():
     cfg = make_config("scratch")
     assert cfg.gen_rerank == 32 and cfg.gen_num_beams == 1
     assert generation_kwargs(cfg)["num_beams"] == 1 and "num_return_sequences" not in generation_kwargs(cfg)  # what training's evaluation uses
+
+def test_the_best_checkpoint_can_be_chosen_by_the_fact_check(tmp_path):
+    "metric_for_best_model: all_facts_correct trains, evaluates the facts each epoch and keeps the checkpoint they rank best."
+    from claim_t5.config import quick_config
+    from claim_t5.train import train
+    res = train(quick_config(tmp_path/"mt", metric_for_best_model="all_facts_correct"), verbose=False)
+    facts = [h["all_facts_correct"] for h in res.history]
+    assert len(facts) >= 2 and all(f is not None for f in facts)
+    best = max(range(len(facts)), key=lambda i: (facts[i], -i))  # transformers keeps the first of equal bests
+    assert res.best_checkpoint and str(res.best_checkpoint).endswith(f"-{res.history[best]['step']}")
