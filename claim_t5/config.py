@@ -128,6 +128,7 @@ class ClaimT5Config:
     max_target_length: int = 256     # tokens of report kept as labels
     gen_max_new_tokens: int = 128    # longest generated report, in tokens (reports average ~38)
     gen_num_beams: int = 4           # beam search width; 1 is greedy
+    gen_rerank: int = 0              # evaluation and inference (not the per-epoch validation): beam search for this many candidates, the first that passes the fact check is returned (else the top one); 0 or 1: off
     # evaluation, checkpoints, logging
     eval_strategy: str = "epoch"     # when to evaluate
     save_strategy: str = "epoch"     # when to checkpoint
@@ -221,6 +222,7 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
               "max_input_length", "max_target_length", "gen_max_new_tokens", "gen_num_beams", "logging_steps",
               "tiny_d_model", "tiny_d_ff", "tiny_num_layers", "tiny_num_heads", "tiny_d_kv"):
         _check(k, getattr(c, k) > 0, f"must be > 0, got {getattr(c, k)}")
+    _check("gen_rerank", c.gen_rerank >= 0, f"must be >= 0 (0: off), got {c.gen_rerank}")
     _check("tiny_vocab_size", c.tiny_vocab_size >= 200, f"must be >= 200, got {c.tiny_vocab_size}")
     _check("lora_dropout", 0 <= c.lora_dropout < 1, f"must be in [0, 1), got {c.lora_dropout}")
     _check("learning_rate", 0 < c.learning_rate < 1, f"must be in (0, 1), got {c.learning_rate}")
@@ -231,8 +233,8 @@ def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
     _check("mixed_precision", c.mixed_precision in PRECISIONS, f"must be one of {PRECISIONS}, got {c.mixed_precision!r}")
     for k in ("eval_strategy", "save_strategy"):
         _check(k, getattr(c, k) in ("epoch", "steps", "no"), f"must be epoch, steps or no, got {getattr(c, k)!r}")
-    _check("metric_for_best_model", c.metric_for_best_model in ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss"),
-           f"must be rouge1, rouge2, rougeL, rougeLsum or loss, got {c.metric_for_best_model!r}")
+    _check("metric_for_best_model", c.metric_for_best_model in ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "all_facts_correct", "fact_accuracy"),
+           f"must be rouge1, rouge2, rougeL, rougeLsum, loss, all_facts_correct or fact_accuracy (the validation reports' fact check), got {c.metric_for_best_model!r}")
     _check("greater_is_better", c.greater_is_better == (c.metric_for_best_model != "loss"),
            f"must be {c.metric_for_best_model != 'loss'} for metric_for_best_model {c.metric_for_best_model!r} (else the worst checkpoint is kept)")
     _check("lora_task_type", c.lora_task_type == "SEQ_2_SEQ_LM", f"T5 needs SEQ_2_SEQ_LM, got {c.lora_task_type!r}")

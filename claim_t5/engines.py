@@ -134,14 +134,22 @@ class CT2Engine:
 
     def generate_ids(self, texts:list, # inputs as the model sees them (placeholders already in)
                      batch_size:int=64, max_input_length:int=128, max_new_tokens:int=96, num_beams:int=1,
+                     suppress_ids:list|None=None, # per input, token ids it must not generate (CTranslate2 suppresses per call: inputs are grouped by them)
+                     num_return_sequences:int=1, # hypotheses per input (<= num_beams), best first
                      **ignored) -> list: # do_sample=False, early_stopping: what transformers' path also gets
-        "Generated token ids, one list per input, in input order (inputs longer than `max_input_length` are truncated)."
+        "Generated token ids, `num_return_sequences` lists per input, in input order (inputs longer than `max_input_length` are truncated)."
         if not texts: return []
         ids = self.tokenizer(list(texts), truncation=True, max_length=max_input_length)["input_ids"]
         src = [self.tokenizer.convert_ids_to_tokens(x) for x in ids]
-        res = self.translator.translate_batch(src, max_batch_size=batch_size, beam_size=num_beams,
-                                              max_decoding_length=max_new_tokens)
-        return [[self._rows.get(t, i) for t, i in zip(r.hypotheses[0], self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]))] for r in res]
+        groups = {}  # one translate_batch call per set of suppressed tokens
+        for i, s in enumerate(suppress_ids or [[]] * len(src)): groups.setdefault(tuple(s), []).append(i)
+        out = [None] * len(src)
+        for sup, rows in groups.items():
+            res = self.translator.translate_batch([src[i] for i in rows], max_batch_size=batch_size, beam_size=num_beams,
+                                                  num_hypotheses=num_return_sequences, max_decoding_length=max_new_tokens,
+                                                  suppress_sequences=[[t] for t in self.tokenizer.convert_ids_to_tokens(list(sup))] or None)
+            for i, r in zip(rows, res): out[i] = r.hypotheses[:num_return_sequences]
+        return [[self._rows.get(t, i) for t, i in zip(h, self.tokenizer.convert_tokens_to_ids(h))] for hs in out for h in hs]
 
     def generate(self, texts:list, **kwargs) -> list:
         "Plain decoded reports for `texts` (claim_t5's own path, `generate_reports(..., engine=self)`, adds placeholders and the fact check)."

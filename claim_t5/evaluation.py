@@ -45,6 +45,7 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                    split:str="test", max_samples:int|None=None,
                    batch_size:int|None=None, # generation batch size; None: the model's eval_batch_size
                    num_beams:int|None=None, # None: the model's saved generation settings
+                   rerank:int|None=None, # candidates reranked by the fact check; None: the config's gen_rerank
                    progress:bool=True) -> dict:
     "Generate for a split, score ROUGE and fact accuracy, and write the results and the per-row report."
     import pandas as pd
@@ -62,7 +63,8 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     gen = generation_kwargs(cfg, num_beams=num_beams)
     t0 = time.time()
     preds = generate_reports(model, tok, inputs, batch_size=batch_size, max_input_length=cfg.max_input_length,
-                             progress=progress, **gen)
+                             progress=progress, rerank=rerank, **gen)
+    gen = dict(gen, rerank=cfg.gen_rerank if rerank is None else rerank)
     secs = time.time() - t0
     per = rouge_per_example(preds, refs)
     facts = fact_accuracy(inputs, preds, model_fact_checker(model, cfg, ds))
@@ -223,11 +225,11 @@ def load_metrics(*names:str):
 
 # %% ../nbs/03_eval.ipynb #e6e0e32526
 def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None, batch_size=None, num_beams=None,
-                        progress=True) -> dict:
+                        progress=True, rerank=None) -> dict:
     "Evaluate a model folder, then write its curves (from history.json) and its model card."
     import matplotlib.pyplot as plt
     res = evaluate_model(model_dir, data_dir, split=split, max_samples=max_samples, batch_size=batch_size,
-                         num_beams=num_beams, progress=progress)
+                         num_beams=num_beams, progress=progress, rerank=rerank)
     h = Path(model_dir)/HISTORY_JSON
     if h.exists():
         plt.close(plot_history(json.loads(h.read_text()), Path(model_dir)/CURVES_PNG,
@@ -243,10 +245,11 @@ def main(model_dir:str=None, # fine-tuned model folder (e.g. model_training/fine
          max_samples:int=None, # evaluate only the first N examples
          batch_size:int=None, # generation batch size; default: the model's eval_batch_size
          num_beams:int=None, # beam width; default: the model's saved setting
+         rerank:int=None, # return the first of this many beam candidates that passes the fact check; default: the model's gen_rerank
         ):
     "Evaluate a fine-tuned claim report model: ROUGE, fact accuracy, report CSV, curves and model card."
     if not model_dir: print("error: --model_dir is required", file=sys.stderr); sys.exit(2)
-    try: res = evaluate_and_report(model_dir, data_dir, split, max_samples, batch_size, num_beams)
+    try: res = evaluate_and_report(model_dir, data_dir, split, max_samples, batch_size, num_beams, rerank=rerank)
     except (ModelLoadError, DataValidationError, ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr); sys.exit(1)
     print(f"{res['base_model']} on {res['split']} ({res['examples']} examples):")

@@ -59,7 +59,7 @@ class ReportGenerator:
 
     def describe(self) -> dict:
         "What `/health` shows about the generator."
-        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": self.gen_kwargs, "engine": self.engine,
+        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": getattr(self, "rerank", 0)}, "engine": self.engine,
                 "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
 
 # %% ../nbs/04_inference.ipynb #2ebe8fae09
@@ -70,6 +70,7 @@ class ClaimReportGenerator(ReportGenerator):
                  batch_size:int|None=None, # inputs per generation batch; default: the model's eval_batch_size
                  num_beams:int|None=None, # beam width (1 = greedy); default: the model's saved setting
                  max_new_tokens:int|None=None, # longest report in tokens; default: the model's saved setting
+                 rerank:int|None=None, # return the first of this many beam candidates that passes the fact check; default: the model's gen_rerank
                  strict:bool=False, # never return a report that fails the fact check: retry with beam search, then raise
                  engine:str="transformers", # "transformers"; "ct2": CTranslate2 on the CPU (pip install 'claim_t5[fast]'); "auto": ct2 where it can run, else transformers
                  compute_type:str="float32", # ct2 only: "float32" (the same reports) or "int8" (faster; some reports differ)
@@ -84,12 +85,15 @@ class ClaimReportGenerator(ReportGenerator):
         if merge: self.model = merge_lora(self.model)
         self.batch_size = batch_size or self.cfg.eval_batch_size
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=num_beams, max_new_tokens=max_new_tokens)
-        self.strict = strict
+        self.strict, self.rerank = strict, (self.cfg.gen_rerank if rerank is None else rerank)
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
         self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
         if self.engine == "ct2" and (ignored := ct2_ignored_settings(self.model.generation_config)):  # from generation_config.json
             if engine == "auto": self.engine = "transformers"  # auto promises the same reports
             else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
+        if self.engine == "ct2" and self.rerank > 1:  # CTranslate2's beam search ranks candidates its own way
+            if engine == "auto": self.engine = "transformers"  # auto promises the same reports
+            else: warnings.warn(f"engine ct2 with rerank {self.rerank}: its beam candidates, and so its reports, may differ from transformers'")
         if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
             import torch
             merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
@@ -117,13 +121,13 @@ class ClaimReportGenerator(ReportGenerator):
             except MetadataError as e: raise MetadataError(f"input {i}: {e}") from None
         with self._lock:
             out = generate_reports(self.model, self.tokenizer, texts, batch_size=self.batch_size, engine=self._ct2,
-                                   max_input_length=self.cfg.max_input_length, progress=progress, **self.gen_kwargs)
+                                   max_input_length=self.cfg.max_input_length, progress=progress, rerank=self.rerank, **self.gen_kwargs)
             strict = self.strict if strict is None else strict
             bad = [i for i, r in enumerate(out) if r.facts is not None and not r.facts["ok"]]
             if strict and bad:  # one retry with beam search, which often repairs a greedy slip
                 beams = max(4, self.gen_kwargs["num_beams"])
                 again = generate_reports(self.model, self.tokenizer, [texts[i] for i in bad], batch_size=self.batch_size, engine=self._ct2,
-                                         max_input_length=self.cfg.max_input_length, **{**self.gen_kwargs, **generation_kwargs(
+                                         max_input_length=self.cfg.max_input_length, rerank=max(beams, self.rerank), **{**self.gen_kwargs, **generation_kwargs(
                                              self.cfg, num_beams=beams, max_new_tokens=self.gen_kwargs["max_new_tokens"])})
                 for i, r in zip(bad, again): out[i] = r
                 still = [(i, texts[i], out[i].facts["problems"]) for i in bad if not out[i].facts["ok"]]
@@ -185,6 +189,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          merge_to:str=None, # save a merged standalone model here
          num_beams:int=None, # beam width (1 = greedy); default: the model's saved setting
          max_new_tokens:int=None, # longest report in tokens
+         rerank:int=None, # return the first of this many beam candidates that passes the fact check; default: the model's gen_rerank
          batch_size:int=None, # inputs per generation batch; default: the model's eval_batch_size
          device:str=None, # cuda or cpu; default: CUDA if available
          strict:store_true=False, # never output a report that fails the fact check: retry with beam search, then fail
@@ -201,7 +206,7 @@ def main(model_dir:str=None, # fine-tuned model folder
     try:
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return
-        gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens,
+        gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
                                    strict=bool(strict), engine=engine, compute_type=compute_type, verbose=True)
         def show(r):  # the report on stdout, a failed fact check on stderr
             print(r, flush=True)

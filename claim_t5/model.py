@@ -4,10 +4,11 @@
 
 # %% ../nbs/01b_model.ipynb #b1m0000007
 from __future__ import annotations
-import contextlib, hashlib, json, logging, os, platform, shutil, warnings
+import contextlib, hashlib, json, logging, os, platform, re, shutil, warnings
 from pathlib import Path
 from .config import ClaimT5Config, make_config, save_config, generation_kwargs, atomic_folder, atomic_write, ConfigError, FIELDS_FILE
-from .facts import FACTS_FILE, FactChecker, check_reports, decode_generated, model_inputs
+from .facts import FACTS_FILE, FactChecker, CheckedReport, check_reports, decode_generated, model_inputs, placeholders
+from .schema import parse_metadata
 
 # %% auto #0
 __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG', 'GENERATION_CONFIG', 'RUN_CONFIG', 'BASE_DIR',
@@ -16,7 +17,8 @@ __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG',
            'tiny_cache_key', 'tiny_base_dir', 'set_generation_config', 'HubUnavailableError', 'load_base_model',
            'build_hub_like_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history', 'plot_history',
            'base_of', 'training_label', 'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned',
-           'generate_reports', 'merge_lora', 'merge_adapter', 'machine_description']
+           'absent_placeholder_ids', 'ForbidPerRow', 'generate_reports', 'merge_lora', 'merge_adapter',
+           'machine_description']
 
 # %% ../nbs/01b_model.ipynb #b1m0000009
 ADAPTER_WEIGHTS = "adapter_model.safetensors"   # the LoRA adapter (and any modules_to_save)
@@ -418,7 +420,45 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
     model.claim_t5_config = cfg  # generate_reports reads both: placeholders and the check cannot be forgotten
     return model, tok, cfg
 
+# %% ../nbs/01b_model.ipynb #h20forbid1
+def absent_placeholder_ids(tokenizer, # the model's tokenizer
+                           inputs:list, # metadata lines, with their values (not masked)
+                           cfg:ClaimT5Config, # reads copy_placeholders and fields
+                          ) -> list:
+    "Per input, the ids of the sentinels it must not generate: every `<extra_id_N>` but the placeholders of the copy fields it has (none when `copy_placeholders` is off)."
+    if not cfg.copy_placeholders: return [[] for _ in inputs]
+    ph = placeholders(cfg.fields)
+    sentinels = {t: i for t, i in tokenizer.get_vocab().items() if re.fullmatch(r"<extra_id_\d+>", t)}
+    out = []
+    for x in inputs:
+        meta = parse_metadata(x, require=False, fields=cfg.fields)
+        keep = {ph[n] for n in ph if meta.get(n)}
+        out.append(sorted(i for t, i in sentinels.items() if t not in keep))
+    return out
+
+class ForbidPerRow:
+    "A transformers logits processor: for input b, the tokens `banned[b]` never win (all b's beams)."
+    def __init__(self, banned:list, # per input in the batch, the token ids it must not generate
+                ): self.banned = banned
+    def __call__(self, input_ids, scores):
+        import torch
+        mask = torch.zeros(len(self.banned), scores.shape[-1], dtype=torch.bool, device=scores.device)
+        for b, ids in enumerate(self.banned):
+            if ids: mask[b, ids] = True
+        per = scores.shape[0] // len(self.banned)  # beams (and returned sequences) of one input are adjacent rows
+        return scores.masked_fill(mask.repeat_interleave(per, dim=0), -float("inf"))
+
+
 # %% ../nbs/01b_model.ipynb #b1m0000039
+def _first_passing(checker:FactChecker, input:str, candidates:list):
+    "The first candidate whose fact check passes, else the first (the top beam), as a `CheckedReport`."
+    first = None
+    for c in candidates:
+        r = CheckedReport(c, checker.check(input, c))
+        if r.ok: return r
+        first = first or r
+    return first
+
 def generate_reports(model, tokenizer, inputs:list, # metadata strings
                      batch_size:int=64, # inputs per generate() call
                      max_input_length:int=128, # longer inputs are truncated, with a warning
@@ -426,6 +466,7 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
                      cfg:ClaimT5Config|None=None, # placeholders and schema; default: the config `load_fine_tuned` attached
                      checker:FactChecker|None=None, # the fact check; default: the one `load_fine_tuned` attached
                      engine=None, # another generation backend with `generate_ids` (e.g. claim_t5.engines.CT2Engine); None: `model.generate`
+                     rerank:int|None=None, # k candidates (beam >= k), the first that passes the fact check; None: the config's gen_rerank; 0/1: off
                      **gen_kwargs) -> list:
     "One `CheckedReport` per input (a str with its fact verdict), generated in length-sorted batches, in input order."
     import torch
@@ -435,22 +476,30 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
     cfg = cfg or getattr(model, "claim_t5_config", None) or ClaimT5Config(copy_placeholders=False)
     checker = checker or getattr(model, "claim_t5_facts", None)
     raw, inputs = list(inputs), model_inputs(inputs, cfg)  # the model sees placeholders; reports get the values back
+    banned = absent_placeholder_ids(tokenizer, raw, cfg)  # a placeholder the input cannot fill is never written
+    k = cfg.gen_rerank if rerank is None else rerank
+    k = k if k > 1 and checker is not None else 1  # nothing to rerank by without a checker
+    if k > 1: gen_kwargs = {**gen_kwargs, "num_beams": max(k, gen_kwargs.get("num_beams") or 1), "num_return_sequences": k, "early_stopping": True}
     lengths = [len(x) for x in tokenizer(list(inputs))["input_ids"]]
     long = sum(n > max_input_length for n in lengths)
     if long: warnings.warn(f"{long} input(s) longer than {max_input_length} tokens were truncated")
     order = sorted(range(len(inputs)), key=lambda i: -lengths[i])
-    out = [None] * len(inputs)
+    cands = [None] * len(inputs)
     device = next(model.parameters()).device
     batches = [order[i:i+batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="Generating", disable=not progress):
         if engine is not None:  # the same masking, decoding and fact check around another engine's tokens
-            gen = engine.generate_ids([inputs[i] for i in idx], batch_size=batch_size, max_input_length=max_input_length, **gen_kwargs)
+            gen = engine.generate_ids([inputs[i] for i in idx], batch_size=batch_size, max_input_length=max_input_length,
+                                      suppress_ids=[banned[i] for i in idx], **gen_kwargs)
         else:
             enc = tokenizer([inputs[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                             max_length=max_input_length).to(device)
-            with torch.inference_mode(): gen = model.generate(**enc, **gen_kwargs)
-        for i, text in zip(idx, decode_generated(tokenizer, gen, [raw[i] for i in idx], cfg)): out[i] = text
-    return check_reports(checker, raw, out)
+            forbid = {"logits_processor": [ForbidPerRow([banned[i] for i in idx])]} if any(banned[i] for i in idx) else {}
+            with torch.inference_mode(): gen = model.generate(**enc, **forbid, **gen_kwargs)
+        texts = decode_generated(tokenizer, gen, [raw[i] for i in idx for _ in range(k)], cfg)  # k rows per input
+        for j, i in enumerate(idx): cands[i] = texts[j*k:(j+1)*k]
+    if k == 1: return check_reports(checker, raw, [c[0] for c in cands])
+    return [_first_passing(checker, r, c) for r, c in zip(raw, cands)]
 
 # %% ../nbs/01b_model.ipynb #b1m00000m1
 def merge_lora(model, # a model from `load_fine_tuned`: a PeftModel (adapter) or a plain model

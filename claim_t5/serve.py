@@ -217,6 +217,7 @@ class GenerationProcess(ReportGenerator):
         self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
+        self.rerank = self.cfg.gen_rerank if kwargs.get("rerank") is None else kwargs["rerank"]  # what the child's generator does
         try: self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         except Exception as e: raise ModelLoadError(f"{self.model_dir}: could not load the tokenizer ({type(e).__name__}: {e})") from None
         try: self._checker = FactChecker.load(self.model_dir) if (self.model_dir/FACTS_FILE).exists() else None  # for `check`: reviews

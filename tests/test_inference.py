@@ -156,8 +156,9 @@ def test_merged_loads_with_plain_transformers(merged, gen):
     tok = AutoTokenizer.from_pretrained(str(merged))
     assert not hasattr(model, "peft_config")
     from claim_t5.facts import decode_generated, model_inputs  # plain transformers, plus the placeholders in and out
+    from claim_t5.model import ForbidPerRow, absent_placeholder_ids  # and the sentinels the input cannot fill banned
     enc = tok(model_inputs([META_STR], gen.cfg), return_tensors="pt")
-    out = model.generate(**enc, **gen.gen_kwargs)
+    out = model.generate(**enc, logits_processor=[ForbidPerRow(absent_placeholder_ids(tok, [META_STR], gen.cfg))], **gen.gen_kwargs)
     assert decode_generated(tok, out, [META_STR], gen.cfg)[0] == gen(META)
 
 
