@@ -446,7 +446,12 @@ class ForbidPerRow:
         for b, ids in enumerate(self.banned):
             if ids: mask[b, ids] = True
         per = scores.shape[0] // len(self.banned)  # beams (and returned sequences) of one input are adjacent rows
-        return scores.masked_fill(mask.repeat_interleave(per, dim=0), -float("inf"))
+        mask = mask.repeat_interleave(per, dim=0)
+        out, rows = scores.masked_fill(mask, -float("inf")), mask.any(-1)
+        # renormalised where something was banned, as CTranslate2 bans (before its softmax): beam search sums these
+        # log-probabilities across steps, so both engines rank the beams alike; greedy's argmax is the same either way
+        if rows.any(): out[rows] = out[rows].log_softmax(-1)
+        return out
 
 
 # %% ../nbs/01b_model.ipynb #b1m0000039

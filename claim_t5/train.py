@@ -79,6 +79,16 @@ def prediction_step(self:ClaimTrainer, *args, **kwargs):
     try: return Seq2SeqTrainer.prediction_step(self, *args, **kwargs)
     finally: gc.max_length = before
 
+# %% ../nbs/02_lora_train.ipynb #mtime0rot2
+@patch
+def _save_checkpoint(self:ClaimTrainer, model, trial):
+    "Save a checkpoint as the Trainer does, rotating the old ones by step number (not by modification time)."
+    import transformers.trainer as hf_trainer
+    rotate = hf_trainer.rotate_checkpoints
+    hf_trainer.rotate_checkpoints = lambda *a, **kw: rotate(*a, **{**kw, "use_mtime": False})
+    try: return Seq2SeqTrainer._save_checkpoint(self, model, trial)
+    finally: hf_trainer.rotate_checkpoints = rotate
+
 # %% ../nbs/02_lora_train.ipynb #855f1d0222
 def make_compute_metrics(tokenizer,
                          cfg:ClaimT5Config|None=None, # placeholders: restored before scoring; None: a plain decode

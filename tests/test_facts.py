@@ -291,7 +291,9 @@ def test_trained_model_with_and_without_placeholders(on, tmp_path):
     reports = generate_reports(model, tok, inputs, max_new_tokens=12, num_beams=1, do_sample=False)
     assert all(r.facts is not None for r in reports)
     enc = tok(inputs if not on else [mask_input(i) for i in inputs], return_tensors="pt", padding=True)
-    with torch.inference_mode(): ids = model.generate(**enc, max_new_tokens=12, num_beams=1, do_sample=False)
+    from claim_t5.model import ForbidPerRow, absent_placeholder_ids  # on: the sentinels an input cannot fill are banned, as generate_reports does
+    ban = {"logits_processor": [ForbidPerRow(absent_placeholder_ids(tok, inputs, cfg))]} if on else {}
+    with torch.inference_mode(): ids = model.generate(**enc, max_new_tokens=12, num_beams=1, do_sample=False, **ban)
     if not on:  # exactly the reference recipe's decode
         assert [str(r) for r in reports] == [t.strip() for t in tok.batch_decode(ids, skip_special_tokens=True)]
     else:
