@@ -298,10 +298,10 @@ def main(config:str="flan-t5-base", # preset name (tiny, scratch, flan-t5-base) 
     from claim_t5.config import ConfigError
     from claim_t5.data import DataValidationError
     try:
-        cfg = make_config(config, data_dir=data_dir, output_dir=output_dir, num_epochs=num_epochs,
-                          max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-                          learning_rate=learning_rate, batch_size=batch_size, seed=seed, model_name=model_name,
-                          **parse_set(set))
+        flags = dict(data_dir=data_dir, output_dir=output_dir, num_epochs=num_epochs, max_train_samples=max_train_samples,
+                     max_eval_samples=max_eval_samples, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                     model_name=model_name)  # a flag given on the command line wins over the same key in --set
+        cfg = make_config(config, **{**parse_set(set), **{k: v for k, v in flags.items() if v is not None}})
         res = train(cfg, resume_from_checkpoint=resume_from_checkpoint)
     except (ConfigError, DataValidationError, HubUnavailableError, NonFiniteLossError, FileExistsError,
             FileNotFoundError, ValueError) as e:

@@ -154,10 +154,12 @@ def _cli(*args):
 
 def test_cli_trains_with_overrides(tmp_path):
     r = _cli("--config", "tiny", "--output_dir", str(tmp_path/"mt"), "--num_epochs", "1", "--max_train_samples", "32",
-             "--max_eval_samples", "4", "--set", "lora_r=4 logging_steps=1")
-    assert r.returncode == 0, r.stderr[-2000:]
+             "--max_eval_samples", "4", "--set", "lora_r=4 logging_steps=1 learning_rate=0.001 num_epochs=5")
+    assert r.returncode == 0, r.stderr[-2000:]  # a key that is also a flag (learning_rate) may be given with --set
     assert json.loads((tmp_path/"mt"/"fine_tuned_model"/"adapter_config.json").read_text())["r"] == 4
-    assert len(json.loads((tmp_path/"mt"/"fine_tuned_model"/"history.json").read_text())) == 1
+    assert len(json.loads((tmp_path/"mt"/"fine_tuned_model"/"history.json").read_text())) == 1  # the flag wins over --set
+    import yaml
+    assert yaml.safe_load((tmp_path/"mt"/"fine_tuned_model"/"claim_t5_config.yaml").read_text())["learning_rate"] == 0.001
 
 @pytest.mark.parametrize("args, needle", [
     (["--set", "lora_rank=4"], "lora_rank"),
