@@ -1,5 +1,5 @@
 "Shared fixtures and helpers: one torch thread, a tiny model trained for a few steps once per session, CLI helpers."
-import contextlib, io, os, shutil, subprocess, sys, warnings
+import contextlib, io, os, re, shutil, socket, subprocess, sys, warnings
 from pathlib import Path
 import pytest
 
@@ -83,3 +83,15 @@ def hub_model_dir(tmp_path_factory) -> Path:
     from claim_t5.model import build_hub_like_model
     train = load_claim_data(None)["train"]
     return build_hub_like_model(tmp_path_factory.mktemp("hub")/"flan-t5-mini", list(train["input"]) + list(train["output"]))
+
+def free_port() -> int:
+    "A free TCP port on loopback, for a service a test starts."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+WARNING = re.compile(r"warning|warn\(|deprecat", re.I)
+
+def no_warnings(stderr:str):
+    "Assert that no line of `stderr` (a command's) is a warning."
+    found = [l for l in stderr.splitlines() if WARNING.search(l)]
+    assert not found, "library warnings printed:\n" + "\n".join(found[:10])

@@ -1,19 +1,13 @@
 """The installed console scripts started as a user starts them (a fresh process each): the entry points work, and a
 call prints its result, progress and clear errors, never a library warning (issue 9). The other CLI tests call the
 same `main` in-process (`conftest.run_cli`), which cannot see what a fresh import prints."""
-import json, re
+import json
 from concurrent.futures import ThreadPoolExecutor
 import pytest
-from conftest import cli_subprocess, copy_model
+from conftest import no_warnings, cli_subprocess, copy_model
 
 SCRIPTS = ("claim_t5_data", "claim_t5_train", "claim_t5_eval", "claim_t5_generate", "claim_t5_serve", "claim_t5_run")
 META = "shipment_id=SHP-12345; image_id=img_0042.png; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit"
-WARNING = re.compile(r"warning|warn\(|deprecat", re.I)
-
-def no_warnings(stderr:str):
-    "Assert that no line of `stderr` is a warning."
-    found = [l for l in stderr.splitlines() if WARNING.search(l)]
-    assert not found, "library warnings printed:\n" + "\n".join(found[:10])
 
 def test_no_warnings_detects_a_warning():
     no_warnings("Generating: 100%|####| 8/8\n")

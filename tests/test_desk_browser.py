@@ -9,7 +9,6 @@ import csv
 import inspect
 import io
 import json
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -29,13 +28,10 @@ except ImportError:  # pragma: no cover - .ci/run installs it (the dev extra)
 if sync_playwright is None or not Path(CHROMIUM).exists():
     pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=f"needs the playwright package and {CHROMIUM} (apt-get install chromium; .ci/run installs both)")]
 
-from conftest import BIN, cli_env  # noqa: E402
+from conftest import BIN, cli_env, free_port  # noqa: E402
 
 KEY = "desk-test-key-1234"
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 def claims(n:int) -> list:
     "n real claims (the bundled test split) as metadata dicts."

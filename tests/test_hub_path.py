@@ -5,25 +5,20 @@ No hub is reachable here, so the `flan-t5-base` preset's code path runs on `hub_
 28 vocabulary rows past the tokenizer) at a tiny size, with random weights whose EOS and padding rows are zero, so every
 report runs to the length limit and the limit shows. What these tests check is what differs from the tiny preset's path:
 generation lengths, the untied head, the tokenizer loaded from the folder, and no library warnings."""
-import json, re, signal, socket, subprocess, time, warnings
+import json, signal, subprocess, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
-from conftest import BIN, cli_env, cli_subprocess
+from conftest import BIN, cli_env, cli_subprocess, free_port, no_warnings
 
 META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
             shipment_stage="transit")
 META_STR = "; ".join(f"{k}={v}" for k, v in META.items())
-WARNING = re.compile(r"warning|warn\(|deprecat", re.I)
 # the files the README's `hf download google/flan-t5-base ...` fetches (/work/notes/issue23-readme.md), and all a run reads
 HUB_FILES = ["config.json", "generation_config.json", "model.safetensors", "spiece.model", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json"]
 SIZES = dict(max_train_samples=16, max_eval_samples=4, batch_size=8, eval_batch_size=4, logging_steps=1, warmup_steps=0)
 
-def no_warnings(stderr:str):
-    "Assert that no line of `stderr` is a warning (as tests/test_cli.py)."
-    found = [l for l in stderr.splitlines() if WARNING.search(l)]
-    assert not found, "library warnings printed:\n" + "\n".join(found[:10])
 
 def hub_config(model_dir, out, **kw):
     "The flan-t5-base preset with model_name pointing to the miniature, sized to run in seconds."
@@ -72,8 +67,6 @@ def test_epoch_evaluation_generates_the_configured_length(hub_model_dir, tmp_pat
 
 # ---------------------------------------------------------------- every command, end to end, in fresh processes
 
-def free_port() -> int:
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 def serve(model_dir, cwd, *args, timeout=120) -> dict:
     "Start `claim_t5_serve` (its default: a generation process), ask for one report, stop it; what it answered and printed."

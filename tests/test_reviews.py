@@ -1,7 +1,7 @@
 """Tests of claim_t5.reviews and the service's review endpoints: the store on SQLite (WAL) and on a real PostgreSQL
 server the tests start, `claim_t5_data --from_reviews` end to end, the `review_data` config key in a training run,
 the API key, and durability: reviewers approving at once while the service is killed with SIGKILL."""
-import contextlib, glob, io, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time, uuid, warnings
+import contextlib, glob, io, json, os, shutil, signal, subprocess, sys, tempfile, threading, time, uuid, warnings
 from pathlib import Path
 
 import pytest
@@ -9,7 +9,7 @@ import pytest
 from claim_t5.data import generate_dataset
 from claim_t5.reviews import (ReviewConflict, ReviewError, ReviewStore, StoreUnavailable, data_main, export_reviews,
                               reviews_table)
-from conftest import BIN, cli_env, cli_subprocess
+from conftest import BIN, cli_env, cli_subprocess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INP = "shipment_id=SHP-10001; damage_type=dent; severity=high"
@@ -25,9 +25,6 @@ def _pg_bindir() -> Path | None:
     return Path(shutil.which("initdb")).parent if shutil.which("initdb") else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
