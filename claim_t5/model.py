@@ -16,9 +16,9 @@ __all__ = ['ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'MODEL_WEIGHTS', 'MODEL_CONFIG',
            'HISTORY_KEYS', 'results_file', 'report_file', 'train_tiny_tokenizer', 'build_tiny_model', 'load_seq2seq',
            'tiny_cache_key', 'tiny_base_dir', 'set_generation_config', 'HubUnavailableError', 'load_base_model',
            'build_hub_like_model', 'add_lora', 'count_parameters', 'epoch_history', 'save_history', 'plot_history',
-           'base_of', 'training_label', 'save_fine_tuned', 'ModelLoadError', 'load_model_config', 'load_fine_tuned',
-           'absent_placeholder_ids', 'ForbidPerRow', 'generate_reports', 'merge_lora', 'merge_adapter',
-           'machine_description']
+           'base_of', 'training_label', 'save_fine_tuned', 'model_folder_files', 'missing_model_files',
+           'ModelLoadError', 'load_model_config', 'load_fine_tuned', 'absent_placeholder_ids', 'ForbidPerRow',
+           'generate_reports', 'merge_lora', 'merge_adapter', 'machine_description']
 
 # %% ../nbs/01b_model.ipynb #b1m0000009
 ADAPTER_WEIGHTS = "adapter_model.safetensors"   # the LoRA adapter (and any modules_to_save)
@@ -351,6 +351,28 @@ def save_fine_tuned(model, # the PeftModel (after load_best_model_at_end, the be
             import matplotlib.pyplot as plt
             plt.close(plot_history(history, tmp/CURVES_PNG, title=f"{cfg.model_label}, {training_label(cfg)}"))
     return Path(folder)
+
+# %% ../nbs/01b_model.ipynb #d3a3247243
+def model_folder_files(cfg:ClaimT5Config, # the config the model was trained with (its recipe)
+                       trained:bool=True, # saved by `train`: with its fact check, history and curves
+                      ) -> dict:
+    "The files a fine-tuned model folder holds, as {file name: what it is}: the one rule for adapter and full models."
+    files = ({ADAPTER_WEIGHTS: "the LoRA adapter's weights", ADAPTER_CONFIG: "peft's description of the adapter"}
+             if cfg.finetune == "lora" else
+             {MODEL_WEIGHTS: "every weight (finetune: full)", MODEL_CONFIG: "transformers' model config"})
+    if cfg.finetune == "lora" and cfg.is_tiny: files[BASE_DIR] = "the tiny base model the adapter adapts"
+    files.update({"tokenizer_config.json": "the tokenizer", GENERATION_CONFIG: "the generation settings",
+                  RUN_CONFIG: "the claim_t5 config"})
+    if trained: files.update({FACTS_FILE: "the fact check learned from training", HISTORY_JSON: "the per-epoch history",
+                              CURVES_PNG: "the training curves"})
+    return files
+
+def missing_model_files(folder:str|Path, # a fine-tuned model folder
+                        cfg:ClaimT5Config, # the config it was trained with
+                        trained:bool=True, # saved by `train` (see `model_folder_files`)
+                       ) -> list:
+    "What `folder` lacks of `model_folder_files`, each as 'name (what it is)'; empty when complete."
+    return [f"{name} ({what})" for name, what in model_folder_files(cfg, trained).items() if not (Path(folder)/name).exists()]
 
 # %% ../nbs/01b_model.ipynb #b1m0000036
 class ModelLoadError(RuntimeError):

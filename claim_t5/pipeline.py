@@ -8,19 +8,20 @@ import json, os, shutil, sys, tempfile, time
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import make_config, ConfigError
-from .model import results_file, report_file, CURVES_PNG, MODEL_CARD
+from .model import results_file, report_file, CURVES_PNG, MODEL_CARD, load_model_config, missing_model_files
 
 # %% auto #0
-__all__ = ['STAGES', 'PipelineStageError', 'find_nbs_dir', 'resolve_stage', 'stage_parameters', 'run_pipeline', 'summary', 'main']
+__all__ = ['STAGES', 'PipelineStageError', 'find_nbs_dir', 'resolve_stage', 'stage_parameters', 'restart_advice', 'run_pipeline',
+           'summary', 'main']
 
 # %% ../nbs/05_pipeline.ipynb #d4ad836d08
 STAGES = ("00_config", "01_data", "02_lora_train", "03_eval", "04_inference")
 
 class PipelineStageError(RuntimeError):
     "A pipeline stage failed; `.stage` names it and `.notebook` is the executed notebook with the error."
-    def __init__(self, stage:str, notebook:Path, reason:str):
-        self.stage, self.notebook = stage, notebook
-        super().__init__(f"stage {stage} failed: {reason}\nexecuted notebook: {notebook}")
+    def __init__(self, stage:str, notebook:Path, reason:str, advice:str=""):
+        self.stage, self.notebook, self.advice = stage, notebook, advice
+        super().__init__(f"stage {stage} failed: {reason}\nexecuted notebook: {notebook}" + (f"\n{advice}" if advice else ""))
 
 # %% ../nbs/05_pipeline.ipynb #399306d55c
 def find_nbs_dir() -> Path:
@@ -61,6 +62,23 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
 _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
           "03_eval": "model_training/fine_tuned_model/claim_t5_config.yaml",
           "04_inference": "model_training/fine_tuned_model/claim_t5_config.yaml"}
+
+# %% ../nbs/05_pipeline.ipynb #617dc12b80
+def restart_advice(run_dir:Path, # the run folder
+                   stage:str, # the stage that failed
+                  ) -> str:
+    "How to continue a run whose `stage` failed without redoing what it saved; empty when there is nothing to keep."
+    model_dir, cks = Path(run_dir)/"model_training"/"fine_tuned_model", Path(run_dir)/"model_training"/"checkpoints"
+    i = STAGES.index(stage)
+    if i < STAGES.index("02_lora_train"): return ""
+    try: complete = model_dir.is_dir() and not missing_model_files(model_dir, load_model_config(model_dir))
+    except ConfigError: complete = False
+    if complete:
+        again = STAGES[max(i, STAGES.index("03_eval"))]  # after 02 its model is kept; a later stage reruns itself
+        return f"the trained model is saved in {model_dir}; continue with: claim_t5_run --run_dir {run_dir} --start_at {again}"
+    if i == STAGES.index("02_lora_train") and any(cks.glob("checkpoint-*")):
+        return f"training stopped before saving its model; resume it with: claim_t5_run --run_dir {run_dir} --resume"
+    return ""
 
 # %% ../nbs/05_pipeline.ipynb #9e44054012
 def _kernel_manager(socket_dir:str):
@@ -117,9 +135,9 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
                 pm.execute_notebook(str(nbs/f"{stage}.ipynb"), str(out_nb), parameters=params[stage], kernel_name="python3",
                                     progress_bar=False, cwd=str(run_dir), kernel_manager_class=_kernel_manager(sockets))
             except pm.PapermillExecutionError as e:
-                raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}") from None
+                raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}", restart_advice(run_dir, stage)) from None
             except Exception as e:
-                raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}") from None
+                raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}", restart_advice(run_dir, stage)) from None
             timings[stage] = round(time.time() - t0, 1)
             log(f"      {stage} done in {timings[stage]} s")
     finally: shutil.rmtree(sockets, ignore_errors=True)

@@ -15,11 +15,12 @@ from .config import FIELDS_FILE
 from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
 from .model import (load_base_model, add_lora, training_label, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS, base_of)
-from .model import set_generation_config
+from .model import set_generation_config, missing_model_files
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
-           'prepare_resume', 'TrainResult', 'TimeBudget', 'early_stopping', 'build_trainer', 'train', 'main']
+           'prepare_resume', 'TrainResult', 'TimeBudget', 'early_stopping', 'build_trainer', 'train', 'check_trained',
+           'main']
 
 # %% ../nbs/02_lora_train.ipynb #32ca325720
 from transformers import Seq2SeqTrainer, TrainerCallback
@@ -165,6 +166,7 @@ class TrainResult:
     metrics: dict
     best_checkpoint: str|None
     config: ClaimT5Config
+    epochs_run: float = 0.0  # what training ran: early stopping or the time budget can stop it before num_epochs
 
 # %% ../nbs/02_lora_train.ipynb #b9df6180df
 # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns); take whichever exists
@@ -276,7 +278,23 @@ def train(cfg:ClaimT5Config, # the run's configuration
                                     checker)
         write_fields(model_dir/FIELDS_FILE, cfg.fields, evidence)  # the schema on its own, to read, edit and reuse
     return TrainResult(model_dir=model_dir, history=history, parameters=params, metrics=out.metrics,
-                       best_checkpoint=trainer.state.best_model_checkpoint, config=cfg)
+                       best_checkpoint=trainer.state.best_model_checkpoint, config=cfg,
+                       epochs_run=round(trainer.state.epoch or 0.0, 4))
+
+# %% ../nbs/02_lora_train.ipynb #81e528d1b6
+def check_trained(result:TrainResult) -> TrainResult:
+    "Raise `AssertionError` in words unless the model folder holds what its recipe saves and the history has a row per epoch run."
+    cfg = result.config
+    missing = missing_model_files(result.model_dir, cfg)
+    if missing: raise AssertionError(f"{result.model_dir}: a model trained with {training_label(cfg)} should hold "
+                                     f"{'; '.join(missing)}")
+    if not 0 < result.epochs_run <= cfg.num_epochs + 1e-6:
+        raise AssertionError(f"training ran {result.epochs_run:g} epochs; the config allows 1 to {cfg.num_epochs}")
+    ran = math.ceil(result.epochs_run - 1e-6)
+    if cfg.eval_strategy == "epoch" and len(result.history) != ran:
+        raise AssertionError(f"the history has {len(result.history)} epoch rows but training ran {ran} epoch(s) "
+                             f"(of at most {cfg.num_epochs}): one row per evaluated epoch was expected")
+    return result
 
 # %% ../nbs/02_lora_train.ipynb #dfdc76bf34
 @call_parse
