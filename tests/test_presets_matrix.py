@@ -1,0 +1,148 @@
+"""Every preset through every door a user has (issue 31).
+
+A preset is any file in `claim_t5/presets/`: one added later joins this matrix with no test to write. Each goes, on a
+few dozen bundled pairs and a few test examples, through
+- `claim_t5_run` (papermill, all five notebooks, in a fresh process),
+- `claim_t5_eval` and `claim_t5_generate` on the model that run saved,
+- `claim_t5_serve` (one report from `/generate_claim`, one draft from the desk's `/api/draft`),
+- `import claim_t5` from a notebook of the user's own (executed by papermill in another folder),
+- `claim_t5_train`, killed (SIGKILL) after its first complete checkpoint, then `--resume_from_checkpoint True`.
+The flan-t5-base preset runs on the miniature hub-shaped folder (`hub_model_dir`): no hub here.
+"""
+import json, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+import claim_t5
+from conftest import BIN, cli_env, cli_subprocess, free_port, no_warnings
+
+PRESETS = sorted(p.stem for p in (Path(claim_t5.__file__).parent/"presets").glob("*.yaml"))
+SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=4, logging_steps=1, batch_size=8, eval_batch_size=8)
+META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
+            shipment_stage="transit")
+
+def test_every_preset_file_is_in_the_matrix():
+    assert {"tiny", "scratch", "flan-t5-base"} <= set(PRESETS), PRESETS
+
+def _sets(preset:str, hub_model_dir:Path, **extra) -> str:
+    "The --set string for a small run of `preset` (flan-t5-base from the miniature hub folder)."
+    keys = {**SMALL, **extra, **({"model_name": hub_model_dir} if preset == "flan-t5-base" else {})}
+    return " ".join(f"{k}={v}" for k, v in keys.items())
+
+@pytest.fixture(scope="module", params=PRESETS)
+def preset_run(request, tmp_path_factory, hub_model_dir):
+    "`claim_t5_run --config <preset>` on the bundled data, small, in a fresh process started from another folder."
+    preset = request.param
+    base = tmp_path_factory.mktemp(f"matrix-{preset}")
+    elsewhere = base/"elsewhere"; elsewhere.mkdir()
+    run = cli_subprocess("claim_t5_run", "--config", preset, "--run_dir", base/"run", "--set", _sets(preset, hub_model_dir),
+                         "--max_test_samples", "4", cwd=elsewhere, timeout=900)
+    return dict(preset=preset, base=base, elsewhere=elsewhere, run=run, run_dir=base/"run",
+                model_dir=base/"run"/"model_training"/"fine_tuned_model")
+
+@pytest.mark.slow
+def test_pipeline_runs_all_five_stages(preset_run):
+    from claim_t5.model import load_model_config, missing_model_files
+    from claim_t5.pipeline import STAGES
+    r, run_dir, model_dir = preset_run["run"], preset_run["run_dir"], preset_run["model_dir"]
+    assert r.returncode == 0, f"{preset_run['preset']}: {r.stderr[-3000:]}"
+    for s in STAGES: assert (run_dir/"notebooks"/f"{s}.ipynb").exists(), s
+    assert missing_model_files(model_dir, load_model_config(model_dir)) == []  # the model folder's own rule
+    res = json.loads((model_dir/"test_results.json").read_text())
+    assert res["examples"] == 4 and "all_facts_correct" in res["fact_accuracy"]
+    assert "test scores (" in r.stdout and "all facts correct" in r.stdout
+    assert len(json.loads((model_dir/"history.json").read_text())) == SMALL["num_epochs"]
+
+@pytest.mark.slow
+def test_eval_and_generate_commands(preset_run):
+    model_dir, elsewhere = preset_run["model_dir"], preset_run["elsewhere"]
+    ev = cli_subprocess("claim_t5_eval", "--model_dir", model_dir, "--max_samples", "3", "--batch_size", "4", cwd=elsewhere)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert "all facts correct" in ev.stdout.lower() or "all_facts_correct" in ev.stdout
+    no_warnings(ev.stderr)
+    line = "; ".join(f"{k}={v}" for k, v in META.items())
+    gen = cli_subprocess("claim_t5_generate", "--model_dir", model_dir, "--input", line, "--engine", "transformers", cwd=elsewhere)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert gen.stdout.strip(), "no report printed"
+    no_warnings(gen.stderr)
+
+def _serve(model_dir:Path, cwd:Path, timeout:int=180) -> dict:
+    "Start `claim_t5_serve`, ask for one report and one desk draft, stop it; what it answered."
+    import httpx
+    port = free_port()
+    p = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(model_dir), "--port", str(port), "--engine", "transformers"],
+                         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    res, url, end = {}, f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and p.poll() is None and not res:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    res["claim"] = httpx.post(f"{url}/generate_claim", json=META, timeout=60)
+                    res["draft"] = httpx.post(f"{url}/api/draft", json={"meta": META}, timeout=60)
+            except httpx.TransportError: time.sleep(0.3)
+            else:
+                if not res: time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try: out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
+    return dict(res, stderr=err)
+
+@pytest.mark.slow
+def test_service_and_desk_draft(preset_run):
+    r = _serve(preset_run["model_dir"], preset_run["elsewhere"])
+    assert "claim" in r, f"the service never became ready:\n{r['stderr'][-3000:]}"
+    assert r["claim"].status_code == 200, r["claim"].text
+    assert r["claim"].json()["report"]
+    assert r["draft"].status_code == 200, r["draft"].text
+    d = r["draft"].json()
+    assert d["report"] and "facts" in d and "<" in d["html"]
+
+NOTEBOOK = """import claim_t5
+from claim_t5.inference import ClaimReportGenerator
+gen = ClaimReportGenerator({model_dir!r})
+report = gen({meta!r})
+print("REPORT:", report)
+print("FACTS OK:", report.facts["ok"])"""
+
+@pytest.mark.slow
+def test_import_from_a_users_notebook(preset_run):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK.format(model_dir=str(preset_run["model_dir"]), meta=META))])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src, out = preset_run["elsewhere"]/"mine.ipynb", preset_run["elsewhere"]/"mine.out.ipynb"
+    nbformat.write(nb, src)
+    r = subprocess.run([sys.executable, "-m", "papermill", str(src), str(out), "--no-progress-bar"], cwd=preset_run["elsewhere"],
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = "".join(o.get("text", "") for o in nbformat.read(out, 4).cells[0].outputs)
+    assert "REPORT:" in text and "FACTS OK:" in text, text
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_train_killed_then_resumed(preset, tmp_path, hub_model_dir):
+    "claim_t5_train killed after its first complete checkpoint, then resumed: it ends with a complete model folder."
+    from claim_t5.model import load_model_config, missing_model_files
+    from claim_t5.train import checkpoint_complete
+    out = tmp_path/"model_training"
+    args = ["--config", preset, "--output_dir", out, "--set", _sets(preset, hub_model_dir, num_epochs=4)]
+    for attempt in range(3):  # the kill must land mid-run; a machine fast enough to finish first gets another try
+        p = subprocess.Popen([str(BIN/"claim_t5_train"), *map(str, args)], env=cli_env(), cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+        end = time.monotonic() + 600
+        while time.monotonic() < end and p.poll() is None:
+            if any(checkpoint_complete(c) for c in (out/"checkpoints").glob("checkpoint-*")): break
+            time.sleep(0.05)
+        killed = p.poll() is None
+        if killed: p.send_signal(signal.SIGKILL)
+        err = p.communicate(timeout=60)[1]
+        if killed and not (out/"fine_tuned_model").exists(): break
+        assert killed or p.returncode == 0, err[-3000:]
+        import shutil; shutil.rmtree(out, ignore_errors=True)
+    else: pytest.fail("training reached its end before it could be killed, three times")
+    resumed = cli_subprocess("claim_t5_train", *args, "--resume_from_checkpoint", "True", cwd=tmp_path, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    model_dir = out/"fine_tuned_model"
+    assert missing_model_files(model_dir, load_model_config(model_dir)) == []
+    epochs = [r["epoch"] for r in json.loads((model_dir/"history.json").read_text())]
+    assert epochs == [float(e) for e in range(1, len(epochs) + 1)] and 2 <= len(epochs) <= 4, epochs  # none lost, none twice
+    no_warnings(resumed.stderr)
