@@ -126,16 +126,16 @@ def code_paths() -> str:
     gn = "bench_generate-20261128-064910.json"; g = load(gn)
     da = "bench_data-20261130-205607.json"; d = load(da)
     ch = "bench_checker-bundled-20261130-210608.json"; c = load(ch)
-    rows = [["`bench_train.py`: dynamic padding vs padding to 128/256, examples/s (same first-batch loss)",
+    rows = [["`bench/bench_train.py`: dynamic padding vs padding to 128/256, examples/s (same first-batch loss)",
              f"{p['dynamic']['examples_per_s']['median']} vs {p['max_length']['examples_per_s']['median']} median: "
              f"**{p['speedup_of_medians']:.2f}x** ({p['speedup_per_repeat']['min']:.2f}–{p['speedup_per_repeat']['max']:.2f} per repeat)",
              load_of(load(tr)), code(tr)],
-            [f"`bench_generate.py`: batched length-sorted vs one at a time, beam 4, {g['n']} test inputs",
+            [f"`bench/bench_generate.py`: batched length-sorted vs one at a time, beam 4, {g['n']} test inputs",
              f"{g['reports_per_s']['batched']['median']} vs {g['reports_per_s']['one_at_a_time']['median']} reports/s median: "
              f"**{g['speedup_of_medians']:.1f}x**; {g['identical_reports']} identical", load_of(g), code(gn)],
-            [f"`bench_data.py`: {n(d['train_pairs'])} training pairs: schema inferred, loaded, validated, statistics",
+            [f"`bench/bench_data.py`: {n(d['train_pairs'])} training pairs: schema inferred, loaded, validated, statistics",
              f"{med(d['seconds']['total_s'], ' s', 2)} (target ≤ {d['target_total_s']} s)", load_of(d), code(da)],
-            ["`bench_checker.py`: the fact check itself, one core, bundled data", f"{c['reports_per_s']['median']:,.0f} reports/s",
+            ["`bench/bench_checker.py`: the fact check itself, one core, bundled data", f"{c['reports_per_s']['median']:,.0f} reports/s",
              load_of(c), code(ch)]]
     return ("## Code paths (CPU, tiny model)\n\nThe padding and generation benchmarks ran on a model of an earlier commit "
             "(before placeholders): their ratios measure the code paths, not the reports.\n\n"
