@@ -105,7 +105,7 @@ def fresh_clone() -> str:
             ["each fact stated correctly (test)", ", ".join(f"{k} {v:.2f}" for k, v in fa["per_field"].items()), code(fc)],
             ["`make` then `make test` (`.ci/run`)", f"{d['ci_run_wall_s']} s in all: the pipeline {d['pipeline_s']} s "
              f"(training {d['pipeline_stage_s']['02_lora_train']} s), pytest {d['pytest_s']} s ({d['pytest_passed']} passed, "
-             f"{d['pytest_failed']} failed: {d['pytest_failures_note'][:60]}...)", code(fc)]]
+             f"{d['pytest_failed']} failed, fixed in the next commit: see the file)", code(fc)]]
     if o: rows.append(["the same on another 2-core CPU (2026-11-28)", f"ROUGE-2 {f3(o['rouge2'])}, ROUGE-L {f3(o['rougeL'])}", code(old)])
     seeds = "bench_seeds-20261128-095531.json"; s = load(seeds)["summary"]
     rows.append(["seeds 42 / 43 / 44, each in its own process, one thread: test ROUGE-L min / median / max",
@@ -186,7 +186,10 @@ def presets() -> str:
             "YAML of the `powerconsumption` row: `rnnlg_tv-fields-powerconsumption-copy.yaml`.\n\n```\nOMP_NUM_THREADS=1 python "
             "bench/bench_presets.py ../shared/datasets/rnnlg_tv --config scratch     # train + evaluate\nOMP_NUM_THREADS=1 "
             "python bench/bench_rerank.py MODEL_DIR ../shared/datasets/rnnlg_tv --variants off:0,on:0,on:32\n```\n\n"
-            + table(["data (test examples)", "preset", "training", "test ROUGE-L", "all facts correct", "result"], rows))
+            + table(["data (test examples)", "preset", "training", "test ROUGE-L", "all facts correct", "result"], rows)
+            + "\n\nThe greedy rows were measured when those models were trained, with the check of that day (the commit in "
+            "each file); the rerank rows evaluate the same saved models with the final check. (The README before issue 30 "
+            "gave 0.013 (tv) and 0.079 (laptop) for the `tiny` rows' all facts correct; no result file holds those figures.)")
 
 
 def serving() -> str:
