@@ -3,6 +3,8 @@ hold: `all` imports from the modules, no module imports `all`."""
 import re, subprocess, sys
 from pathlib import Path
 
+import pytest
+
 from conftest import cli_env
 
 LIB = Path(__file__).resolve().parent.parent/"claim_t5"
@@ -28,6 +30,7 @@ print("all facts correct", fact_accuracy(test["input"][:20], test["output"][:20]
 """
 
 
+@pytest.mark.slow  # a fresh process (torch and transformers imported): ~10 s
 def test_fresh_process_imports_the_front_door_and_calls_it():
     r = subprocess.run([sys.executable, "-c", SCRIPT % NAMES], capture_output=True, text=True, env=cli_env(), timeout=300)
     assert r.returncode == 0, r.stderr
