@@ -2,6 +2,7 @@
 #   make        set up .venv and run the whole pipeline (bundled data, tiny preset) into a new runs/tiny-<time>/
 #   make test   check the export is in sync, then run nbdev_test and the pytest suite
 #   make lab    open the notebooks in JupyterLab
+#   make bench-readme readme   rewrite bench/README.md and the README's figures from bench/results/, then README.md
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/$(PRESET)-$(shell date +%Y%m%d-%H%M%S)
 PRESET ?= tiny
 
-.PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench readme lab clean
+.PHONY: all install run test test-fast check-export nbtest pytest pytest-fast bench bench-readme readme lab clean
 
 all: install run
 
@@ -64,6 +65,10 @@ bench: install
 # JupyterLab on the notebooks (the source of the library); Ctrl-C stops it
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# bench/README.md and the README's headline figures, written from bench/results/*.json (then `make readme`)
+bench-readme: install
+	$(BIN)/python bench/write_readme.py
 
 readme: install
 	$(BIN)/jupytext --quiet --to markdown --opt notebook_metadata_filter=-all --opt cell_metadata_filter=-all -o README.md nbs/index.ipynb

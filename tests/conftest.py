@@ -95,3 +95,39 @@ def no_warnings(stderr:str):
     "Assert that no line of `stderr` (a command's) is a warning."
     found = [l for l in stderr.splitlines() if WARNING.search(l)]
     assert not found, "library warnings printed:\n" + "\n".join(found[:10])
+
+# ---------------------------------------------------------------- what was skipped, and the one command that installs it
+# A fresh machine skips the browser, PostgreSQL and shared-data tests; "23 skipped" alone does not say why or what to do.
+SKIP_CAUSES = [  # (pattern in the skip reason, what is missing, the command that installs it)
+    (re.compile(r"chromium|playwright", re.I), "no /usr/bin/chromium (or no playwright package)",
+     "sudo apt-get install -y chromium  (playwright: pip install -c constraints.txt -e '.[dev]')"),
+    (re.compile(r"postgres|initdb", re.I), "no PostgreSQL (initdb, pg_ctl)", "sudo apt-get install -y postgresql"),
+    (re.compile(r"shared.datasets|human-written datasets", re.I), "no ../shared/datasets beside the clone",
+     "put the shared datasets folder (rnnlg_tv, rnnlg_laptop) at ../shared/datasets"),
+    (re.compile(r"ctranslate2", re.I), "no ctranslate2 (the `fast` extra)", "pip install -c constraints.txt -e '.[fast]'"),
+]
+
+def _skip_reason(report) -> str:
+    "The reason a skipped test report gives (pytest keeps it as (file, line, 'Skipped: reason'))."
+    lr = report.longrepr
+    reason = lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+    return reason.removeprefix("Skipped: ")
+
+def skip_summary(reasons:list) -> list:
+    "Lines that group skip `reasons` by what is missing, each with its count and the command that installs it."
+    groups = {}
+    for r in reasons:
+        cause = next(((what, cmd) for pat, what, cmd in SKIP_CAUSES if pat.search(r)), (r, None))
+        groups[cause] = groups.get(cause, 0) + 1
+    lines = [f"{n:4d} skipped: {what}" + (f"  ->  {cmd}" if cmd else "") for (what, cmd), n in
+             sorted(groups.items(), key=lambda kv: -kv[1])]
+    apt = [p for p in ("chromium", "postgresql") if any(cmd and f"install -y {p}" in cmd for (_, cmd) in groups)]
+    if apt: lines.append(f"     all the system packages at once: sudo apt-get install -y {' '.join(apt)}  (.ci/run does it)")
+    return lines
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    "After the run, name what was skipped and why, grouped, with the command that installs what the tests need."
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if getattr(r, "longrepr", None)]
+    if not skipped: return
+    terminalreporter.section("what was skipped, and how to run it")
+    for line in skip_summary([_skip_reason(r) for r in skipped]): terminalreporter.write_line(line)
