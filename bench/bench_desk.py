@@ -58,7 +58,7 @@ def main():
     env = environment()
     proc, url = start_service(a.model_dir, a.threads)
     try:
-        health = httpx.get(url + "/health").json()
+        health = httpx.get(url + "/status").json()
         for m in claims[:3]: httpx.post(url + "/generate_claim", json=m, timeout=60)  # warm up
         service = []
         for m in claims:
