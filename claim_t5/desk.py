@@ -131,12 +131,15 @@ class BatchJobs:
     def cancel_all(self):
         for j in list(self.jobs): self.cancel(j)
 
-    async def _send(self, texts:list, tries:int=30) -> list:
-        "run(texts), waiting and sending again while the queue is full (503) or the chunk waited past its deadline (504)."
+    async def _send(self, texts:list, tries:int=30, failures:int=3) -> list:
+        "run(texts), sent again while the queue is full (503) or late (504), and up to `failures` times after a 500 (a generation process replaced)."
+        failed = 0
         for i in range(tries):
             try: return await self.run(texts)
             except Exception as e:
-                if getattr(e, "status_code", None) not in (503, 504) or i == tries - 1: raise
+                code = getattr(e, "status_code", None)
+                failed += code == 500
+                if code not in (500, 503, 504) or failed >= failures or i == tries - 1: raise
                 await asyncio.sleep(float((getattr(e, "headers", None) or {}).get("Retry-After", 1)))
 
     async def _one(self, text:str):

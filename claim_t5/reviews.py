@@ -45,7 +45,7 @@ reviews_table = sa.Table("reviews", _METADATA,
     sa.CheckConstraint("decision in ('approved', 'rejected')", name="reviews_decision_known"))
 # an admin's second look at an approved review whose final text fails the fact check: only then is it training data
 confirmations_table = sa.Table("review_confirmations", _METADATA,
-    sa.Column("review_id", sa.Integer, sa.ForeignKey("reviews.id"), primary_key=True),
+    sa.Column("review_id", sa.Integer, primary_key=True, autoincrement=False),  # a reviews.id (checked by `confirm`, no FK: the table stands alone)
     sa.Column("admin", sa.String(MAX_REVIEWER_CHARS), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
 
