@@ -11,7 +11,8 @@ def p99(xs:list) -> float|None:
     return None if not xs else xs[min(len(xs) - 1, int(round(0.99 * (len(xs) - 1))))]
 
 
-def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_at:float=30, rows:int=1000, idle_n:int=100, work:Path=None) -> dict:
+def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_at:float=30, rows:int=1000, idle_n:int=100, work:Path=None,
+             review_pause:float=0.0, batch_only_s:float=10.0) -> dict:
     "Run the scenario against a fresh service; its figures."
     import httpx
     from claim_t5.data import format_metadata, load_claim_data, parse_metadata
@@ -37,6 +38,11 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
                 for i, m in enumerate(metas[:rows]))
             job = c.post("/api/batch?filename=day.csv", content=csv.encode(), headers={"content-type": "text/csv"}).json()
             assert "job" in job, job
+            alone, t_end = [], time.monotonic() + batch_only_s  # the batch job and this one client, nothing else
+            while time.monotonic() < t_end:
+                m = {**metas[len(alone) % len(metas)], "shipment_id": f"SHP-7{len(alone):05d}"}
+                t0 = time.perf_counter(); r = c.post("/generate_claim", json=m); alone.append((time.perf_counter() - t0, r.status_code))
+            alone_running = c.get(f"/api/batch/{job['job']}").json()["rows"] is None
         end, t_start = time.monotonic() + seconds, time.monotonic()
         lock, acked, odd, lost = threading.Lock(), [], [], []
         inter, batch_done, killed = [], [None], {}
@@ -56,24 +62,25 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
                         elif r.status_code in (200, 201): acked.append((body["request_id"], name))
                         else: odd.append((r.status_code, r.text[:200]))
                     i += 1
+                    if review_pause: time.sleep(review_pause)
         def interactive():
             with httpx.Client(base_url=url, headers=admin, timeout=60) as c:
                 i = 0
                 while time.monotonic() < end:
                     m = {**metas[i % len(metas)], "shipment_id": f"SHP-9{i:05d}"}
                     t0 = time.perf_counter(); r = c.post("/generate_claim", json=m); t1 = time.perf_counter()
-                    with lock: inter.append((time.monotonic() - t_start, t1 - t0, r.status_code, batch_done[0] is None))
+                    now = time.monotonic() - t_start
+                    with lock: inter.append((now - (t1 - t0), t1 - t0, r.status_code, batch_done[0] is None, now))  # start, seconds, status, batch running, end
                     i += 1
         def watch():
             with httpx.Client(base_url=url, headers=admin, timeout=30) as c:
-                while time.monotonic() < end + 120 and batch_done[0] is None:
-                    s = c.get(f"/api/batch/{job['job']}").json()
-                    if s["rows"] is not None: batch_done[0] = (time.monotonic() - t_start, s["done"], s["error"])
+                while time.monotonic() < end and (batch_done[0] is None or "pid" not in killed):
+                    if batch_done[0] is None:
+                        s = c.get(f"/api/batch/{job['job']}").json()
+                        if s["rows"] is not None: batch_done[0] = (round(time.monotonic() - t_start, 1), s["done"], s["error"])
                     if "pid" not in killed and time.monotonic() - t_start >= kill_at:
                         pid = c.get("/status").json()["pid"]; killed["at"] = time.monotonic() - t_start
                         os.kill(pid, signal.SIGKILL); killed["pid"] = pid
-                        while c.get("/ready").status_code != 200: time.sleep(0.05)
-                        killed["ready_again"] = time.monotonic() - t_start
                     time.sleep(0.2)
         ts = [threading.Thread(target=reviewer, args=(n,)) for n in names] + [threading.Thread(target=interactive), threading.Thread(target=watch)]
         for t in ts: t.start()
@@ -83,10 +90,16 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
         con.close()
         wrong = [(rid, name, stored.get(rid)) for rid, name in acked if stored.get(rid) != (name, 1)]
         during = [x for x in inter if x[3]]  # while the batch ran
-        window = (killed.get("at", 1e9), killed.get("ready_again", 1e9))
-        steady = [x for x in during if not (window[0] - 0.5 <= x[0] <= window[1] + 0.5) and x[2] == 200]
+        k = killed.get("at", 1e9)  # the restart: from the kill until the first report after it was answered
+        back = min((x[4] for x in inter if x[0] >= k and x[2] == 200), default=1e9)
+        killed["first_report_after_s"] = None if back == 1e9 else round(back - k, 2)
+        hit = [x for x in during if x[0] <= back and x[4] >= k]  # waited for the new generation process
+        steady = [x for x in during if x not in hit and x[2] == 200]
         ms = lambda s: None if s is None else round(s * 1000, 1)
-        res = dict(seconds=seconds, kill_at_s=kill_at, rows=rows, reviewers=len(names),
+        ok_alone = [d for d, st in alone if st == 200]
+        res = dict(seconds=seconds, kill_at_s=kill_at, rows=rows, reviewers=len(names), review_pause_s=review_pause,
+                   batch_only=dict(seconds=batch_only_s, requests=len(alone), status={str(x): sum(1 for _, st in alone if st == x) for x in sorted({st for _, st in alone})},
+                                   p99_ms=ms(p99(ok_alone)), median_ms=ms(statistics.median(ok_alone)) if ok_alone else None, batch_still_running=alone_running),
                    acknowledged=len(acked), stored=len(stored), acknowledged_wrong_or_missing=len(wrong), wrong_examples=wrong[:5],
                    other_answers=len(odd), other_examples=odd[:5], lost_answers=len(lost),
                    reviews_by_reviewer={n: sum(1 for _, m in acked if m == n) for n in names},
@@ -95,10 +108,13 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
                                     status_while_batch={str(s): sum(1 for x in during if x[2] == s) for s in sorted({x[2] for x in during})},
                                     p99_idle_ms=ms(p99(idle)), median_idle_ms=ms(statistics.median(idle)),
                                     p99_while_batch_ms=ms(p99([x[1] for x in during if x[2] == 200])),
-                                    p99_while_batch_outside_restart_ms=ms(p99([x[1] for x in steady])),
+                                    p99_while_batch_outside_restart_ms=ms(p99([x[1] for x in steady])), waited_for_the_restart=len(hit),
+                                    slowest_during_restart_ms=ms(max((x[1] for x in hit), default=None)),
                                     median_while_batch_ms=ms(statistics.median([x[1] for x in steady])) if steady else None))
         i = res["interactive"]
         res["meets"] = dict(every_ack_once_under_its_reviewer=not wrong and len(acked) > 0,
+                            batch_alone_no_503=res["batch_only"]["status"].get("503", 0) == 0,
+                            batch_alone_p99_within_2x_idle=res["batch_only"]["p99_ms"] is not None and res["batch_only"]["p99_ms"] <= 2 * i["p99_idle_ms"],
                             no_interactive_503=i["status_while_batch"].get("503", 0) == 0,
                             p99_within_2x_idle=i["p99_while_batch_outside_restart_ms"] is not None and i["p99_while_batch_outside_restart_ms"] <= 2 * i["p99_idle_ms"],
                             p99_within_2x_idle_with_restart=i["p99_while_batch_ms"] is not None and i["p99_while_batch_ms"] <= 2 * i["p99_idle_ms"])

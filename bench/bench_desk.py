@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--scenario", choices=["page", "team", "both"], default="both")
     ap.add_argument("--seconds", type=float, default=60); ap.add_argument("--kill_at", type=float, default=30)
     ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--review_pause", type=float, default=0.0, help="seconds each reviewer waits between reviews (0: closed loop)")
+    ap.add_argument("--batch_only_s", type=float, default=10.0, help="seconds of the batch job and one client alone, before the reviewers")
     a = ap.parse_args()
     if a.scenario == "team": return save_team(a)
     import httpx
@@ -123,7 +125,8 @@ def team(a) -> dict:
     load = lambda: dict(zip(("1min", "5min", "15min"), os.getloadavg()))
     before = load()
     with tempfile.TemporaryDirectory() as d:
-        res = team_run(start_service, a.model_dir, a.threads, a.seconds, a.kill_at, a.rows, work=Path(d))
+        res = team_run(start_service, a.model_dir, a.threads, a.seconds, a.kill_at, a.rows, work=Path(d), review_pause=a.review_pause,
+                       batch_only_s=a.batch_only_s)
     res["load_before"], res["load_after"], res["cpus"] = before, load(), os.cpu_count()
     return res
 

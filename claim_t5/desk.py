@@ -163,10 +163,9 @@ async def _work(self:BatchJobs, job:dict, rows:list):
     try:
         for i in range(0, len(rows), self.chunk):
             part = rows[i:i+self.chunk]
-            try: reports = await self._send([t for _, _, t in part])
-            except Exception as e:
-                if getattr(e, "status_code", None) != 422: raise
-                reports = [await self._one(t) for _, _, t in part]  # strict: find the claims the refusal is about
+            # one request per claim, all at once: the batcher groups them as its batch lane allows (one at a time while
+            # drafts come in), and a strict refusal is about its own claim only
+            reports = await asyncio.gather(*[self._one(t) for _, _, t in part])
             out += [_row(ln, rec, t, r) for (ln, rec, t), r in zip(part, reports)]
             job["done"] = len(out)
         job["records"] = [rec for _, rec, _ in rows]

@@ -56,13 +56,14 @@ class MicroBatcher:
                  max_queue:int=64, # most interactive reports waiting; more are refused with QueueFull
                  on_batch=None, # called as on_batch(n_reports, seconds, error_or_None) after each batch
                  autostart:bool=True, # start the worker at the first submit; False: requests wait until `start()`
-                 batch_lane:int=4, # most reports of the batch lane per generation (while they run, an interactive one waits)
+                 batch_lane:int=4, # most reports of the batch lane per generation when no interactive request came for `quiet_s`; else 1
                  max_batch_queue:int|None=None, # most batch-lane reports waiting; default max_queue
+                 quiet_s:float=1.0, # interactive traffic this recent keeps the batch lane to one report a generation
                 ):
         if min(batch_size, max_queue, batch_lane) < 1 or max_wait_ms < 0: raise ValueError("batch_size, max_queue and batch_lane must be >= 1, max_wait_ms >= 0")
         self.fn, self.batch_size, self.max_wait, self.on_batch = fn, batch_size, max_wait_ms/1000, on_batch
         self.batch_lane, self.limits = batch_lane, {"interactive": max_queue, "batch": max_queue if max_batch_queue is None else max_batch_queue}
-        self.max_queue = max_queue
+        self.max_queue, self.quiet_s, self._last_interactive = max_queue, quiet_s, -1e9
         self._queues = {l: collections.deque() for l in LANES}
         self._waiting, self._cv = dict.fromkeys(LANES, 0), threading.Condition()
         self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
@@ -96,6 +97,7 @@ class MicroBatcher:
                 raise QueueFull(f"queue full: {self._waiting[lane]} of {self.limits[lane]} {lane} reports waiting", retry_after=min(wait, 60))
             self._queues[lane].append(_Job(list(texts), fut, time.monotonic() + timeout_s, lane))
             self._waiting[lane] += len(texts); self._arrivals += 1
+            if lane == "interactive": self._last_interactive = time.monotonic()
             self._cv.notify_all()
         return fut
 
@@ -121,7 +123,8 @@ def _take(self:MicroBatcher) -> list|None:
                 self._cv.wait(min(left, gap))
                 if self._arrivals == seen: break
         lane = "interactive" if inter else "batch"  # the batch lane runs only when no interactive request waits
-        q, limit = self._queues[lane], self.batch_size if lane == "interactive" else self.batch_lane
+        busy = time.monotonic() - self._last_interactive < self.quiet_s  # a draft may come any moment: keep what it would wait for small
+        q, limit = self._queues[lane], self.batch_size if lane == "interactive" else 1 if busy else self.batch_lane
         batch, n = [], 0
         while q and (not batch or n + len(q[0].texts) <= limit):
             j = q.popleft(); self._waiting[lane] -= len(j.texts); batch.append(j); n += len(j.texts)
@@ -137,7 +140,7 @@ def _run(self:MicroBatcher):
             if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
             if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
             live.append(j)
-        self._last_jobs = len(batch)
+        if batch[0].lane == "interactive": self._last_jobs = len(batch)  # how many interactive clients are active
         if live: self._run_batch(live)
 
 @patch

@@ -134,7 +134,7 @@ async function generate(ev) {
 function setReportHtml(html) {
   // report_html's markup, escaped by the service; parsed inertly, scripts dropped as a second guard. Its own <style>
   // block is left out: the page's Content-Security-Policy allows no inline style, and desk.css has the same rules.
-  const doc = new DOMParser().parseFromString(html, "text/html");
+  const doc = new DOMParser().parseFromString(html.replace(/<style[^>]*>[\s\S]*?<\/style>/gi, ""), "text/html");  // (parsing it would break the policy)
   doc.querySelectorAll("script, style").forEach((s) => s.remove());
   $("report-view").replaceChildren(...doc.body.childNodes);
 }
