@@ -750,13 +750,12 @@ def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key):
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    @app.api_route("/health", methods=["GET", "HEAD"])
     def health(): return {"status": "ok"}  # open to anyone: nothing about the model, its path or the child
-
-    @app.api_route("/ready", methods=["GET", "HEAD"])
     def ready():
         ok = batcher.accepting and gen.ready  # a GenerationProcess: its child has loaded the model
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+    for path, fn in (("/health", health), ("/ready", ready)):
+        app.get(path)(fn); app.head(path, include_in_schema=False)(fn)  # HEAD too (a load balancer's probe); one schema entry
 
     @app.get("/status")
     def status(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": users is not None,
