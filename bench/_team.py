@@ -85,6 +85,9 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
         ts = [threading.Thread(target=reviewer, args=(n,)) for n in names] + [threading.Thread(target=interactive), threading.Thread(target=watch)]
         for t in ts: t.start()
         for t in ts: t.join()
+        with httpx.Client(base_url=url, headers=admin, timeout=30) as c:
+            s = c.get(f"/api/batch/{job['job']}").json()
+            progress = dict(done=s["done"], total=s["total"], error=s["error"], seconds_since_upload=round(time.monotonic() - t_start + batch_only_s, 1))
         con = sqlite3.connect(db)
         stored = {rid: (who, n) for rid, who, n in con.execute("SELECT request_id, reviewer, count(*) FROM reviews GROUP BY request_id, reviewer")}
         con.close()
@@ -103,7 +106,7 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
                    acknowledged=len(acked), stored=len(stored), acknowledged_wrong_or_missing=len(wrong), wrong_examples=wrong[:5],
                    other_answers=len(odd), other_examples=odd[:5], lost_answers=len(lost),
                    reviews_by_reviewer={n: sum(1 for _, m in acked if m == n) for n in names},
-                   child_killed=killed, batch_finished=batch_done[0],
+                   child_killed=killed, batch_finished=batch_done[0], batch_at_end=progress,
                    interactive=dict(requests=len(inter), while_batch=len(during),
                                     status_while_batch={str(s): sum(1 for x in during if x[2] == s) for s in sorted({x[2] for x in during})},
                                     p99_idle_ms=ms(p99(idle)), median_idle_ms=ms(statistics.median(idle)),
