@@ -8,8 +8,14 @@ one-client latency, both against `claim_t5_serve` (default engine and process) o
   generated from the page (fill the form, press Generate: from the click to the marked report shown); repeated.
   Issue 21's target: the page's time <= the service's median + 100 ms.
 
+- team (issue 29, `bench/_team.py`): 4 reviewers with keys of their own approve for 60 s while a 1,000-row batch job
+  runs and one client asks /generate_claim for one report at a time; the generation child is killed (SIGKILL) at 30 s.
+  Targets: every acknowledged review stored once under its own reviewer, 0 interactive 503s while the batch runs, the
+  interactive p99 within 2x the idle p99.
+
 Run: .venv/bin/python bench/bench_desk.py --model_dir runs/tiny/model_training/fine_tuned_model [--repeats 20]
      [--screenshot docs/desk.png]   (also saves the page with a report, for the README)
+     [--scenario page|team|both] [--seconds 60] [--kill_at 30] [--rows 1000]
 Writes bench/results/bench_desk-<date>.json. Asserts nothing.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, time
@@ -25,7 +31,7 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def start_service(model_dir:str, threads:int, extra=()) -> tuple:
+def start_service(model_dir:str, threads:int, extra=(), key:str|None=None) -> tuple:
     "claim_t5_serve (its defaults: engine auto, a generation process) in a subprocess, ready: (process, url)."
     import httpx
     port = free_port()
@@ -38,7 +44,7 @@ def start_service(model_dir:str, threads:int, extra=()) -> tuple:
     while time.time() < end:
         if p.poll() is not None: log.seek(0); raise RuntimeError(f"service exited: {log.read()[-2000:]}")
         try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200: return p, url
+            if httpx.get(url + "/ready", timeout=1, headers={"X-API-Key": key} if key else {}).status_code == 200: return p, url
         except httpx.HTTPError: pass
         time.sleep(0.2)
     raise RuntimeError("service not ready after 300 s")
@@ -49,7 +55,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--screenshot", default=None, help="also save the page with a report here (e.g. docs/desk.png)")
+    ap.add_argument("--scenario", choices=["page", "team", "both"], default="both")
+    ap.add_argument("--seconds", type=float, default=60); ap.add_argument("--kill_at", type=float, default=30)
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--review_pause", type=float, default=0.0, help="seconds each reviewer waits between reviews (0: closed loop)")
+    ap.add_argument("--batch_only_s", type=float, default=10.0, help="seconds of the batch job and one client alone, before the reviewers")
     a = ap.parse_args()
+    if a.scenario == "team": return save_team(a)
     import httpx
     from playwright.sync_api import sync_playwright
     from claim_t5.data import load_claim_data, parse_metadata
@@ -58,7 +70,7 @@ def main():
     env = environment()
     proc, url = start_service(a.model_dir, a.threads)
     try:
-        health = httpx.get(url + "/health").json()
+        health = httpx.get(url + "/status").json()
         for m in claims[:3]: httpx.post(url + "/generate_claim", json=m, timeout=60)  # warm up
         service = []
         for m in claims:
@@ -101,8 +113,27 @@ def main():
                page_minus_service_median_ms=round((statistics.median(shown) - statistics.median(service)) * 1000, 1),
                targets=dict(first_load_ms=1000, page_report_over_service_ms=100), environment=env)
     res["meets"] = dict(first_load=res["first_load_ms"]["median"] <= 1000, report=res["page_minus_service_median_ms"] <= 100)
+    if a.scenario == "both": res["team"] = team(a)
     path = save_result("bench_desk", res)
     print(json.dumps({k: v for k, v in res.items() if k != "environment"}, indent=1))
+    print(f"saved {path}")
+
+def team(a) -> dict:
+    "The team scenario (bench/_team.py) with the machine's load before and after."
+    import tempfile
+    from _team import team_run
+    load = lambda: dict(zip(("1min", "5min", "15min"), os.getloadavg()))
+    before = load()
+    with tempfile.TemporaryDirectory() as d:
+        res = team_run(start_service, a.model_dir, a.threads, a.seconds, a.kill_at, a.rows, work=Path(d), review_pause=a.review_pause,
+                       batch_only_s=a.batch_only_s)
+    res["load_before"], res["load_after"], res["cpus"] = before, load(), os.cpu_count()
+    return res
+
+def save_team(a):
+    res = dict(benchmark="bench_desk", scenario="team", model_dir=str(a.model_dir), team=team(a), environment=environment())
+    path = save_result("bench_desk", res)
+    print(json.dumps(res["team"], indent=1))
     print(f"saved {path}")
 
 if __name__ == "__main__":

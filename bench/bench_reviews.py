@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, environment, save_result  # noqa: E402
 
-KEY = "bench-key-0123456789"
+KEY = "bench-key-0123456789-abcdefghijklmnop"  # 32+ characters
 
 
 def free_port() -> int:

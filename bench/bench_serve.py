@@ -195,7 +195,7 @@ def main():
     levels = {}
     try:
         import httpx
-        served = httpx.get(svc.url + "/health", timeout=5).json()["engine"]
+        served = httpx.get(svc.url + "/status", timeout=5).json()["engine"]
         print(f"service engine: {served}")
         assert served == engine, f"the service runs {served}, the offline run {engine}: not the same comparison"
         asyncio.run(drive(svc.port, claims, 8, 64, 30))  # warm-up

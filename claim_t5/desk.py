@@ -13,8 +13,8 @@ from .facts import FactChecker, report_html
 from .inference import read_inputs
 
 # %% auto #0
-__all__ = ['desk_schema', 'clean_meta', 'field_errors', 'read_upload', 'BatchJobs', 'batch_download', 'static_file',
-           'add_desk_routes']
+__all__ = ['PAGE_HEADERS', 'desk_schema', 'clean_meta', 'field_errors', 'read_upload', 'JobLimit', 'BatchJobs', 'safe_cell',
+           'batch_download', 'content_disposition', 'static_file', 'add_desk_routes']
 
 # %% ../nbs/04c_desk.ipynb #9648cb98
 def desk_schema(fields, # the model's schema (`gen.cfg.fields`)
@@ -32,6 +32,8 @@ def clean_meta(meta) -> dict:
     if not isinstance(meta, dict): raise MetadataError(f"'meta' must be an object of field values, got {type(meta).__name__}")
     bad = [k for k, v in meta.items() if v is not None and not isinstance(v, str)]
     if bad: raise MetadataError(f"field(s) {bad}: values must be strings")
+    if bad := [k for k, v in meta.items() if v is not None and re.search(r"[\x00-\x1f\x7f]", f"{k}{v}")]:
+        raise MetadataError(f"field(s) {bad}: a NUL byte or another control character is not allowed")
     return {str(k).strip(): v.strip() for k, v in meta.items() if v is not None and v.strip()}
 
 def field_errors(meta:dict, # the cleaned form values
@@ -74,33 +76,70 @@ def read_upload(data:bytes, # the uploaded file's bytes
         else: p.write_bytes(data)
         try: rows = read_inputs(p, fields)
         except (MetadataError, FileNotFoundError) as e: raise MetadataError(str(e).replace(f"{d}/", "")) from None
+        except RecursionError: raise MetadataError(f"{name}: a record is JSON nested too deeply to read") from None
     if len(rows) > max_rows: raise MetadataError(f"{name}: {len(rows)} claims, over the limit of {max_rows} per upload; split the file")
     return rows
 
 # %% ../nbs/04c_desk.ipynb #58d6dadb
+class JobLimit(RuntimeError):
+    "Too many batch jobs running (in all, or for one user): answer 429 with Retry-After."
+    def __init__(self, msg:str, retry_after:int=5): super().__init__(msg); self.retry_after = retry_after
+
 class BatchJobs:
-    "The desk's batch jobs: each runs its claims in chunks through `run(texts)`, counting progress; the last `keep` are kept."
-    def __init__(self, run, # async run(texts) -> reports (the service's micro-batched generation)
+    "The desk's batch jobs: each runs its claims in chunks through `run(texts)`, counting progress; bounded in number, the last `keep` kept."
+    def __init__(self, run, # async run(texts) -> reports (the service's micro-batched generation, its batch lane)
                  chunk:int=16, # claims per chunk: progress is reported per chunk
-                 keep:int=20, # jobs kept for polling and download
+                 keep:int=20, # jobs kept for polling and download (an evicted job still running is cancelled)
+                 max_running:int=2, # most jobs running at once, in all
+                 max_per_user:int=1, # most jobs one user runs at once
                 ):
         self.run, self.chunk, self.keep, self.jobs = run, chunk, keep, {}
+        self.max_running, self.max_per_user = max_running, max_per_user
 
-    def start(self, rows:list, name:str="") -> dict:
-        "Start a job for `rows` (from `read_upload`) in the running event loop; the job (id, total, done...)."
-        job = dict(id=uuid.uuid4().hex[:12], name=name, total=len(rows), done=0, rows=None, error=None, records=None,
+    def running(self, owner:str|None=None) -> list:
+        "The jobs still running (of `owner` only, if given)."
+        return [j for j in self.jobs.values() if not j["task"].done() and (owner is None or j["owner"] == owner)]
+
+    def _retry_after(self, jobs:list) -> int:
+        "Seconds until the first of `jobs` should finish, from its pace so far."
+        left = [(j["total"] - j["done"]) * (time.time() - j["started"]) / j["done"] for j in jobs if j["done"]]
+        return int(min(300, max(1, min(left, default=5))))
+
+    def start(self, rows:list, name:str="", owner:str="") -> dict:
+        "Start a job for `rows` (from `read_upload`) in the running event loop; the job (id, total, done...); JobLimit if too many run."
+        if len(run := self.running()) >= self.max_running:
+            raise JobLimit(f"{len(run)} batch jobs are running, the most at once: try again when one has finished", self._retry_after(run))
+        if len(mine := self.running(owner)) >= self.max_per_user:
+            raise JobLimit(f"{owner or 'you'} already run(s) {len(mine)} batch job(s), the most per user: wait for it or cancel it",
+                           self._retry_after(mine))
+        job = dict(id=uuid.uuid4().hex[:12], name=name, owner=owner, total=len(rows), done=0, rows=None, error=None, records=None,
                    started=time.time(), seconds=None)
         self.jobs[job["id"]] = job
-        for old in list(self.jobs)[:-self.keep]: self.jobs.pop(old)
         job["task"] = asyncio.get_running_loop().create_task(self._work(job, rows))
+        for old in list(self.jobs)[:-self.keep]: self.cancel(old); self.jobs.pop(old)  # evicted: its work stops too
         return job
 
-    async def _send(self, texts:list, tries:int=30) -> list:
-        "run(texts), waiting and sending again while the queue is full (503)."
+    def cancel(self, job_id:str) -> dict:
+        "Cancel a job (its queued chunk is dropped from the batcher's queue); the job."
+        job = self.jobs[job_id]
+        if not job["task"].done():
+            job["task"].cancel()  # a task not started yet never runs `_work`'s own handler: say so here too
+            job["error"], job["seconds"] = f"the batch was cancelled after {job['done']} of {job['total']} claims", time.time() - job["started"]
+            if job["rows"] is None: job["rows"] = []
+        return job
+
+    def cancel_all(self):
+        for j in list(self.jobs): self.cancel(j)
+
+    async def _send(self, texts:list, tries:int=30, failures:int=3) -> list:
+        "run(texts), sent again while the queue is full (503) or late (504), and up to `failures` times after a 500 (a generation process replaced)."
+        failed = 0
         for i in range(tries):
             try: return await self.run(texts)
             except Exception as e:
-                if getattr(e, "status_code", None) != 503 or i == tries - 1: raise
+                code = getattr(e, "status_code", None)
+                failed += code == 500
+                if code not in (500, 503, 504) or failed >= failures or i == tries - 1: raise
                 await asyncio.sleep(float((getattr(e, "headers", None) or {}).get("Retry-After", 1)))
 
     async def _one(self, text:str):
@@ -119,49 +158,69 @@ def _row(line:int, rec:dict, text:str, r) -> dict:
                 problems=[] if f is None else list(f["problems"]), facts=f)
 
 async def _work(self:BatchJobs, job:dict, rows:list):
-    "Run a job's chunks; on a failure the job keeps the error and the rows done so far."
+    "Run a job's chunks; on a failure or a cancel the job keeps the error and the rows done so far."
     out = []
     try:
         for i in range(0, len(rows), self.chunk):
             part = rows[i:i+self.chunk]
-            try: reports = await self._send([t for _, _, t in part])
-            except Exception as e:
-                if getattr(e, "status_code", None) != 422: raise
-                reports = [await self._one(t) for _, _, t in part]  # strict: find the claims the refusal is about
+            # one request per claim, all at once: the batcher groups them as its batch lane allows (one at a time while
+            # drafts come in), and a strict refusal is about its own claim only
+            reports = await asyncio.gather(*[self._one(t) for _, _, t in part])
             out += [_row(ln, rec, t, r) for (ln, rec, t), r in zip(part, reports)]
             job["done"] = len(out)
         job["records"] = [rec for _, rec, _ in rows]
+    except asyncio.CancelledError:
+        job["error"] = f"the batch was cancelled after {len(out)} of {len(rows)} claims"
+        job["rows"], job["seconds"] = out, time.time() - job["started"]
+        raise
     except Exception as e: job["error"] = f"the batch stopped after {len(out)} of {len(rows)} claims: {getattr(e, 'detail', None) or e}"
     job["rows"], job["seconds"] = out, time.time() - job["started"]
 BatchJobs._work = _work
 
 # %% ../nbs/04c_desk.ipynb #66daaa20
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts with one of these (OWASP: CSV injection)
+
+def safe_cell(v):
+    "`v` as a spreadsheet shows it, never runs it: a string starting with = + - @ tab or CR gets a leading `'`."
+    return "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
+
 def batch_download(job:dict, # a finished job
                    format:str="csv", # csv or jsonl
                    failing:bool=False, # only the reports whose fact check failed
                   ) -> str:
-    "A finished job's reports as CSV or JSONL text."
+    "A finished job's reports as CSV or JSONL text, every cell that a spreadsheet would run escaped (`safe_cell`)."
     now = datetime.datetime.fromtimestamp(job["started"], datetime.timezone.utc).isoformat(timespec="seconds")
     pairs = [(r, rec) for r, rec in zip(job["rows"], job["records"] or [{}] * len(job["rows"])) if not failing or r["ok"] is False]
     if format == "jsonl":
-        return "".join(json.dumps({**rec, "input": rec.get("input", r["input"]), "report": r["report"], "facts": r["facts"],
-                                   "generated_at": now}, ensure_ascii=False) + "\n" for r, rec in pairs)
+        return "".join(json.dumps({k: safe_cell(v) for k, v in {**rec, "input": rec.get("input", r["input"]), "report": r["report"]}.items()}
+                                  | {"facts": r["facts"], "generated_at": now}, ensure_ascii=False) + "\n" for r, rec in pairs)
     if format != "csv": raise ValueError(f"format must be csv or jsonl, got {format!r}")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["line", "id", "input", "report", "ok", "problems", "generated_at"])
-    for r, _ in pairs: w.writerow([r["line"], r["id"] or "", r["input"], r["report"], "" if r["ok"] is None else r["ok"], "; ".join(r["problems"]), now])
+    for r, _ in pairs:
+        w.writerow([safe_cell(c) for c in (r["line"], r["id"] or "", r["input"], r["report"], "" if r["ok"] is None else r["ok"], "; ".join(r["problems"]), now)])
     return buf.getvalue()
+
+def content_disposition(name:str) -> str:
+    "An attachment header for any file name (RFC 6266): an ASCII fallback `filename=` and the name itself as UTF-8 in `filename*=`."
+    from urllib.parse import quote
+    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", name).strip() or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 # %% ../nbs/04c_desk.ipynb #d6e289b6
 _STATIC = {"desk.js": "text/javascript; charset=utf-8", "desk.css": "text/css; charset=utf-8"}
+PAGE_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}  # no script, style or frame from anywhere else
 
 def static_file(name:str) -> str:
     "A file of the page, from the installed package (`claim_t5/static/`)."
     return (files("claim_t5")/"static"/name).read_text(encoding="utf-8")
 
 def _allow_upload(app, path:str, limit:int):
-    "Let request bodies to `path` reach `limit` bytes under the service's BodyLimit middleware (its per-path limits)."
+    "Let request bodies to `path` reach `limit` bytes under the service's BodyLimit middleware (its per-path limits); a file, not JSON."
+    uploads = getattr(app.state, "upload_paths", None)  # the service's WriteGuard lets any type but a form's through here
+    if uploads is not None: uploads.add(path)
     limits = getattr(app.state, "body_limits", None)  # the service's path -> bytes, read by its BodyLimit
     if limits is not None: limits[path] = limit; return
     for m in app.user_middleware:  # the stack is built at the first request: its arguments can still be changed
@@ -174,10 +233,11 @@ def _open_page(app):
 
 # %% ../nbs/04c_desk.ipynb #9b6f3608
 async def _json_body(request) -> dict:
-    "A request's JSON object; 400 if it is not JSON, 422 if it is not an object."
+    "A request's JSON object; 400 if it is not JSON (or nested too deeply to read), 422 if it is not an object."
     from fastapi import HTTPException
     try: d = await request.json()
     except ValueError: raise HTTPException(400, "the request body is not JSON")
+    except RecursionError: raise HTTPException(400, "the request body is JSON nested too deeply")
     if not isinstance(d, dict): raise HTTPException(422, "the request body must be a JSON object")
     return d
 
@@ -188,16 +248,16 @@ def _post(app, path:str, fn):
     app.post(path)(fn)
 
 def _page_routes(app):
-    "GET / (the page) and /desk/{name} (its files), open without the API key."
+    "GET / (the page) and /desk/{name} (its files), open without the API key, with headers that keep other sites' content out."
     from fastapi import HTTPException
     from fastapi.responses import HTMLResponse, Response
     _open_page(app)
     @app.get("/", include_in_schema=False)
-    def page(): return HTMLResponse(static_file("index.html"), headers={"Cache-Control": "no-cache"})
+    def page(): return HTMLResponse(static_file("index.html"), headers=PAGE_HEADERS)
     @app.get("/desk/{name}", include_in_schema=False)
     def desk_file(name:str):
         if name not in _STATIC: raise HTTPException(404, f"no such file: {name}")
-        return Response(static_file(name), media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
+        return Response(static_file(name), media_type=_STATIC[name], headers=PAGE_HEADERS)
 
 # %% ../nbs/04c_desk.ipynb #46c24a3c
 async def _draft(request, gen, run, check) -> dict:
@@ -230,51 +290,90 @@ async def _recheck(request, gen) -> dict:
     return {"facts": facts, "html": report_html(report, facts, meta)}
 
 # %% ../nbs/04c_desk.ipynb #b44c1b1d
-def _batch_routes(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:int):
-    "POST /api/batch (the file's bytes, ?filename=), GET /api/batch/{id} (progress; rows when done), and its download."
+def _user(request):
+    "The request's user (the service's key guard sets it), or an anonymous one when the desk runs without the service."
+    from types import SimpleNamespace
+    return getattr(request.state, "user", None) or SimpleNamespace(name="", role="admin", admin=True)
+
+def _upload_name(filename:str) -> str:
+    "The upload's file name, checked: no path, no control character (a NUL), at most 200 characters; HTTPException 422 otherwise."
     from fastapi import HTTPException
+    name = Path(filename.replace("\\", "/")).name
+    if not name or len(name) > 200 or re.search(r"[\x00-\x1f\x7f]", name):
+        raise HTTPException(422, f"filename {filename[:80]!r}: a file name of 1 to 200 characters without control characters")
+    return name
+
+def _checked_rows(rows:list, check, fields, name:str) -> list:
+    "`rows` after the service's own request check (value sizes, token limit); HTTPException 422 naming every bad line."
+    from fastapi import HTTPException
+    if check is None: return rows
+    out, bad = [], []
+    for line, rec, text in rows:
+        try: t, _ = check(parse_metadata(text, require=False, fields=fields), f"{name}:{line}: "); out.append((line, rec, t))
+        except HTTPException as e: bad.append(str(e.detail))
+    if bad: raise HTTPException(422, f"{len(bad)} bad line(s) in {name}:\n  " + "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
+    return out
+
+def _batch_routes(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:int, check=None):
+    "POST /api/batch (the file's bytes, ?filename=), GET /api/batch/{id} (progress; rows when done), its download, DELETE to cancel."
+    from fastapi import HTTPException, Request
     from fastapi.responses import Response
     _allow_upload(app, "/api/batch", max_upload_bytes + 1)  # the desk says more clearly what is over the limit
 
     async def batch(request, filename:str="upload.jsonl"):
+        name = _upload_name(filename)
         data = await request.body()
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"{filename} is {len(data):,} bytes, over the upload limit of {max_upload_bytes:,} bytes; split the file")
-        try: rows = await asyncio.to_thread(read_upload, data, filename, fields, max_rows)
+            raise HTTPException(413, f"{name} is {len(data):,} bytes, over the upload limit of {max_upload_bytes:,} bytes; split the file")
+        try: rows = await asyncio.to_thread(read_upload, data, name, fields, max_rows)
         except MetadataError as e: raise HTTPException(422, str(e))
-        job = jobs.start(rows, filename)
+        rows = await asyncio.to_thread(_checked_rows, rows, check, fields, name)
+        try: job = jobs.start(rows, name, _user(request).name)
+        except JobLimit as e: raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)})
         return {"job": job["id"], "total": job["total"]}
     batch.__annotations__ = {"filename": str}
     _post(app, "/api/batch", batch)
 
-    def find(job_id:str) -> dict:
-        if job_id not in jobs.jobs: raise HTTPException(404, f"no batch {job_id} (only the last {jobs.keep} are kept)")
-        return jobs.jobs[job_id]
+    def find(job_id:str, request) -> dict:
+        j, u = jobs.jobs.get(job_id), _user(request)
+        if j is None or not (u.admin or j["owner"] == u.name): raise HTTPException(404, f"no batch {job_id} of yours (only the last {jobs.keep} are kept)")
+        return j
 
-    @app.get("/api/batch/{job_id}")
-    def batch_status(job_id:str):
-        j = find(job_id)
-        return {k: j[k] for k in ("id", "name", "total", "done", "error", "rows", "seconds")}
+    def batch_status(job_id:str, request):
+        j = find(job_id, request)
+        return {k: j[k] for k in ("id", "name", "owner", "total", "done", "error", "rows", "seconds")}
+    batch_status.__annotations__ = {"job_id": str, "request": Request}
+    app.get("/api/batch/{job_id}")(batch_status)
 
-    @app.get("/api/batch/{job_id}/download")
-    def batch_file(job_id:str, format:str="csv", failing:bool=False):
-        j = find(job_id)
+    def batch_cancel(job_id:str, request):
+        j = jobs.cancel(find(job_id, request)["id"])
+        return {"id": j["id"], "cancelled": not j["task"].done() or j["task"].cancelled()}
+    batch_cancel.__annotations__ = {"job_id": str, "request": Request}
+    app.delete("/api/batch/{job_id}")(batch_cancel)
+
+    def batch_file(job_id:str, request, format:str="csv", failing:bool=False):
+        j = find(job_id, request)
         if j["rows"] is None: raise HTTPException(409, f"batch {job_id} is still running ({j['done']} of {j['total']})")
         if format not in ("csv", "jsonl"): raise HTTPException(422, f"format must be csv or jsonl, got {format!r}")
         name = f"{Path(j['name']).stem or 'claims'}-reports{'-failing' if failing else ''}.{format}"
         return Response(batch_download(j, format, failing), media_type="text/csv; charset=utf-8" if format == "csv" else "application/jsonl",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                        headers={"Content-Disposition": content_disposition(name), "X-Content-Type-Options": "nosniff"})
+    batch_file.__annotations__ = {"job_id": str, "request": Request, "format": str, "failing": bool}
+    app.get("/api/batch/{job_id}/download")(batch_file)
 
 # %% ../nbs/04c_desk.ipynb #3a2e083a
 def add_desk_routes(app, # the service's FastAPI app
                     gen, # its generator (`claim_t5.inference.ReportGenerator`: cfg, prepare, checker, check, fingerprint)
-                    run, # async run(texts) -> reports: the service's micro-batched generation
-                    check=None, # the service's request check: check(meta) -> (metadata line, meta), or HTTPException 422
+                    run, # async run(texts[, lane]) -> reports: the service's micro-batched generation
+                    check=None, # the service's request check: check(meta, where) -> (metadata line, meta), or HTTPException 422
                     max_upload_bytes:int=2_000_000, # largest batch file
                     max_rows:int=1000, # most claims in one batch file
-                    chunk:int=16, # claims per batch chunk (progress is reported per chunk)
+                    chunk:int|None=None, # claims per batch chunk (progress is reported per chunk); default: the batcher's batch_lane, else 16
+                    max_jobs:int=2, # most batch jobs running at once
+                    max_jobs_per_user:int=1, # most batch jobs one user runs at once
                    ):
     "Add the review desk to `app`: the page at `/`, its files, and the desk's JSON endpoints."
+    import inspect
     _page_routes(app)
     @app.get("/api/schema")
     def schema(): return desk_schema(gen.cfg.fields, gen.checker, model=gen.cfg.model_label, tiny=gen.cfg.is_tiny, fingerprint=gen.fingerprint,
@@ -282,6 +381,10 @@ def add_desk_routes(app, # the service's FastAPI app
     async def draft(request): return await _draft(request, gen, run, check)
     async def recheck(request): return await _recheck(request, gen)
     _post(app, "/api/draft", draft); _post(app, "/api/check", recheck)
-    app.state.desk_jobs = BatchJobs(run, chunk=chunk)
-    _batch_routes(app, app.state.desk_jobs, gen.cfg.fields, max_upload_bytes, max_rows)
+    batcher = getattr(app.state, "batcher", None)
+    chunk = chunk or getattr(batcher, "batch_lane", 16)
+    async def batch_run(texts): return await run(texts, lane="batch")  # after every interactive request, in the lane's own room
+    app.state.desk_jobs = BatchJobs(batch_run if "lane" in inspect.signature(run).parameters else run, chunk=chunk,
+                                    max_running=max_jobs, max_per_user=max_jobs_per_user)
+    _batch_routes(app, app.state.desk_jobs, gen.cfg.fields, max_upload_bytes, max_rows, check)
     return app

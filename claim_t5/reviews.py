@@ -4,19 +4,19 @@
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00004
 from __future__ import annotations
-import datetime, re, sys, uuid
+import datetime, json, re, sys, uuid
 from pathlib import Path
 import sqlalchemy as sa
-from fastcore.script import call_parse
+from fastcore.script import call_parse, store_true
 from .config import ClaimT5Config, make_config
 from .data import (Problem, MetadataError, check_record, parse_metadata, format_metadata, find_split_files,
                            read_records, generate_dataset, resolve_fields, write_jsonl, write_problem_report)
 from .data import main as _data_main
 
 # %% auto #0
-__all__ = ['DECISIONS', 'MAX_TEXT_CHARS', 'MAX_REVIEWER_CHARS', 'MAX_NOTE_CHARS', 'reviews_table', 'ReviewError',
-           'ReviewConflict', 'StoreUnavailable', 'check_review', 'store_url', 'ReviewStore', 'eval_inputs',
-           'review_pairs', 'export_reviews', 'data_main', 'add_review_pairs']
+__all__ = ['DECISIONS', 'MAX_TEXT_CHARS', 'MAX_REVIEWER_CHARS', 'MAX_NOTE_CHARS', 'reviews_table', 'confirmations_table',
+           'ReviewError', 'ReviewConflict', 'StoreUnavailable', 'check_review', 'store_url', 'ReviewStore',
+           'eval_inputs', 'review_pairs', 'second_look', 'export_reviews', 'data_main', 'add_review_pairs']
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00006
 DECISIONS = ("approved", "rejected")
@@ -43,6 +43,11 @@ reviews_table = sa.Table("reviews", _METADATA,
     sa.Column("note", sa.Text),
     sa.Column("model_fingerprint", sa.String(64)),       # claim_t5.engines.model_fingerprint of the model that drafted
     sa.CheckConstraint("decision in ('approved', 'rejected')", name="reviews_decision_known"))
+# an admin's second look at an approved review whose final text fails the fact check: only then is it training data
+confirmations_table = sa.Table("review_confirmations", _METADATA,
+    sa.Column("review_id", sa.Integer, primary_key=True, autoincrement=False),  # a reviews.id (checked by `confirm`, no FK: the table stands alone)
+    sa.Column("admin", sa.String(MAX_REVIEWER_CHARS), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False))
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00007
 def check_review(input:str, # the metadata line the report was written for
@@ -58,6 +63,7 @@ def check_review(input:str, # the metadata line the report was written for
         if not isinstance(v, str): raise ReviewError(f"field '{name}': expected a string, got {type(v).__name__}")
         if not empty and not v.strip(): raise ReviewError(f"field '{name}': must not be empty")
         if len(v) > limit: raise ReviewError(f"field '{name}': {len(v)} characters, over the limit of {limit}")
+        if "\x00" in v: raise ReviewError(f"field '{name}': a NUL byte is not allowed")  # PostgreSQL refuses it in text
         return v
     if decision not in DECISIONS: raise ReviewError(f"field 'decision': must be one of {', '.join(DECISIONS)}, got {decision!r}")
     row = dict(input=text("input", input, MAX_TEXT_CHARS).strip(), generated=text("generated", generated, MAX_TEXT_CHARS, empty=True),
@@ -127,7 +133,7 @@ def _row(r) -> dict:
     d["created_at"] = t.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return d
 
-_SAME = ("input", "generated", "final", "decision", "reviewer")
+_SAME = ("input", "generated", "final", "decision", "reviewer", "note")  # a retry must be the same decision
 
 def _add(self:ReviewStore, input:str, generated:str, final:str, decision:str, reviewer:str, # see `check_review`
          note:str|None=None, # optional words for the next reader
@@ -168,18 +174,43 @@ ReviewStore.add, ReviewStore.get = _add, _get
 def _rows(self:ReviewStore, limit:int|None=None, # at most this many; None: all
           newest_first:bool=True, # False: in the order they were stored
           decision:str|None=None, # only "approved" or only "rejected"
+          reviewer:str|None=None, # only this reviewer's
          ) -> list:
     "The stored decisions as dicts."
     t = reviews_table
     q = sa.select(t).order_by(t.c.id.desc() if newest_first else t.c.id)
     if decision is not None: q = q.where(t.c.decision == decision)
+    if reviewer is not None: q = q.where(t.c.reviewer == reviewer)
     if limit is not None: q = q.limit(limit)
     with self.engine.connect() as c: return [_row(r) for r in c.execute(q)]
 
-def _count(self:ReviewStore) -> int:
-    with self.engine.connect() as c: return c.execute(sa.select(sa.func.count()).select_from(reviews_table)).scalar_one()
+def _count(self:ReviewStore, reviewer:str|None=None) -> int:
+    q = sa.select(sa.func.count()).select_from(reviews_table)
+    if reviewer is not None: q = q.where(reviews_table.c.reviewer == reviewer)
+    with self.engine.connect() as c: return c.execute(q).scalar_one()
 
 ReviewStore.rows, ReviewStore.count = _rows, _count
+
+# %% ../nbs/01d_reviews.ipynb #a7e5c00041
+def _confirm(self:ReviewStore, review_id:int, # the approved review
+             admin:str, # who confirms it (an admin's name)
+            ) -> dict:
+    "Record an admin's second look at an approved review (once; again is a no-op): the review's row with `confirmed_by`."
+    row = self.get(id=review_id)
+    if row is None: raise ReviewError(f"no review {review_id}")
+    if row["decision"] != "approved": raise ReviewConflict(f"review {review_id} was rejected: only an approved review is confirmed")
+    t = confirmations_table
+    try:
+        with self.engine.begin() as c: c.execute(t.insert().values(review_id=review_id, admin=admin, created_at=datetime.datetime.now(datetime.timezone.utc)))
+    except sa.exc.IntegrityError: pass  # confirmed before
+    except sa.exc.SQLAlchemyError as e: raise StoreUnavailable(f"{self.display}: the confirmation was NOT stored ({type(e).__name__})") from None
+    return {**row, "confirmed_by": self.confirmed()[review_id]}
+
+def _confirmed(self:ReviewStore) -> dict:
+    "review id -> the admin who confirmed it."
+    with self.engine.connect() as c: return dict(c.execute(sa.select(confirmations_table.c.review_id, confirmations_table.c.admin)).all())
+
+ReviewStore.confirm, ReviewStore.confirmed = _confirm, _confirmed
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00020
 def _norm(inp:str, fields=None) -> str:
@@ -228,9 +259,28 @@ def review_pairs(rows:list, # review rows, in the order they were stored
         pairs.append({**rec, "review_id": r["id"], "edited": r["final"] != r["generated"]})
     return pairs, problems
 
-def _approved_pairs(self:ReviewStore, fields=None, held:dict|None=None) -> tuple:
-    "`review_pairs` of every stored decision: (pairs, problems)."
-    return review_pairs(self.rows(newest_first=False), fields, held, self.display)
+def second_look(rows:list, # review rows
+                confirmed:dict, # review id -> admin (`ReviewStore.confirmed`)
+                source:str="reviews", # the store's name, for the problems
+               ) -> tuple:
+    "(the rows that may become training data, [Problem] for each approved one whose final text fails the fact check, unconfirmed)."
+    keep, look = [], []
+    for r in rows:
+        f = r.get("facts_after")
+        if r["decision"] == "approved" and isinstance(f, dict) and f.get("ok") is False and r["id"] not in confirmed:
+            why = "; ".join(map(str, f.get("problems") or [])) or "facts_after.ok is false"
+            look.append(Problem(source, r["id"], "final", f"approved, but the fact check of the final text fails ({why}): an admin must "
+                                f"confirm it (POST /api/reviews/{r['id']}/confirm), or export with --include_unconfirmed", r))
+        else: keep.append(r)
+    return keep, look
+
+def _approved_pairs(self:ReviewStore, fields=None, held:dict|None=None,
+                    include_unconfirmed:bool=False, # True: reviews the fact check disagrees with count without an admin's second look
+                   ) -> tuple:
+    "`review_pairs` of every stored decision: (pairs, problems, [Problem] of the reviews waiting for a second look)."
+    rows = self.rows(newest_first=False)
+    rows, look = (rows, []) if include_unconfirmed else second_look(rows, self.confirmed(), self.display)
+    return (*review_pairs(rows, fields, held, self.display), look)
 ReviewStore.approved_pairs = _approved_pairs
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00024
@@ -238,16 +288,18 @@ def export_reviews(store:str|Path|ReviewStore, # the review store: a SQLite file
                    out_dir:str|Path, # where train.jsonl and held_out.jsonl go
                    data=None, # the data whose validation/test inputs are held out; None: the bundled dataset
                    fields=None, # the schema; None: the claim schema
+                   include_unconfirmed:bool=False, # True: also the approved reviews the fact check disagrees with, unconfirmed
                   ) -> tuple:
-    "Write the approved reviews as training pairs: (path of train.jsonl, pairs, held-out problems)."
+    "Write the approved reviews as training pairs: (path of train.jsonl, pairs, held-out problems, those needing a second look)."
     s = store if isinstance(store, ReviewStore) else ReviewStore(store, create=False)
-    try: pairs, problems = s.approved_pairs(fields, eval_inputs(data, fields))
+    try: pairs, problems, look = s.approved_pairs(fields, eval_inputs(data, fields), include_unconfirmed)
     finally:
         if s is not store: s.close()
     out = Path(out_dir)
     path = write_jsonl(pairs, out/"train.jsonl")
     write_problem_report(problems, out/"held_out.jsonl")
-    return path, pairs, problems
+    write_problem_report(look, out/"needs_second_look.jsonl")  # the reason, and the review's row (facts_after included)
+    return path, pairs, problems, look
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00026
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
@@ -261,16 +313,17 @@ def data_main(out:str=None, # write the bundled dataset (clean_train/val/test.js
               fields_out:str=None, # write the schema used by --check (inferred or declared) to this YAML file
               from_reviews:str=None, # write the approved reviews of this store (SQLite file or database URL) as training pairs into --out
               data_dir:str=None, # with --from_reviews: the data whose validation/test inputs are held out; default: the bundled dataset
+              include_unconfirmed:store_true=False, # with --from_reviews: also export approved reviews the fact check fails that no admin confirmed
              ):
     "Write the bundled claim dataset, check a data file or folder against a field schema, or turn approved reviews into training pairs."
     if from_reviews is None:
-        if data_dir: _fail("--data_dir goes with --from_reviews (to check a folder, use --check)")
+        if data_dir or include_unconfirmed: _fail("--data_dir and --include_unconfirmed go with --from_reviews (to check a folder, use --check)")
         return _data_main.__wrapped__(out=out, check=check, seed=seed, config=config, fields=fields, fields_out=fields_out)
     if not out: _fail("--from_reviews needs --out DIR (where train.jsonl goes)")
     if check: _fail("--from_reviews and --check are separate commands: run --check on the --out folder afterwards")
     try:
         cfg, _ = resolve_fields(make_config(config, fields=fields), data_dir, progress=False)
-        path, pairs, problems = export_reviews(from_reviews, out, data_dir, cfg.fields)
+        path, pairs, problems, look = export_reviews(from_reviews, out, data_dir, cfg.fields, bool(include_unconfirmed))
     except (ReviewError, FileNotFoundError, ValueError, OSError) as e: _fail(e)
     edited = sum(p["edited"] for p in pairs)
     print(f"wrote {len(pairs)} training pair(s) from approved reviews ({edited} edited, {len(pairs) - edited} unedited) to {path}")
@@ -278,6 +331,10 @@ def data_main(out:str=None, # write the bundled dataset (clean_train/val/test.js
         print(f"held out {len(problems)} approved review(s) (line = review id), listed in {Path(out)/'held_out.jsonl'}:")
         for p in problems[:50]: print(f"  {p}")
         if len(problems) > 50: print(f"  ... and {len(problems) - 50} more")
+    if look:
+        print(f"{len(look)} approved review(s) whose final text fails the fact check wait for an admin's second look, listed in "
+              f"{Path(out)/'needs_second_look.jsonl'}:")
+        for p in look[:50]: print(f"  {p}")
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00029
 def add_review_pairs(dsd, # the run's DatasetDict (train, validation, test)
@@ -291,7 +348,8 @@ def add_review_pairs(dsd, # the run's DatasetDict (train, validation, test)
     held = {}
     for split in ("validation", "test"):
         if split in dsd: held.update({_norm(x, cfg.fields): f"this run's {split} split, example {i}" for i, x in enumerate(dsd[split]["input"], 1)})
-    with ReviewStore(source, create=False) as s: pairs, problems = s.approved_pairs(cfg.fields, held)
+    with ReviewStore(source, create=False) as s: pairs, problems, look = s.approved_pairs(cfg.fields, held)
+    problems += look  # held out until an admin confirms them
     have = {(_norm(i, cfg.fields), o.strip()) for i, o in zip(dsd["train"]["input"], dsd["train"]["output"])}
     keep = []
     for p in pairs:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
-import asyncio, collections, copy, dataclasses, hmac, ipaddress, logging, math, multiprocessing, os, pickle, re, sys, threading, time, warnings
+import asyncio, collections, copy, dataclasses, hashlib, hmac, ipaddress, logging, math, multiprocessing, os, pickle, re, secrets, sys, threading, time, warnings
 from concurrent.futures import Future, InvalidStateError
 from importlib import import_module
 from pathlib import Path
@@ -20,9 +20,11 @@ from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable
                               MAX_NOTE_CHARS)
 
 # %% auto #0
-__all__ = ['API_KEY_ENV', 'API_KEY_HEADER', 'GENERATE_PATHS', 'REVIEW_BODY_BYTES', 'QueueFull', 'ShuttingDown',
-           'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'GenerationProcessDied', 'GenerationProcess', 'BodyLimit',
-           'is_loopback', 'resolve_api_key', 'ApiKeyGuard', 'ServiceMetrics', 'report_body', 'create_app', 'main']
+__all__ = ['LANES', 'API_KEY_ENV', 'API_KEY_HEADER', 'MIN_KEY_CHARS', 'ROLES', 'GENERATE_PATHS', 'REVIEW_BODY_BYTES', 'QueueFull',
+           'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'GenerationProcessDied',
+           'GenerationProcess', 'BodyLimit', 'is_loopback', 'check_key', 'resolve_api_key', 'hash_key', 'key_matches',
+           'User', 'Users', 'add_user', 'ApiKeyGuard', 'cross_origin', 'WriteGuard', 'ServiceMetrics', 'report_body',
+           'request_user', 'create_app', 'main']
 
 # %% ../nbs/04b_serve.ipynb #34d338e506
 class QueueFull(RuntimeError):
@@ -42,25 +44,34 @@ class _Job:
     texts: list
     future: Future
     deadline: float  # time.monotonic()
+    lane: str = "interactive"
+
+LANES = ("interactive", "batch")
 
 class MicroBatcher:
-    "Run `fn(texts) -> results` on micro-batches gathered from concurrent callers, in one worker thread."
+    "Run `fn(texts) -> results` on micro-batches gathered from concurrent callers, in one worker thread; interactive requests first."
     def __init__(self, fn, # texts -> one result per text, in order
                  batch_size:int=32, # most reports per batch (a larger single request runs alone)
                  max_wait_ms:float=20.0, # longest wait for more requests once one is in hand (only under concurrency)
-                 max_queue:int=64, # most reports waiting; more are refused with QueueFull
+                 max_queue:int=64, # most interactive reports waiting; more are refused with QueueFull
                  on_batch=None, # called as on_batch(n_reports, seconds, error_or_None) after each batch
                  autostart:bool=True, # start the worker at the first submit; False: requests wait until `start()`
+                 batch_lane:int=4, # most reports of the batch lane per generation when no interactive request came for `quiet_s`; else 1
+                 max_batch_queue:int|None=None, # most batch-lane reports waiting; default max_queue
+                 quiet_s:float=1.0, # interactive traffic this recent keeps the batch lane to one report a generation
                 ):
-        if min(batch_size, max_queue) < 1 or max_wait_ms < 0: raise ValueError("batch_size and max_queue must be >= 1, max_wait_ms >= 0")
-        self.fn, self.batch_size, self.max_wait, self.max_queue, self.on_batch = fn, batch_size, max_wait_ms/1000, max_queue, on_batch
-        self._jobs, self._pending, self._cv = collections.deque(), 0, threading.Condition()
+        if min(batch_size, max_queue, batch_lane) < 1 or max_wait_ms < 0: raise ValueError("batch_size, max_queue and batch_lane must be >= 1, max_wait_ms >= 0")
+        self.fn, self.batch_size, self.max_wait, self.on_batch = fn, batch_size, max_wait_ms/1000, on_batch
+        self.batch_lane, self.limits = batch_lane, {"interactive": max_queue, "batch": max_queue if max_batch_queue is None else max_batch_queue}
+        self.max_queue, self.quiet_s, self._last_interactive = max_queue, quiet_s, -1e9
+        self._queues = {l: collections.deque() for l in LANES}
+        self._waiting, self._cv = dict.fromkeys(LANES, 0), threading.Condition()
         self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
         self._per_report = 0.01  # running estimate of seconds per report, for Retry-After
         self.autostart = autostart
 
     @property
-    def pending(self) -> int: return self._pending  # reports waiting for a batch
+    def pending(self) -> int: return sum(self._waiting.values())  # reports waiting for a batch, both lanes
 
     @property
     def accepting(self) -> bool: return not self._closed and self._thread is not None and self._thread.is_alive()
@@ -73,18 +84,20 @@ class MicroBatcher:
                 self._thread.start()
         return self
 
-    def submit(self, texts:list, timeout_s:float=30.0) -> Future:
-        "Queue `texts`; a Future of their results. Raises QueueFull or ShuttingDown at once."
+    def submit(self, texts:list, timeout_s:float=30.0, lane:str="interactive") -> Future:
+        "Queue `texts` in `lane`; a Future of their results. Raises QueueFull (that lane is full) or ShuttingDown at once."
         if not texts: raise ValueError("nothing to generate")
+        if lane not in LANES: raise ValueError(f"lane must be one of {LANES}, got {lane!r}")
         fut = Future()
         if self.autostart: self.start()
         with self._cv:
             if self._closed: raise ShuttingDown("the service is shutting down")
-            if self._pending + len(texts) > self.max_queue:
-                wait = max(1, math.ceil(self._pending * self._per_report))
-                raise QueueFull(f"queue full: {self._pending} of {self.max_queue} reports waiting", retry_after=min(wait, 60))
-            self._jobs.append(_Job(list(texts), fut, time.monotonic() + timeout_s))
-            self._pending += len(texts); self._arrivals += 1
+            if self._waiting[lane] + len(texts) > self.limits[lane]:
+                wait = max(1, math.ceil(self.pending * self._per_report))
+                raise QueueFull(f"queue full: {self._waiting[lane]} of {self.limits[lane]} {lane} reports waiting", retry_after=min(wait, 60))
+            self._queues[lane].append(_Job(list(texts), fut, time.monotonic() + timeout_s, lane))
+            self._waiting[lane] += len(texts); self._arrivals += 1
+            if lane == "interactive": self._last_interactive = time.monotonic()
             self._cv.notify_all()
         return fut
 
@@ -96,21 +109,25 @@ class MicroBatcher:
 # %% ../nbs/04b_serve.ipynb #34d338e508
 @patch
 def _take(self:MicroBatcher) -> list|None:
-    "The next batch of jobs (None once closed and empty), after waiting for more while other clients are active."
+    "The next batch of jobs (None once closed and empty): interactive ones first, waiting for more while other clients are active."
     with self._cv:
-        while not self._jobs:
+        while not self.pending:
             if self._closed: return None
             self._cv.wait()
-        if self._last_jobs > 1 or len(self._jobs) > 1:  # other clients are active: let the batch fill
+        inter = self._queues["interactive"]
+        if inter and (self._last_jobs > 1 or len(inter) > 1):  # other clients are active: let the batch fill
             # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
             end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
-            while self._pending < self.batch_size and not self._closed and (left := end - time.monotonic()) > 0:
+            while self._waiting["interactive"] < self.batch_size and not self._closed and (left := end - time.monotonic()) > 0:
                 seen = self._arrivals
                 self._cv.wait(min(left, gap))
                 if self._arrivals == seen: break
+        lane = "interactive" if inter else "batch"  # the batch lane runs only when no interactive request waits
+        busy = time.monotonic() - self._last_interactive < self.quiet_s  # a draft may come any moment: keep what it would wait for small
+        q, limit = self._queues[lane], self.batch_size if lane == "interactive" else 1 if busy else self.batch_lane
         batch, n = [], 0
-        while self._jobs and (not batch or n + len(self._jobs[0].texts) <= self.batch_size):
-            j = self._jobs.popleft(); self._pending -= len(j.texts); batch.append(j); n += len(j.texts)
+        while q and (not batch or n + len(q[0].texts) <= limit):
+            j = q.popleft(); self._waiting[lane] -= len(j.texts); batch.append(j); n += len(j.texts)
         return batch
 
 # %% ../nbs/04b_serve.ipynb #34d338e509
@@ -123,7 +140,7 @@ def _run(self:MicroBatcher):
             if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
             if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
             live.append(j)
-        self._last_jobs = len(batch)
+        if batch[0].lane == "interactive": self._last_jobs = len(batch)  # how many interactive clients are active
         if live: self._run_batch(live)
 
 @patch
@@ -365,6 +382,7 @@ class BodyLimit:
 
 # %% ../nbs/04b_serve.ipynb #34d338e561
 API_KEY_ENV, API_KEY_HEADER = "CLAIM_T5_API_KEY", "X-API-Key"
+MIN_KEY_CHARS, ROLES = 32, ("reviewer", "admin")
 
 def is_loopback(host:str) -> bool:
     "True for an interface only this machine reaches (localhost, 127.x, ::1)."
@@ -373,31 +391,189 @@ def is_loopback(host:str) -> bool:
     try: return ipaddress.ip_address(h).is_loopback
     except ValueError: return False  # a host name: it may resolve to anything
 
-def resolve_api_key(api_key:str|None, # --api_key; None: the CLAIM_T5_API_KEY environment variable
-                    host:str, # the interface the service binds
-                   ) -> str|None:
-    "The key the service will require (None: none), checked; ValueError if `host` is not loopback and there is no key."
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-    key = key.strip() if key and key.strip() else None
-    if key is not None and not re.fullmatch(r"[\x21-\x7e]{8,256}", key):
-        raise ValueError("the API key must be 8 to 256 printable ASCII characters without spaces (it travels in an HTTP header)")
-    if key is None and not is_loopback(host):
-        raise ValueError(f"--host {host} is not loopback: other machines could use the service and its reviews without a key. Set one "
-                         f"with --api_key KEY or the {API_KEY_ENV} environment variable (clients send it in the {API_KEY_HEADER} "
-                         "header; /health stays open), or bind 127.0.0.1")
+def check_key(key:str, # an API key
+              what:str="the API key", # what it is, for the message
+             ) -> str:
+    "`key` if it is 32 to 256 printable ASCII characters without spaces (it travels in an HTTP header); ValueError otherwise."
+    if not isinstance(key, str) or not re.fullmatch(r"[\x21-\x7e]{%d,256}" % MIN_KEY_CHARS, key):
+        raise ValueError(f"{what} must be {MIN_KEY_CHARS} to 256 printable ASCII characters without spaces, got {len(key or '')}: "
+                         "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or use --users")
     return key
 
+def resolve_api_key(api_key:str|None, # --api_key; None: the CLAIM_T5_API_KEY environment variable
+                    host:str, # the interface the service binds
+                    users:bool=False, # a users file is given: it guards the service instead
+                   ) -> str|None:
+    "The single key the service will require (None: none), checked; ValueError if `host` is not loopback and nothing guards it."
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+    key = key.strip() if key and key.strip() else None
+    if key is not None: check_key(key)
+    if key is None and not users and not is_loopback(host):
+        raise ValueError(f"--host {host} is not loopback: other machines could use the service and its reviews without a key. Give "
+                         f"--users users.yaml, or one key with --api_key KEY or the {API_KEY_ENV} environment variable (clients send it in "
+                         f"the {API_KEY_HEADER} header; /health stays open), or bind 127.0.0.1")
+    return key
+
+# %% ../nbs/04b_serve.ipynb #34d338e571
+_SCRYPT = dict(n=2**14, r=8, p=1)  # ~30 ms a key on this machine; 16 MiB of memory
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@ -]{0,99}")
+
+def hash_key(key:str, # the key
+             salt:bytes|None=None, # None: 16 random bytes
+            ) -> str:
+    "The stored form of a key, `scrypt$n$r$p$salt$hash` (hex): the key itself is never written down."
+    salt = os.urandom(16) if salt is None else salt
+    h = hashlib.scrypt(key.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${h.hex()}"
+
+def key_matches(key:str, stored:str) -> bool:
+    "True if `key` hashes to `stored` (a `hash_key` string), compared in constant time."
+    kind, n, r, p, salt, h = stored.split("$")
+    got = hashlib.scrypt(key.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(h) // 2)
+    return hmac.compare_digest(got.hex(), h)
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    "Who sent a request: the name stored with their reviews, and their role."
+    name: str
+    role: str = "reviewer"  # reviewer or admin
+    @property
+    def admin(self) -> bool: return self.role == "admin"
+
+# %% ../nbs/04b_serve.ipynb #34d338e573
+class Users:
+    "The service's users: name -> (User, hashed key), read from a YAML file; `find(key)` is the key's user or None."
+    def __init__(self, users:dict, # name -> (User, hash_key string)
+                 source:str="users", # where they came from, for messages
+                ):
+        self.users, self.source = users, source
+        self._known, self._wrong = {}, collections.OrderedDict()  # sha256(key) -> User / None, so scrypt runs once per key
+
+    def __len__(self): return len(self.users)
+    def __repr__(self): return f"Users({self.source}: {len(self)} user(s))"
+
+    @classmethod
+    def single(cls, key:str, name:str) -> Users:
+        "One admin holding `key` (the `--api_key` setup)."
+        return cls({name: (User(name, "admin"), hash_key(check_key(key)))}, "--api_key")
+
+    def find(self, key:str) -> User|None:
+        "The user whose key this is, or None."
+        d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+        if d in self._known: return self._known[d]
+        if d in self._wrong: return None
+        u = next((u for u, h in self.users.values() if key_matches(key, h)), None)
+        if u is not None: self._known[d] = u
+        else:
+            self._wrong[d] = None
+            if len(self._wrong) > 1000: self._wrong.popitem(last=False)
+        return u
+
+    def cached(self, key:str) -> tuple:
+        "(True, user or None) if this key was checked before, else (False, None): the guard runs scrypt off the event loop."
+        d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+        if d in self._known: return True, self._known[d]
+        return (True, None) if d in self._wrong else (False, None)
+
+# %% ../nbs/04b_serve.ipynb #34d338e574
+def _read_users(path:Path) -> dict:
+    "The users file's `users:` mapping (empty if there is no file); ValueError naming the file and the user."
+    import yaml
+    if not path.exists(): return {}
+    try: d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e: raise ValueError(f"{path}: not YAML ({e})") from None
+    users = d.get("users") if isinstance(d, dict) else None
+    if not isinstance(users, dict): raise ValueError(f"{path}: expected a mapping `users: {{name: {{role, key}}}}`")
+    for name, u in users.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name): raise ValueError(f"{path}: user {name!r}: a name of 1 to 100 letters, digits, _.@- or spaces")
+        if not isinstance(u, dict) or u.get("role") not in ROLES: raise ValueError(f"{path}: user {name!r}: role must be one of {list(ROLES)}")
+        if not isinstance(u.get("key"), str) or not re.fullmatch(r"scrypt\$\d+\$\d+\$\d+\$[0-9a-f]+\$[0-9a-f]+", u["key"]):
+            raise ValueError(f"{path}: user {name!r}: 'key' must be a hash written by --add_user (never the key itself)")
+    return users
+
+@patch(cls_method=True)
+def load(cls:Users, path:str|Path) -> Users:
+    "The users of a file `add_user` wrote; ValueError naming the file and the user if it is not one."
+    p = Path(path)
+    if not p.is_file(): raise ValueError(f"{p}: no such users file (add one with --users {p} --add_user NAME --role reviewer)")
+    users = _read_users(p)
+    if not users: raise ValueError(f"{p}: no users in it")
+    return cls({n: (User(n, u["role"]), u["key"]) for n, u in users.items()}, str(p))
+
+def add_user(path:str|Path, # the users file (created if missing, mode 600)
+             name:str, # the new user's name (stored with their reviews)
+             role:str="reviewer", # reviewer or admin
+            ) -> str:
+    "Add a user with a new random key to the file and return the key: it is shown once, only its hash is kept."
+    import yaml
+    p = Path(path)
+    users = _read_users(p)
+    if not isinstance(name, str) or not _NAME.fullmatch(name): raise ValueError(f"user {name!r}: a name of 1 to 100 letters, digits, _.@- or spaces")
+    if role not in ROLES: raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}")
+    if name in users: raise ValueError(f"{p}: user {name!r} exists already (remove its lines to give it a new key)")
+    key = secrets.token_urlsafe(32)  # 43 characters
+    users[name] = {"role": role, "key": hash_key(key)}
+    tmp = p.with_name(p.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("# claim_t5_serve users: keys are stored as scrypt hashes (add one: claim_t5_serve --users FILE --add_user NAME)\n")
+        yaml.safe_dump({"users": users}, f, sort_keys=False)
+    os.replace(tmp, p)
+    return key
+
+_add_user = add_user  # `main`'s --add_user option takes the name
+
+# %% ../nbs/04b_serve.ipynb #34d338e577
 class ApiKeyGuard:
-    "ASGI middleware: every request needs header X-API-Key equal to `api_key` (401 otherwise), but GET/HEAD of `open_paths`."
-    def __init__(self, app, api_key:str, open_paths:set): self.app, self._key, self.open_paths = app, api_key.encode(), open_paths
+    "ASGI middleware: the request's user (`request.state.user`) from header X-API-Key; 401 without a known key, but on GET/HEAD of `open_paths`."
+    def __init__(self, app, users:Users|None, # None: no keys (loopback): every request is `local`'s
+                 open_paths:set, # GET/HEAD paths that need no key (/health, the page's files)
+                 local:User|None=None, # the user when there are no keys
+                ): self.app, self.users, self.open_paths, self.local = app, users, open_paths, local
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or (scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD")):
-            return await self.app(scope, receive, send)
-        got = dict(scope["headers"]).get(API_KEY_HEADER.lower().encode(), b"")
-        if hmac.compare_digest(got, self._key): return await self.app(scope, receive, send)
+        if scope["type"] != "http": return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        if self.users is None: state["user"] = self.local; return await self.app(scope, receive, send)
+        got = dict(scope["headers"]).get(API_KEY_HEADER.lower().encode(), b"").decode("latin-1")
+        user = None
+        if got:
+            seen, user = self.users.cached(got)
+            if not seen: user = await asyncio.to_thread(self.users.find, got)  # scrypt: ~30 ms, off the event loop
+        if user is not None: state["user"] = user; return await self.app(scope, receive, send)
+        if scope["path"] in self.open_paths and scope["method"] in ("GET", "HEAD"): return await self.app(scope, receive, send)
         from fastapi.responses import JSONResponse
         msg = f"API key required: send it in the {API_KEY_HEADER} header" if not got else f"wrong API key in the {API_KEY_HEADER} header"
         await JSONResponse({"detail": msg}, status_code=401)(scope, receive, send)
+
+_SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")  # what a page elsewhere may send unasked
+
+def cross_origin(headers:dict) -> str|None:
+    "Why a request (raw ASGI headers) came from a browser page of another origin, or None: same origin, or not a browser."
+    site = headers.get(b"sec-fetch-site", b"").decode("latin-1")
+    if site and site not in ("same-origin", "none"): return f"Sec-Fetch-Site: {site}"
+    origin = headers.get(b"origin")
+    if origin is None: return None  # curl, a script: not a page's request
+    from urllib.parse import urlsplit
+    o = origin.decode("latin-1")
+    if urlsplit(o).netloc.lower() != headers.get(b"host", b"").decode("latin-1").lower(): return f"Origin {o}"
+    return None
+
+class WriteGuard:
+    "ASGI middleware on writes (not GET/HEAD/OPTIONS): 403 from another origin's page, 415 for a body that is not JSON (`upload_paths`: not a form's type)."
+    def __init__(self, app, upload_paths:set): self.app, self.upload_paths = app, upload_paths
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"): return await self.app(scope, receive, send)
+        from fastapi.responses import JSONResponse
+        h = dict(scope["headers"])
+        if why := cross_origin(h):
+            return await JSONResponse({"detail": f"refused: a write from another site ({why})"}, status_code=403)(scope, receive, send)
+        ctype = h.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        body = h.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in h
+        if scope["path"] in self.upload_paths: ok = ctype not in _SIMPLE_TYPES
+        else: ok = ctype == "application/json" or ctype.endswith("+json") or (not ctype and not body)
+        if ok: return await self.app(scope, receive, send)
+        want = f"any type but {', '.join(_SIMPLE_TYPES)}" if scope["path"] in self.upload_paths else "application/json"
+        await JSONResponse({"detail": f"Content-Type {ctype or '(none)'} refused: send {want}"}, status_code=415)(scope, receive, send)
 
 # %% ../nbs/04b_serve.ipynb #34d338e515
 GENERATE_PATHS = ("/generate_claim", "/generate_claims")
@@ -464,6 +640,8 @@ def report_body(text:str, # the normalised metadata string
     return body
 
 # %% ../nbs/04b_serve.ipynb #34d338e540
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a NUL or another control character: no claim field holds one
+
 def _checker(gen, # the generator (its cfg and prepare)
              tok, # a tokenizer for this thread (a fast tokenizer is not shared across threads)
              max_value_chars:int, # longest accepted field value
@@ -474,6 +652,8 @@ def _checker(gen, # the generator (its cfg and prepare)
         meta = req.model_dump(by_alias=True, exclude_none=True) if hasattr(req, "model_dump") else dict(req)  # the schema's own names
         bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
         if bad: raise HTTPException(422, f"{where}field(s) {bad}: values must be strings of at most {max_value_chars} characters")
+        if bad := [k for k, v in meta.items() if _CONTROL.search(v) or _CONTROL.search(str(k))]:
+            raise HTTPException(422, f"{where}field(s) {bad}: a NUL byte or another control character is not allowed")
         with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
             warnings.simplefilter("ignore", UserWarning)
             try: text = gen.prepare(meta)
@@ -485,10 +665,10 @@ def _checker(gen, # the generator (its cfg and prepare)
     return check
 
 def _runner(batcher:MicroBatcher, timeout_s:float):
-    "async run(texts) -> results through `batcher`, mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
+    "async run(texts, lane) -> results through `batcher`, mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
     from fastapi import HTTPException
-    async def run(texts:list) -> list:
-        try: fut = batcher.submit(texts, timeout_s)
+    async def run(texts:list, lane:str="interactive") -> list:
+        try: fut = batcher.submit(texts, timeout_s, lane)
         except QueueFull as e: raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after)})
         except ShuttingDown as e: raise HTTPException(503, str(e), headers={"Retry-After": "5"})
         try: return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
@@ -501,71 +681,140 @@ def _runner(batcher:MicroBatcher, timeout_s:float):
 # %% ../nbs/04b_serve.ipynb #34d338e564
 REVIEW_BODY_BYTES = 131072  # a review holds three texts of up to MAX_TEXT_CHARS and a note
 
+def request_user(request) -> User:
+    "The user `ApiKeyGuard` found for this request (from its key, or the one local user)."
+    from fastapi import HTTPException
+    user = getattr(request.state, "user", None)
+    if user is None: raise HTTPException(401, f"API key required: send it in the {API_KEY_HEADER} header")
+    return user
+
+def _admin(request) -> User:
+    from fastapi import HTTPException
+    user = request_user(request)
+    if not user.admin: raise HTTPException(403, f"{user.name} is a {user.role}: this needs an admin")
+    return user
+
 def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
-    "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store`."
+    "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store` under the key's user."
     from typing import Literal
-    from fastapi import HTTPException, Query, Response
+    from fastapi import HTTPException, Query, Request, Response
     from pydantic import BaseModel, ConfigDict, Field
     class ReviewRequest(BaseModel):
-        model_config = ConfigDict(extra="ignore")  # anything else a client sends (its own verdicts, say) is not stored
+        model_config = ConfigDict(extra="ignore")  # anything else a client sends (its own verdicts, a reviewer's name) is not stored
         input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the metadata line (or the page's fields, formatted)")
         generated: str = Field(max_length=MAX_TEXT_CHARS, description="the model's draft")
         final: str = Field(max_length=MAX_TEXT_CHARS, description="the reviewer's final text (the draft if unedited)")
         decision: Literal["approved", "rejected"]
-        reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS)
         note: str|None = Field(None, max_length=MAX_NOTE_CHARS)
         request_id: str|None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,64}$", description="the client's id for this decision: a retry sends the same")
-
-    def post_review(req, response:Response):  # a plain def: FastAPI runs it in a worker thread (the commit waits for the disk)
+    def need_store():
         if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
+
+    def post_review(req, request, response:Response):  # a plain def: FastAPI runs it in a worker thread (the commit waits for the disk)
+        user = request_user(request); need_store()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
             try: text = gen.prepare(req.input)
             except MetadataError as e: raise HTTPException(422, f"input: {e}")
         before, after = gen.check(text, req.generated), gen.check(text, req.final)
-        try: row = store.add(text, req.generated, req.final, req.decision, req.reviewer, req.note, before, after, gen.fingerprint, req.request_id)
+        try: row = store.add(text, req.generated, req.final, req.decision, user.name, req.note, before, after, gen.fingerprint, req.request_id)
         except ReviewConflict as e: raise HTTPException(409, str(e))
         except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
         except ReviewError as e: raise HTTPException(422, str(e))
         response.status_code = 201 if row["created"] else 200
         return {k: row[k] for k in ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")}
-    post_review.__annotations__ = {"req": ReviewRequest, "response": Response}
+    post_review.__annotations__ = {"req": ReviewRequest, "request": Request, "response": Response}
     app.post("/api/reviews", status_code=201)(post_review)
 
-    def list_reviews(limit:int=Query(50, ge=1, le=1000)):
-        if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
-        try: return {"reviews": store.rows(limit=limit), "total": store.count(), "store": store.backend}
+    def list_reviews(request, limit:int=Query(50, ge=1, le=1000)):
+        user = request_user(request); need_store()
+        who = None if user.admin else user.name  # a reviewer sees their own decisions; an admin everyone's
+        try: return {"reviews": store.rows(limit=limit, reviewer=who), "total": store.count(reviewer=who), "store": store.backend}
         except Exception as e: raise HTTPException(503, f"the review store failed: {type(e).__name__}")
+    list_reviews.__annotations__ = {"request": Request, "limit": int}
     app.get("/api/reviews")(list_reviews)
 
+    def confirm(review_id:int, request):
+        admin = _admin(request); need_store()
+        try: row = store.confirm(review_id, admin.name)
+        except ReviewConflict as e: raise HTTPException(409, str(e))
+        except StoreUnavailable as e: raise HTTPException(503, str(e))
+        except ReviewError as e: raise HTTPException(404, str(e))
+        return {k: row[k] for k in ("id", "decision", "reviewer", "facts_after", "confirmed_by")}
+    confirm.__annotations__ = {"review_id": int, "request": Request}
+    app.post("/api/reviews/{review_id}/confirm")(confirm)
+
+# %% ../nbs/04b_serve.ipynb #34d338e579
+def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key):
+    "GET/HEAD /health (open: only {'status': 'ok'}), /ready, GET /status (the details, behind the key), /metrics, /api/me."
+    from fastapi import Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def health(): return {"status": "ok"}  # open to anyone: nothing about the model, its path or the child
+    def ready():
+        ok = batcher.accepting and gen.ready  # a GenerationProcess: its child has loaded the model
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+    for path, fn in (("/health", health), ("/ready", ready)):
+        app.get(path)(fn); app.head(path, include_in_schema=False)(fn)  # HEAD too (a load balancer's probe); one schema entry
+
+    @app.get("/status")
+    def status(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": users is not None,
+                          "users": None if users is None else users.source, "reviews": store.backend if store is not None else None}
+
+    @app.get("/metrics")
+    def prometheus(): return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def me(request):
+        u = request_user(request)
+        return {"name": u.name, "role": u.role, "auth": "none" if users is None else "key" if api_key else "users"}
+    me.__annotations__ = {"request": Request}
+    app.get("/api/me")(me)
+
 # %% ../nbs/04b_serve.ipynb #34d338e546
+def _users_for(users, api_key:str|None, user_name:str|None) -> tuple:
+    "(Users or None, the local User): a users file, one --api_key holder, or (no keys) the one local user."
+    import getpass
+    name = user_name or os.environ.get("USER") or getpass.getuser() or "local"
+    if users is not None and api_key: raise ValueError("give a users file or one API key, not both")
+    if isinstance(users, (str, Path)): users = Users.load(users)
+    if users is None and api_key: users = Users.single(api_key, name)
+    return users, User(name, "admin")
+
 def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
                batch_size:int=32, # most reports per generation batch
                max_wait_ms:float=20.0, # longest wait for more requests to fill a batch (only under concurrency)
-               max_queue:int=64, # most reports waiting; more are refused with 503 and Retry-After
+               max_queue:int=64, # most interactive reports waiting; more are refused with 503 and Retry-After
                max_claims:int|None=None, # most claims in one /generate_claims request; default min(64, max_queue)
                timeout_s:float=30.0, # a request still unanswered after this gets 504
-               api_key:str|None=None, # if set, every request but GET /health needs header X-API-Key with it (401 otherwise)
+               api_key:str|None=None, # one key (>= 32 characters) for a one-person setup: every request but GET /health needs it in X-API-Key
                reviews:ReviewStore|str|Path|None=None, # where POST /api/reviews stores decisions (a store, SQLite path or URL); None: not stored (503)
+               users:Users|str|Path|None=None, # a users file (`add_user`) or Users: each key is a named reviewer or admin
+               user_name:str|None=None, # the name of the one person of --api_key, or of no key on loopback; default: the login name
+               allowed_hosts:list|None=None, # Host names accepted besides 127.0.0.1 and localhost (the service's name on the network)
+               batch_lane:int=4, # most reports of the desk's batch jobs per generation: an interactive request waits at most one such batch
+               max_jobs:int=2, # most batch jobs running at once (429 beyond)
+               max_jobs_per_user:int=1, # most batch jobs one user runs at once (429 beyond)
               ):
     "A FastAPI app serving micro-batched claim reports and storing reviews, with health, readiness and Prometheus metrics."
     if not isinstance(gen, ReportGenerator):
         raise TypeError(f"create_app needs a claim_t5.inference.ReportGenerator (ClaimReportGenerator or GenerationProcess), got {type(gen).__name__}")
     import copy
     from contextlib import asynccontextmanager
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, Field
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     max_claims = min(64, max_queue) if max_claims is None else max_claims
     if max_claims > max_queue: raise ValueError(f"max_claims ({max_claims}) must be <= max_queue ({max_queue})")
+    users, local = _users_for(users, api_key, user_name)
     ClaimRequest = request_model(gen.cfg.fields, max_value_chars)  # the fields of the schema saved with the model (/docs shows them)
     class ClaimsRequest(BaseModel):
         claims: list[ClaimRequest] = Field(min_length=1, max_length=max_claims)
 
-    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue)
+    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane)
     metrics = ServiceMetrics(batcher); batcher.on_batch = metrics.on_batch
     gen.on_restart = metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
@@ -578,29 +827,22 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
         batcher.start()
         await asyncio.to_thread(lambda: gen.fingerprint)  # hashed once, before the first review
         yield
+        app.state.desk_jobs.cancel_all()  # batch jobs are not finished at shutdown: they would hold it up
         await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
         await asyncio.to_thread(gen.close)
         if store is not None and store is not reviews: store.close()
 
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata", lifespan=lifespan)
-    app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews = batcher, metrics, gen, store
+    app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews, app.state.users = batcher, metrics, gen, store, users
     app.state.body_limits = {"/generate_claims": max_body_bytes * max_claims, "/api/reviews": REVIEW_BODY_BYTES}  # path -> bytes
     app.state.open_paths = {"/health"}  # GET without the key (the page adds its own files)
+    app.state.upload_paths = set()  # POST paths whose body is a file, not JSON (the desk adds its batch upload)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=app.state.body_limits)
     app.add_middleware(_Measure, metrics=metrics)
-    if api_key: app.add_middleware(ApiKeyGuard, api_key=api_key, open_paths=app.state.open_paths)  # outermost: first to run
-
-    @app.get("/health")
-    def health(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": bool(api_key),
-                          "reviews": store.backend if store is not None else None}
-
-    @app.get("/ready")
-    def ready():
-        ok = batcher.accepting and gen.ready  # a GenerationProcess: its child has loaded the model
-        return JSONResponse({"ready": ok, "model_dir": str(gen.model_dir)}, status_code=200 if ok else 503)
-
-    @app.get("/metrics")
-    def prometheus(): return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    app.add_middleware(ApiKeyGuard, users=users, open_paths=app.state.open_paths, local=local)
+    app.add_middleware(WriteGuard, upload_paths=app.state.upload_paths)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", *(allowed_hosts or [])])  # outermost: first to run
+    _status_routes(app, gen, batcher, store, users, api_key)
 
     async def generate_claim(req):
         text, meta = check(req)
@@ -615,11 +857,17 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
     generate_claims.__annotations__ = {"req": ClaimsRequest}
     app.post("/generate_claims")(generate_claims)
     _review_routes(app, gen, store)
-    import_module("claim_t5.desk").add_desk_routes(app, gen, run, check)  # the review desk: the page at / and its endpoints
+    import_module("claim_t5.desk").add_desk_routes(app, gen, run, check, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)  # the page at / and its endpoints
     return app
 
 # %% ../nbs/04b_serve.ipynb #34d338e544
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
+
+def _hosts(host:str, allowed_hosts:str|None) -> list:
+    "The Host names to accept besides loopback: --allowed_hosts, and --host itself when it names one interface."
+    hosts = [h.strip() for h in (allowed_hosts or "").split(",") if h.strip()]
+    if host not in ("0.0.0.0", "::", "") and not is_loopback(host): hosts.append(host)
+    return hosts
 
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
@@ -640,13 +888,30 @@ def main(model_dir:str=None, # fine-tuned model folder
          load_timeout_s:float=600.0, # generation process only: one still loading the model after this is stopped (an error)
          access_log:store_true=False, # log every request
          reviews:str="reviews.sqlite", # where reviewers' decisions go: a SQLite file (WAL), or a database URL (postgresql+psycopg://user@host/db)
-         api_key:str=None, # every endpoint but /health then needs header X-API-Key; default: $CLAIM_T5_API_KEY; required with a non-loopback --host
+         api_key:str=None, # one key (32+ characters) for a one-person setup; default: $CLAIM_T5_API_KEY; a key or --users is required with a non-loopback --host
+         users:str=None, # a users file (YAML, keys stored hashed): each key is a named reviewer or admin
+         add_user:str=None, # add this user to --users, print their new key once, and exit
+         role:str="reviewer", # with --add_user: reviewer or admin
+         user_name:str=None, # the one person's name with --api_key (or no key on loopback); default: the login name
+         allowed_hosts:str=None, # comma-separated Host names to accept besides 127.0.0.1 and localhost (e.g. claims.example.com)
+         batch_lane:int=4, # most reports of the desk's batch jobs per generation (an interactive request waits at most one such batch)
+         max_jobs:int=2, # most batch jobs running at once
+         max_jobs_per_user:int=1, # most batch jobs one user runs at once
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, reviews at /api/reviews, GET /health, /ready, /metrics."
     import uvicorn
+    if add_user is not None:
+        if not users: _fail("--add_user needs --users FILE (where the user and the hash of their key go)")
+        try: key = _add_user(users, add_user, role)
+        except ValueError as e: _fail(e)
+        print(f"added {role} {add_user!r} to {users}. Their key, shown only this once (the file keeps a hash):\n{key}")
+        return
     if not model_dir: _fail("--model_dir is required")
     if not Path(model_dir).is_dir(): _fail(f"{model_dir}: no such model folder")  # before a review store is created
-    try: key = resolve_api_key(api_key, host)  # before anything is loaded: an exposed service without a key never starts
+    try:
+        key = resolve_api_key(api_key, host, users=bool(users))  # before anything is loaded: an exposed service without a key never starts
+        the_users = Users.load(users) if users else None
+        if the_users is not None and key: raise ValueError("give --users or --api_key (or CLAIM_T5_API_KEY), not both")
     except ValueError as e: _fail(e)
     # the response lists unknown fields; the generator would also warn about them on every batch
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
@@ -663,12 +928,14 @@ def main(model_dir:str=None, # fine-tuned model folder
             gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict), verbose=True)
         else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s, engine=engine,
                                       compute_type=compute_type, strict=bool(strict), verbose=True).wait_ready()
-        app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                         max_queue=max_queue, max_claims=max_claims, timeout_s=timeout_s, api_key=key, reviews=store)
+        app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                         max_claims=max_claims, timeout_s=timeout_s, api_key=key, reviews=store, users=the_users, user_name=user_name,
+                         allowed_hosts=_hosts(host, allowed_hosts), batch_lane=batch_lane, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)
     except (ModelLoadError, EngineError, ValueError) as e:  # ReviewError is a ValueError
         if gen is not None: gen.close()
         _fail(e)
-    print(f"claim_t5: reviews stored in {store.display} ({store.backend})" + (f"; API key required (header {API_KEY_HEADER}) "
-          "on every endpoint but /health" if key else ""), file=sys.stderr, flush=True)
+    who = (f"{len(the_users)} user(s) of {users}" if the_users else "one API key" if key else "no key: loopback only, one local user")
+    print(f"claim_t5: reviews stored in {store.display} ({store.backend}); {who}" + (f" (header {API_KEY_HEADER}, on every endpoint but "
+          "/health)" if the_users or key else ""), file=sys.stderr, flush=True)
     try: uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally: store.close()

@@ -80,7 +80,7 @@ def serve(model_dir, cwd, *args, timeout=120) -> dict:
             try:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     r = httpx.post(f"{url}/generate_claim", json=META, timeout=60)
-                    res.update(status=r.status_code, body=r.json(), health=httpx.get(f"{url}/health", timeout=5).json())
+                    res.update(status=r.status_code, body=r.json(), health=httpx.get(f"{url}/status", timeout=5).json())
                     break
             except httpx.TransportError: pass
             time.sleep(0.3)

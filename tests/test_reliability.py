@@ -357,7 +357,7 @@ def generator(tiny_model_dir):
 def client(generator):
     from fastapi.testclient import TestClient
     from claim_t5.serve import create_app
-    return TestClient(create_app(generator), raise_server_exceptions=False)  # a server error shows as a 500
+    return TestClient(create_app(generator), raise_server_exceptions=False, base_url="http://127.0.0.1")  # a server error shows as a 500
 
 
 def _raise_problems(result):

@@ -13,7 +13,7 @@ from conftest import BIN, cli_env, cli_subprocess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INP = "shipment_id=SHP-10001; damage_type=dent; severity=high"
-KEY = "test-key-0123456789"
+KEY = "test-key-0123456789-abcdefghijklmnop"  # 32+ characters: shorter keys are refused
 LEAK = generate_dataset()["test"][0]["input"]  # an input of the bundled test split
 
 
@@ -286,7 +286,7 @@ def test_review_endpoint(generator, tmp_path):
     from fastapi.testclient import TestClient
     from claim_t5.serve import create_app
     body = review_body(generator, facts_before={"ok": True, "forged": 1})  # a client's own verdict is ignored
-    with TestClient(create_app(generator, reviews=tmp_path/"r.sqlite"), raise_server_exceptions=False) as c:
+    with TestClient(create_app(generator, reviews=tmp_path/"r.sqlite", user_name="Ann"), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         r = c.post("/api/reviews", json=body)
         assert r.status_code == 201, r.text
         got = r.json()
@@ -295,9 +295,8 @@ def test_review_endpoint(generator, tmp_path):
         again = c.post("/api/reviews", json=body)
         assert (again.status_code, again.json()["id"], again.json()["created"]) == (200, got["id"], False)
         assert c.post("/api/reviews", json={**body, "decision": "rejected"}).status_code == 409
-        for bad, needle in [({"decision": "maybe"}, "decision"), ({"reviewer": ""}, "reviewer"), ({"reviewer": "  "}, "reviewer"),
-                            ({"input": "damage_type=dent"}, "shipment_id"), ({"reviewer": "x" * 101}, "reviewer"),
-                            ({"request_id": "no spaces allowed"}, "request_id")]:
+        for bad, needle in [({"decision": "maybe"}, "decision"), ({"input": "damage_type=dent"}, "shipment_id"),
+                            ({"request_id": "no spaces allowed"}, "request_id"), ({"final": "a\x00b"}, "NUL")]:
             r = c.post("/api/reviews", json={**body, "request_id": f"req-{uuid.uuid4().hex}", **bad})
             assert r.status_code == 422 and needle in r.text, (bad, r.status_code, r.text)
         assert c.post("/api/reviews", json={**body, "final": "x" * 200_000}).status_code == 413  # over the body limit
@@ -308,7 +307,7 @@ def test_review_endpoint(generator, tmp_path):
         assert listed.json()["reviews"][0]["final"] == html["final"] and listed.json()["total"] == 2
         assert c.get("/api/reviews?limit=0").status_code == 422
     with ReviewStore(tmp_path/"r.sqlite") as s: assert s.count() == 2
-    with TestClient(create_app(generator), raise_server_exceptions=False) as c:  # no store: refused, never "saved"
+    with TestClient(create_app(generator), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:  # no store: refused, never "saved"
         r = c.post("/api/reviews", json=review_body(generator))
         assert r.status_code == 503 and "--reviews" in r.text
 
@@ -319,14 +318,14 @@ def test_api_key_guards_every_endpoint_but_health(generator, tmp_path):
     app = create_app(generator, reviews=tmp_path/"r.sqlite", api_key=KEY)
     routes = sorted({(m, r.path) for r in app.routes for m in getattr(r, "methods", ()) if m != "HEAD"})
     assert {("GET", "/health"), ("GET", "/metrics"), ("POST", "/api/reviews"), ("GET", "/api/reviews"), ("POST", "/generate_claim")} <= set(routes)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as c:
         for method, path in routes:
             if method == "GET" and path in app.state.open_paths: continue  # /health, and the page's own static files (no data in them)
             for headers, needle in [({}, "API key required"), ({"X-API-Key": "wrong-key-000"}, "wrong API key")]:
                 r = c.request(method, path, headers=headers)
                 assert r.status_code == 401 and needle in r.text, (method, path, r.status_code, r.text)
         assert app.state.open_paths == {"/health", "/", "/desk/desk.js", "/desk/desk.css"}, app.state.open_paths  # nothing else is open
-        assert c.get("/health").status_code == 200 and c.get("/health").json()["api_key"] is True
+        assert c.get("/health").json() == {"status": "ok"} and c.get("/status", headers={"X-API-Key": KEY}).json()["api_key"] is True
         k = {"X-API-Key": KEY}
         assert c.get("/metrics", headers=k).status_code == 200 and c.get("/ready", headers=k).status_code == 200
         assert c.post("/generate_claim", headers=k, json=dict(shipment_id="SHP-1", damage_type="dent", severity="low")).status_code == 200
@@ -342,7 +341,7 @@ def test_non_loopback_host_without_a_key_refuses_to_start(tiny_model_dir, tmp_pa
     assert "Traceback" not in r.stderr and not (tmp_path/"r.sqlite").exists()  # refused before anything was opened
     r = subprocess.run([str(BIN/"claim_t5_serve"), "--model_dir", str(tiny_model_dir), "--host", "0.0.0.0", "--api_key", "short"],
                        capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1 and "8 to 256" in r.stderr, r.stderr
+    assert r.returncode == 1 and "32 to 256" in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------- durability: 4 reviewers, kill -9 mid-run
@@ -432,9 +431,102 @@ def test_review_endpoint_on_postgresql(generator, postgres_server):
     from claim_t5.serve import create_app
     url = new_pg_database(postgres_server)
     body = review_body(generator)
-    with TestClient(create_app(generator, reviews=url)) as c:
+    with TestClient(create_app(generator, reviews=url), base_url="http://127.0.0.1") as c:
         r = c.post("/api/reviews", json=body)
-        assert r.status_code == 201 and c.get("/health").json()["reviews"] == "postgresql", r.text
+        assert r.status_code == 201 and c.get("/status").json()["reviews"] == "postgresql", r.text
+        nul = c.post("/api/reviews", json={**review_body(generator), "note": "a\x00b"})  # PostgreSQL refuses NUL in text: a 422, not a 503
+        assert nul.status_code == 422 and "NUL" in nul.text, nul.text
     with ReviewStore(url) as s:
         (row,) = s.rows()
         assert (row["request_id"], row["final"], row["facts_after"]) == (body["request_id"], body["final"], r.json()["facts_after"])
+
+
+# ---------------------------------------------------------------- issue 29: reviewers by name, a second look before training
+
+@pytest.fixture
+def team(tmp_path):
+    "A users file with two reviewers and an admin: (path, {name: key})."
+    from claim_t5.serve import add_user
+    path = tmp_path/"users.yaml"
+    return path, {n: add_user(path, n, r) for n, r in [("ann", "reviewer"), ("bob", "reviewer"), ("ada", "admin")]}
+
+
+def test_the_stored_reviewer_is_the_keys_user(generator, team, tmp_path):
+    "A POST naming another reviewer is stored under the key's user; a reviewer lists only their own; a retry by another user is 409."
+    from fastapi.testclient import TestClient
+    from claim_t5.serve import create_app
+    path, keys = team
+    with TestClient(create_app(generator, reviews=tmp_path/"r.sqlite", users=path), base_url="http://127.0.0.1") as c:
+        body = review_body(generator, reviewer="bob")  # Ann's key, Bob's name
+        r = c.post("/api/reviews", json=body, headers={"X-API-Key": keys["ann"]})
+        assert r.status_code == 201 and r.json()["reviewer"] == "ann", r.text
+        assert c.post("/api/reviews", json=body, headers={"X-API-Key": keys["bob"]}).status_code == 409  # Ann's request_id, Bob's key
+        assert c.post("/api/reviews", json=review_body(generator, 1), headers={"X-API-Key": keys["bob"]}).json()["reviewer"] == "bob"
+        mine = c.get("/api/reviews", headers={"X-API-Key": keys["bob"]}).json()
+        assert [x["reviewer"] for x in mine["reviews"]] == ["bob"] and mine["total"] == 1
+        assert c.get("/api/reviews", headers={"X-API-Key": keys["ada"]}).json()["total"] == 2  # an admin sees everyone's
+        assert c.get("/api/me", headers={"X-API-Key": keys["ann"]}).json() == {"name": "ann", "role": "reviewer", "auth": "users"}
+    with ReviewStore(tmp_path/"r.sqlite") as s: assert sorted(r["reviewer"] for r in s.rows()) == ["ann", "bob"]
+
+
+def test_a_retry_whose_note_differs_is_a_conflict(generator, tmp_path):
+    from fastapi.testclient import TestClient
+    from claim_t5.serve import create_app
+    with TestClient(create_app(generator, reviews=tmp_path/"r.sqlite"), base_url="http://127.0.0.1") as c:
+        body = review_body(generator, note="first words")
+        assert c.post("/api/reviews", json=body).status_code == 201
+        r = c.post("/api/reviews", json={**body, "note": "other words"})
+        assert r.status_code == 409 and "already used" in r.text, r.text  # the new note is not dropped silently
+    with ReviewStore(tmp_path/"r.sqlite") as s: assert [x["note"] for x in s.rows()] == ["first words"]
+
+
+def test_keys_under_32_characters_are_refused(generator, tiny_model_dir, tmp_path):
+    from claim_t5.serve import create_app
+    with pytest.raises(ValueError, match="32 to 256"): create_app(generator, api_key="eight-ch")
+    env = {**cli_env(), "CLAIM_T5_API_KEY": "x" * 31}
+    r = subprocess.run([str(BIN/"claim_t5_serve"), "--model_dir", str(tiny_model_dir), "--reviews", str(tmp_path/"r.sqlite")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "32 to 256" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_add_user_prints_the_key_once_and_stores_its_hash(tmp_path):
+    path = tmp_path/"users.yaml"
+    r = subprocess.run([str(BIN/"claim_t5_serve"), "--users", str(path), "--add_user", "ann", "--role", "admin"],
+                       capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip().splitlines()[-1]
+    assert len(key) >= 32 and key not in path.read_text() and "scrypt$" in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    from claim_t5.serve import User, Users
+    assert Users.load(path).find(key) == User("ann", "admin")
+    again = subprocess.run([str(BIN/"claim_t5_serve"), "--users", str(path), "--add_user", "ann"], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_from_reviews_holds_back_what_the_fact_check_disagrees_with(generator, team, tmp_path):
+    "An approved review whose final text fails the check goes to needs_second_look.jsonl, and into training after an admin confirms it."
+    from fastapi.testclient import TestClient
+    from claim_t5.serve import create_app
+    path, keys = team
+    db = tmp_path/"r.sqlite"
+    with TestClient(create_app(generator, reviews=db, users=path), base_url="http://127.0.0.1") as c:
+        good = c.post("/api/reviews", json=review_body(generator, 7), headers={"X-API-Key": keys["ann"]}).json()
+        wrong = review_body(generator, 8, final="Shipment SHP-99999 from Nowhere Inc has a dent; severity low.")  # the check fails
+        bad = c.post("/api/reviews", json=wrong, headers={"X-API-Key": keys["ann"]}).json()
+        assert good["facts_after"]["ok"] is True and bad["facts_after"]["ok"] is False
+        out = tmp_path/"pairs"
+        r = run_data_main("--from_reviews", db, "--out", out)
+        assert r.returncode == 0, r.stderr
+        assert [json.loads(l)["review_id"] for l in (out/"train.jsonl").read_text().splitlines()] == [good["id"]]
+        (look,) = [json.loads(l) for l in (out/"needs_second_look.jsonl").read_text().splitlines()]
+        assert look["line"] == bad["id"] and "fact check of the final text fails" in look["reason"] and "SHP-99999" in look["reason"], look
+        assert "wait for an admin's second look" in r.stdout
+        flag = run_data_main("--from_reviews", db, "--out", tmp_path/"flag", "--include_unconfirmed")  # the explicit flag
+        assert len((tmp_path/"flag"/"train.jsonl").read_text().splitlines()) == 2
+        assert c.post(f"/api/reviews/{bad['id']}/confirm", headers={"X-API-Key": keys["bob"]}).status_code == 403  # a reviewer may not
+        ok = c.post(f"/api/reviews/{bad['id']}/confirm", headers={"X-API-Key": keys["ada"]})
+        assert ok.status_code == 200 and ok.json()["confirmed_by"] == "ada", ok.text
+        assert c.post("/api/reviews/999/confirm", headers={"X-API-Key": keys["ada"]}).status_code == 404
+    r = run_data_main("--from_reviews", db, "--out", tmp_path/"after")
+    assert [json.loads(l)["review_id"] for l in (tmp_path/"after"/"train.jsonl").read_text().splitlines()] == [good["id"], bad["id"]]
+    assert (tmp_path/"after"/"needs_second_look.jsonl").read_text() == ""

@@ -192,7 +192,7 @@ def test_other_schema_generates_and_serves(returns_run):
     assert "shipment_id" not in report                                             # (a few-step model: no promise of quality)
     with pytest.raises(Exception, match="order_no"):
         gen({"item": "Walnut Rug", "reason": "damaged", "refund": "partial"})
-    with TestClient(create_app(gen)) as c:
+    with TestClient(create_app(gen), base_url="http://127.0.0.1") as c:
         schema = c.get("/openapi.json").json()["components"]["schemas"]["ClaimRequest"]
         assert list(schema["properties"]) == [f["name"] for f in RETURN_FIELDS]    # /docs shows the user's fields
         r = c.post("/generate_claim", json=meta)

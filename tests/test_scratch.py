@@ -111,7 +111,7 @@ def test_plain_model_runs_everywhere_downstream(full_model_dir, tmp_path):
     hf = ClaimReportGenerator(d, device="cpu", engine="transformers")
     ct2 = ClaimReportGenerator(d, device="cpu", engine="ct2", ct2_dir=tmp_path/"ct2")
     assert str(ct2(meta)) == str(hf(meta))                                       # a seconds-long model: the same words, not good ones
-    with TestClient(create_app(hf)) as c:
+    with TestClient(create_app(hf), base_url="http://127.0.0.1") as c:
         r = c.post("/generate_claim", json=dict(shipment_id="SHP-12345", damage_type="dent", severity="high", vendor="NewCo Freight"))
     assert r.status_code == 200, r.text
     assert r.json()["report"] == str(hf(meta))

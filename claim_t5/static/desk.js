@@ -4,8 +4,8 @@
 "use strict";
 (() => {
 const $ = (id) => document.getElementById(id);
-const KEY = "claim_t5.api_key", NAME = "claim_t5.reviewer";
-const state = { schema: null, draft: null, job: null, rows: [], checkTimer: null, checkSeq: 0 };
+const KEY = "claim_t5.api_key";
+const state = { schema: null, me: null, draft: null, job: null, rows: [], checkTimer: null, checkSeq: 0 };
 
 function el(tag, props = {}, ...children) {  // an element with text children only (never HTML)
   const e = document.createElement(tag);
@@ -132,10 +132,11 @@ async function generate(ev) {
 
 // ---- review: the marked report, edits checked again, approve or reject ----
 function setReportHtml(html) {
-  // report_html's markup, escaped by the service; parsed inertly, scripts dropped as a second guard
-  const doc = new DOMParser().parseFromString(html, "text/html");
-  doc.querySelectorAll("script").forEach((s) => s.remove());
-  $("report-view").replaceChildren(...doc.head.querySelectorAll("style"), ...doc.body.childNodes);  // its <style> lands in the parsed head
+  // report_html's markup, escaped by the service; parsed inertly, scripts dropped as a second guard. Its own <style>
+  // block is left out: the page's Content-Security-Policy allows no inline style, and desk.css has the same rules.
+  const doc = new DOMParser().parseFromString(html.replace(/<style[^>]*>[\s\S]*?<\/style>/gi, ""), "text/html");  // (parsing it would break the policy)
+  doc.querySelectorAll("script, style").forEach((s) => s.remove());
+  $("report-view").replaceChildren(...doc.body.childNodes);
 }
 function showReview(input, report, html, unseen) {
   $("review-section").hidden = false;
@@ -162,31 +163,19 @@ async function recheck() {
     setStatus("check-status", ok === null ? "? not checked" : ok ? "✓ all facts check" : `✗ ${d.facts.problems.length} problem(s): ${d.facts.problems.join("; ")}`, ok ? "ok" : "error");
   } catch (e) { if (seq === state.checkSeq) setStatus("check-status", "✗ " + e.message, "error"); }
 }
-function reviewer(ask) {
-  const name = localStorage.getItem(NAME);
-  if (name && !ask) return Promise.resolve(name);
-  return new Promise((resolve) => {
-    const dlg = $("name-dialog");
-    $("name-input").value = name || "";
-    dlg.addEventListener("close", () => {
-      const v = $("name-input").value.trim();
-      if (dlg.returnValue === "ok" && v) { localStorage.setItem(NAME, v); showReviewer(); resolve(v); } else resolve(name || null);
-    }, { once: true });
-    dlg.showModal();
-  });
-}
 function requestId() {  // 32 hex digits; crypto.getRandomValues works on plain http too (randomUUID does not)
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
-function showReviewer() { $("reviewer-name").textContent = localStorage.getItem(NAME) || "not set"; }
+function showSignedIn() {  // the user of this tab's key: every decision is stored under this name, whatever a request says
+  $("signed-in").textContent = state.me ? `${state.me.name} (${state.me.role})` : "unknown";
+}
 async function decide(decision) {
   if (!state.review) return;
-  const name = await reviewer(false);
-  if (!name) { setStatus("review-status", "✗ A reviewer name is needed to record a decision.", "error"); return; }
+  const name = state.me ? state.me.name : "you";
   $("approve").disabled = $("reject").disabled = true;
   setStatus("review-status", "Saving…");
   const body = { input: state.review.input, generated: state.review.generated, final: $("report-edit").value,
-                 decision, reviewer: name, note: $("review-note").value };
+                 decision, note: $("review-note").value };
   const key = JSON.stringify(body);  // a retry of the same decision keeps its request_id, so it is stored once
   if (!state.review.sent || state.review.sent.key !== key) state.review.sent = { key, id: requestId() };
   body.request_id = state.review.sent.id;
@@ -264,7 +253,8 @@ async function download(format) {
   try {
     const res = await api(`api/batch/${state.job}/download?format=${format}${failing}`);
     if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
-    const name = (/filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "") || [])[1] || `reports.${format}`;
+    const cd = res.headers.get("Content-Disposition") || "", star = /filename\*=UTF-8''([^;]+)/.exec(cd);
+    const name = star ? decodeURIComponent(star[1]) : (/filename="([^"]+)"/.exec(cd) || [])[1] || `reports.${format}`;
     const url = URL.createObjectURL(await res.blob());
     const a = el("a", { href: url, download: name });
     document.body.append(a); a.click(); a.remove();
@@ -279,14 +269,14 @@ async function start() {
   $("report-edit").addEventListener("input", () => { clearTimeout(state.checkTimer); state.checkTimer = setTimeout(recheck, 300); });
   $("approve").addEventListener("click", () => decide("approved"));
   $("reject").addEventListener("click", () => decide("rejected"));
-  $("change-reviewer").addEventListener("click", () => reviewer(true));
   $("batch-form").addEventListener("submit", runBatch);
   $("only-failing").addEventListener("change", renderTable);
   $("download-csv").addEventListener("click", () => download("csv"));
   $("download-jsonl").addEventListener("click", () => download("jsonl"));
-  showReviewer();
   try {
     state.schema = await json("api/schema");
+    try { state.me = await json("api/me"); } catch (e) { state.me = null; }
+    showSignedIn();
     buildForm(state.schema);
     const s = state.schema;
     $("model-line").textContent = `Model: ${s.model} · fingerprint ${String(s.fingerprint).slice(0, 12)}` +
