@@ -191,9 +191,9 @@ NOT_STATED = "(not stated)"  # the class of a report that does not state a field
 MIN_SEEN = 3  # a short list's every value is seen at least this often in training (ids and open sets of names are not)
 RELEARN = "claim_t5_facts"  # the command that learns the check again for a model folder
 LIST_SHARE = 0.1  # a category field is a list when at least this share of its distinct training values hold ", " (`genres=shooter, tactical`)
-MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in at least this many training reports
+MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in the reports of at least this many training inputs
 PHRASE_PRECISION = 0.9  # ... and at least this share of all training reports that have it give that value
-COMMON = 0.002  # a name found in more than this share of the reports whose input gives another value is a common word: never "invented"
+COMMON = 0.0002  # a name found in more than this share of the reports whose input gives another value is a common word: never "invented"
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
 
@@ -319,8 +319,21 @@ being am it its it's this that these those there here their they them he she his
 by as about into over under than then if while which who whom what when where why how do does did has have had can could will would
 shall should may might must not no nor all any some each every both either neither more most less much many such own same other""".split())
 
-def _phrases(X, vocab, labels:list) -> dict:
-    "Class -> the n-grams that state it: seen with it in `MIN_PHRASE`+ training reports, in `PHRASE_PRECISION`+ of all reports that have them, and not function words alone."
+def _by_input(X, inputs:list) -> tuple:
+    "(n-gram rows with the reports of one input merged, one report of each input): a phrase must hold across inputs, not across one input's several references."
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    first, pick = {}, []
+    group = [first.setdefault(i, len(first)) for i in inputs]
+    for k, g in enumerate(group):
+        if g == len(pick): pick.append(k)
+    if len(first) == len(inputs): return X, pick
+    G = csr_matrix((np.ones(len(group), dtype=np.float32), (group, range(len(group)))), shape=(len(first), len(group)))
+    M = (G @ X).tocsr(); M.data[:] = 1.0
+    return M, pick
+
+def _phrases(X, vocab, labels:list, subjects:list|None=None) -> dict:
+    "Class -> {n-gram: precision} of the n-grams that state it: seen with it for `MIN_PHRASE`+ training inputs (and subjects: a phrase of one game's reports is that game's, not its platform's), in `PHRASE_PRECISION`+ of all that have them (the precision), and not function words alone."
     import numpy as np
     from scipy.sparse import csr_matrix
     classes = sorted(set(labels) - {NOT_STATED})
@@ -332,9 +345,25 @@ def _phrases(X, vocab, labels:list) -> dict:
     out = {}
     for c, i in col.items():
         hit = np.flatnonzero((both[:, i] >= MIN_PHRASE) & (both[:, i] >= PHRASE_PRECISION * total))
-        grams = [str(vocab[r]) for r in hit]  # words that only frame a sentence ("though", "is only") state nothing
-        grams = [g for g in grams if not all(w in _FUNCTION for w in g.lstrip("¬").split())]
-        if grams: out[c] = sorted(grams)
+        if subjects is not None and len(hit):
+            mine = [k for k, y in enumerate(labels) if y == c]
+            Xc = X[mine][:, hit].tocsc()
+            hit = [r for j, r in enumerate(hit) if len({subjects[mine[k]] for k in Xc.indices[Xc.indptr[j]:Xc.indptr[j + 1]]}) >= MIN_PHRASE]
+        grams = {str(vocab[r]): float(both[r, i] / total[r]) for r in hit}  # words that only frame a sentence ("though", "is only") state nothing
+        grams = {g: p for g, p in grams.items() if not all(w in _FUNCTION for w in g.lstrip("¬").split())}
+        if grams: out[c] = grams
+    return out
+
+def _one_field_each(phrases:dict) -> dict:
+    "Field -> class -> [n-grams], each n-gram kept only for the field it is most precise for: `not on Linux` states has_linux_release=no, not platforms=PC (which most such games are)."
+    best = {}
+    for f, by_class in phrases.items():
+        for c, grams in by_class.items():
+            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), p)
+    out = {}
+    for f, by_class in phrases.items():
+        kept = {c: sorted(g for g, p in grams.items() if p >= best[g] - 0.01) for c, grams in by_class.items()}
+        out[f] = {c: g for c, g in kept.items() if g}
     return out
 
 def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
@@ -349,7 +378,7 @@ def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
         for v in values:
             lv = v.lower()
             hits = sum(1 for m, low in zip(metas, texts) if lv in low and (m.get(f) or "").lower() != lv and value_spans(lv, low))
-            if hits > max(2, COMMON * len(texts)): out.setdefault(f, []).append(v)
+            if hits > COMMON * len(texts): out.setdefault(f, []).append(v)
     return out
 
 # %% ../nbs/01a_facts.ipynb #b52f6624f7
@@ -392,14 +421,19 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
         vec = CountVectorizer(analyzer=lambda d: d, min_df=2, binary=True, dtype=np.float32)
         X, vocab = vec.fit_transform(docs), vec.get_feature_names_out()
         P = CountVectorizer(analyzer=lambda d: d, vocabulary=vocab, binary=True, dtype=np.float32).fit_transform(phrase_docs) if short else X
+        M, pick = _by_input(P, list(inputs))
+        named = [f for f in copy if f not in short and known.get(f)]  # the subject: the name the most inputs give (a game, a television)
+        subject = max(named, key=lambda f: sum(bool(metas[k].get(f)) for k in pick), default=None)
+        subjects = [metas[k].get(subject) or f"#{k}" for k in pick] if subject else None
         keep, model["phrases"] = set(), {}
         for f, ys in judged.items():
             classes, bias, W = _fit_field(X, ys, C)
             rows = np.flatnonzero(np.abs(W).max(1) >= 0.01); keep.update(rows.tolist())
-            if f not in copy or f in short: model["phrases"][f] = _phrases(P, vocab, ys)  # what states a category's value or a list's item
+            if f not in copy or f in short: model["phrases"][f] = _phrases(M, vocab, [ys[k] for k in pick], subjects)  # what states a category's value or a list's item
             model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
                                       weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
         model["vocab"] = sorted(str(vocab[r]) for r in keep)
+        model["phrases"] = _one_field_each(model["phrases"])
     checker = cls(fields, categories, known, id_shapes, template, model, short, lists)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
@@ -581,14 +615,15 @@ def _class_of(self:FactChecker, f:str, meta:dict) -> str:
 
 # %% ../nbs/01a_facts.ipynb #611d0ae684
 @patch
-def _named_other(self:FactChecker, f:str, meta:dict, report:str):
-    "(value, span) where the report names another value of field `f` verbatim and never the input's; None otherwise."
+def _named_other(self:FactChecker, f:str, meta:dict, report:str, seen:dict|None=None):
+    "(value, span) where the report names another value of field `f` verbatim, not negated (`seen`: the report's n-grams), and never the input's; None otherwise."
     low, own = report.lower(), meta[f].lower()
     mine = value_spans(own, low) if own in low else []
     if mine: return None  # "a standard battery rating ... not good for business": the input's value is there
     others = [x.lower() for g, x in meta.items() if g != f and x]
     for val in self._values_by_length.get(f, ()):
         if val == own or val not in low or any(val in x for x in others): continue  # (a value another field has may be that field's)
+        if seen is not None and self._own_words(val, seen, report) is None: continue  # "isn't a good game": not said
         spans = [(s, e) for s, e in value_spans(val, low) if not any(a < e and s < b for a, b in mine)]  # a+ inside a++
         if spans: return self.categories_lower[f][val], spans[0]
     return None
@@ -681,7 +716,7 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
         if hit:
             v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {hit[0]}, the input {meta[f]}"); v.span(f, *hit[1], "wrong", report); continue
         if y == NOT_STATED and f not in self.short: v.status[f] = None; continue  # no phrase states a value: nothing is invented from topic words
-        named = self._named_other(f, meta, report) if y != NOT_STATED else None
+        named = self._named_other(f, meta, report, seen) if y != NOT_STATED else None
         if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
         if named is None and (conf >= t or said == y):  # the class read, or likely enough
             v.status[f] = "ok" if y != NOT_STATED else None
@@ -698,6 +733,8 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
     if self.lists: self._list_facts(meta, report, seen, phrased, probs, v)
 
 # %% ../nbs/01a_facts.ipynb #l27listfn02
+def _words(value:str) -> set: return {g for g, _, _ in text_grams(value, 1)}
+
 @patch
 def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, probs:list, v:_Verdict):
     "Each list field item by item, in any order: an item of the input's list is stated (its words, a phrase, else its classifier) or missing; an item a phrase states that the list lacks is added."
@@ -717,7 +754,9 @@ def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, p
         for x in known:
             if x in mine: continue
             at = self._own_words(x, seen, report) or said.get(f"{f}[{x}]", {}).get("yes")
-            if at is not None and not any(a < at[1] and at[0] < b for a, b in taken): added.append(x); v.span(f, *at, "wrong" if val else "invented", report)
+            if at is None or any(a < at[1] and at[0] < b for a, b in taken): continue
+            if any(_words(x) <= _words(y) for y in mine): continue  # `strategy` in `turn-based strategy`: part of an item the input has
+            added.append(x); v.span(f, *at, "wrong" if val else "invented", report)
         if not val:
             v.invented += [f"{f}={x} (not in the input)" for x in added]; v.status[f] = None; continue
         for x in unseen:
