@@ -193,7 +193,7 @@ RELEARN = "claim_t5_facts"  # the command that learns the check again for a mode
 LIST_SHARE = 0.1  # a category field is a list when at least this share of its distinct training values hold ", " (`genres=shooter, tactical`)
 MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in the reports of at least this many training inputs
 PHRASE_PRECISION = 0.9  # ... and at least this share of all training reports that have it give that value
-COMMON = 0.0002  # a name found in more than this share of the reports whose input gives another value is a common word: never "invented"
+COMMON = 0.25  # a name found, outside its inputs, in at least this many reports per input that gives it (and 3+) is a common word: never "invented"
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
 
@@ -367,7 +367,7 @@ def _one_field_each(phrases:dict) -> dict:
     return out
 
 def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
-    "Copy field -> its names that are common words: in more than `COMMON` of the reports whose input does not give them (outside the input's own values)."
+    "Copy field -> its names that are common words: in 3+ reports whose input does not give them (outside the input's own values), and at least `COMMON` times as many as give them (a few old reports with another name are noise, not a word)."
     texts = []
     for t, spans in zip(targets, own):
         low = t.lower()
@@ -377,8 +377,9 @@ def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
     for f, values in names.items():
         for v in values:
             lv = v.lower()
+            given = sum((m.get(f) or "").lower() == lv for m in metas)
             hits = sum(1 for m, low in zip(metas, texts) if lv in low and (m.get(f) or "").lower() != lv and value_spans(lv, low))
-            if hits > COMMON * len(texts): out.setdefault(f, []).append(v)
+            if hits >= 3 and hits >= COMMON * given: out.setdefault(f, []).append(v)
     return out
 
 # %% ../nbs/01a_facts.ipynb #b52f6624f7
@@ -660,7 +661,7 @@ def _by_phrase(self:FactChecker, f:str, y:str, value:str|None, seen:dict, said:d
         if c != y and c != "yes" and (at := self._own_words(c, seen, report)) is not None: return c, at
     if y != NOT_STATED and y in mine: return y, mine[y]
     other = next(((c, s) for c, s in mine.items() if c != y), None)
-    if other or f not in self.short: return other
+    if other or f not in self.short or y == NOT_STATED: return other  # a short list's word alone invents nothing (`good` for batteryrating)
     for c in self._values_by_length.get(f, ()):  # a short list's other value in its own words (`a++` where the input says `a+`)
         c = self.categories_lower[f][c]
         if c != y and (at := self._own_words(c, seen, report)) is not None: return c, at
