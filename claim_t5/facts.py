@@ -13,9 +13,10 @@ from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
 from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES  # value_spans: the one verbatim rule
 
 # %% auto #0
-__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text',
-           'mask_input', 'mask_pair', 'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated',
-           'text_grams', 'id_like', 'id_shape', 'short_lists', 'FactChecker', 'CheckedReport', 'FactCheckError',
+__all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'LIST_SHARE', 'MIN_PHRASE', 'PHRASE_PRECISION',
+           'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair', 'restore',
+           'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like', 'id_shape',
+           'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
            'check_reports', 'fact_accuracy', 'learn_from_splits', 'main', 'report_html']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
@@ -131,21 +132,32 @@ def _plain(w:str) -> str:
     if len(w) > 3 and w[-1] == "s" and w[-2] not in "su'" and w[-2].isalpha(): return w[:-1]
     return w
 
+_NEGATORS = frozenset("not no never without neither nor none nothing cannot lacks lack lacking".split())
+_SCOPE_END = frozenset(".;:!?|()[]")  # a negation reaches over commas ("not on Steam, Linux, or Mac"), not past a sentence
+_SCOPE_STOP = frozenset("but however although though yet whereas except besides while that which who".split())
+
+def _negator(w:str) -> bool: return w in _NEGATORS or w.endswith(("n't", "n’t"))
+
 def text_grams(text:str, # a report
                n:int=3, # longest n-gram
                cut:list=(), # (start, end) spans that are not read (the input's own copy values): n-grams stop there
               ) -> list:
-    "(n-gram, start, end) of each lower-case word 1..n-gram of `text` (plural endings dropped), within clauses and not across a cut span."
+    "(n-gram, start, end) of each lower-case word 1..n-gram of `text` (plural endings dropped), within clauses and not across a cut span; an n-gram in a negation's scope is written `¬...`."
     low = text.lower()
     if len(low) != len(text): low = text  # a letter whose lower case is longer: keep the offsets right
-    out, seg, cuts = [], [], sorted(cut)
+    out, seg, cuts, neg = [], [], sorted(cut), [False]
     def flush():
+        mark = "¬" if neg[0] else ""
         for k in range(1, n + 1):
-            for i in range(len(seg) - k + 1): out.append((" ".join(w for w, _, _ in seg[i:i+k]), seg[i][1], seg[i+k-1][2]))
+            for i in range(len(seg) - k + 1): out.append((mark + " ".join(w for w, _, _ in seg[i:i+k]), seg[i][1], seg[i+k-1][2]))
         seg.clear()
     for m in _TOKEN.finditer(low):
         w, s, e = m.group(), m.start(), m.end()
-        if w in _BREAK or (cuts and any(a < e and s < b for a, b in cuts)): flush()
+        if w in _BREAK or (cuts and any(a < e and s < b for a, b in cuts)):
+            flush()
+            if w in _SCOPE_END: neg[0] = False
+        elif _negator(w) or (neg[0] and w in _SCOPE_STOP):  # the scope starts after the negator and ends at a stop word
+            flush(); neg[0] = False; seg.append((w, s, e)); flush(); neg[0] = _negator(w)
         else: seg.append((_plain(w), s, e))
     flush()
     return out
@@ -174,10 +186,14 @@ def id_shape(s:str) -> str:
 
 # %% ../nbs/01a_facts.ipynb #d427790c78
 FACTS_FILE = "facts.json"  # saved in the model folder beside the adapter
-FACTS_FORMAT = 2  # the saved check's format; 1 (no `format` key) was the wordings-based check of claim_t5 < 0.2
+FACTS_FORMAT = 3  # the saved check's format; 2 had no phrases and no lists, 1 (no `format` key) was the wordings-based check of claim_t5 < 0.2
 NOT_STATED = "(not stated)"  # the class of a report that does not state a field
 MIN_SEEN = 3  # a short list's every value is seen at least this often in training (ids and open sets of names are not)
 RELEARN = "claim_t5_facts"  # the command that learns the check again for a model folder
+LIST_SHARE = 0.1  # a category field is a list when at least this share of its distinct training values hold ", " (`genres=shooter, tactical`)
+MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in the reports of at least this many training inputs
+PHRASE_PRECISION = 0.9  # ... and at least this share of all training reports that have it give that value
+COMMON = 0.25  # a name found, outside its inputs, in at least this many reports per input that gives it (and 3+) is a common word: never "invented"
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
 
@@ -200,6 +216,22 @@ def short_lists(fields, # the schema (`cfg.fields`)
     return out
 
 
+# %% ../nbs/01a_facts.ipynb #l27listfn01
+def list_items(value:str) -> list:
+    "The items of a list value, in its order (`shooter, tactical` -> [shooter, tactical])."
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+def list_fields(fields, # the schema (`cfg.fields`)
+                metas:list, # the training inputs' fields
+               ) -> dict:
+    "Category field -> its items seen in training, for each category field whose values are lists: `LIST_SHARE`+ of its distinct values hold `, `."
+    out = {}
+    for f in field_names(fields, kind="category"):
+        values = {m[f] for m in metas if m.get(f)}
+        if values and sum(", " in v for v in values) >= LIST_SHARE * len(values):
+            out[f] = sorted({x for v in values for x in list_items(v)})
+    return out
+
 # %% ../nbs/01a_facts.ipynb #5737eb9a2b
 class FactChecker:
     "What the training data says about each fact field (values, names, id shapes, a classifier per field), and the check of a report against its input."
@@ -210,6 +242,7 @@ class FactChecker:
                  template_ids=(), # id-like strings the reports carry whatever the input (part of the template)
                  model:dict|None=None, # the classifiers: vocab, and per field classes, bias, threshold, weights (`learn` builds it)
                  short:dict|None=None, # copy field -> [values seen in training], for copy fields whose values are a short list (`short_lists`)
+                 lists:dict|None=None, # category field -> [items seen in training], for fields whose values are lists (`list_fields`)
                 ):
         import numpy as np
         self.fields = [dict(f) for f in fields]
@@ -217,6 +250,12 @@ class FactChecker:
         self.known, self.id_shapes, self.template_ids = known or {}, id_shapes or {}, sorted(template_ids)
         self.model, self.short = model or dict(vocab=[], fields={}), {f: list(v) for f, v in (short or {}).items()}
         self._copy, self._cat = field_names(self.fields, kind="copy"), field_names(self.fields, kind="category")
+        self.lists = {f: list(v) for f, v in (lists or {}).items()}
+        self._sub = {f"{f}[{x}]": (f, x) for f, items in self.lists.items() for x in items}  # a list's item: judged as a field of its own
+        self._phrase_of, self._value_key = {}, {}  # n-gram -> [(judged field, class it states)]; value -> its words as an n-gram
+        for f, by_class in self.model.get("phrases", {}).items():
+            for c, grams in by_class.items():
+                for g in grams: self._phrase_of.setdefault(g, []).append((f, c))
         self._cut = [f for f in self._copy if f not in self.short]  # ids and names: cut from the words the classifiers read
         self._names = {}  # first word (lower case) -> [(name in lower case, field, name)], longest first
         for f, values in self.known.items():
@@ -246,7 +285,8 @@ class FactChecker:
     def __repr__(self):
         cats = ", ".join(f"{f} ({len(v)} values)" for f, v in self.categories.items())
         short = f" (short lists: {', '.join(self.short)})" if self.short else ""
-        return f"FactChecker(copy: {', '.join(self._copy)}{short}; categories: {cats})"
+        lists = f" (lists: {', '.join(self.lists)})" if self.lists else ""
+        return f"FactChecker(copy: {', '.join(self._copy)}{short}; categories: {cats}{lists})"
 
 # %% ../nbs/01a_facts.ipynb #fef381a9e1
 def _fit_field(X, labels:list, C:float) -> tuple:
@@ -258,15 +298,88 @@ def _fit_field(X, labels:list, C:float) -> tuple:
     if len(classes) == 2: coef, bias = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, bias[0]])  # sigmoid as a 2-class softmax
     return classes, bias, coef.T
 
-def _judged_labels(fields, metas:list, short:dict|None=None) -> dict:
-    "Field -> the class of each training pair, for every field a classifier judges (categories and short lists with 2+ classes, optional copy fields)."
+def _judged_labels(fields, metas:list, short:dict|None=None, lists:dict|None=None) -> dict:
+    "Field -> the class of each training pair, for every field a classifier judges (categories and short lists with 2+ classes, optional copy fields, each item of a list)."
     out = {}
     for f in fields:
         name = f["name"]
+        if name in (lists or {}):  # `genres[shooter]`: yes where the input's list holds it
+            held = [set(list_items(m.get(name) or "")) for m in metas]
+            for x in lists[name]: out[f"{name}[{x}]"] = ["yes" if x in h else NOT_STATED for h in held]
+            continue
         if f["kind"] == "category" or name in (short or {}): ys = [m.get(name) or NOT_STATED for m in metas]
         elif f["kind"] == "copy" and not f["required"]: ys = ["stated" if m.get(name) else NOT_STATED for m in metas]
         else: continue
         if len(set(ys)) > 1: out[name] = ys
+    return out
+
+# %% ../nbs/01a_facts.ipynb #p27phrases1
+_FUNCTION = frozenset("""a an the and or but so yet though although however only also even just still very too quite is are was were be been
+being am it its it's this that these those there here their they them he she his her you your we our i my me of in on at to for from with
+by as about into over under than then if while which who whom what when where why how do does did has have had can could will would
+shall should may might must not no nor all any some each every both either neither more most less much many such own same other""".split())
+
+def _by_input(X, inputs:list) -> tuple:
+    "(n-gram rows with the reports of one input merged, one report of each input): a phrase must hold across inputs, not across one input's several references."
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    first, pick = {}, []
+    group = [first.setdefault(i, len(first)) for i in inputs]
+    for k, g in enumerate(group):
+        if g == len(pick): pick.append(k)
+    if len(first) == len(inputs): return X, pick
+    G = csr_matrix((np.ones(len(group), dtype=np.float32), (group, range(len(group)))), shape=(len(first), len(group)))
+    M = (G @ X).tocsr(); M.data[:] = 1.0
+    return M, pick
+
+def _phrases(X, vocab, labels:list, subjects:list|None=None) -> dict:
+    "Class -> {n-gram: precision} of the n-grams that state it: seen with it for `MIN_PHRASE`+ training inputs (and subjects: a phrase of one game's reports is that game's, not its platform's), in `PHRASE_PRECISION`+ of all that have them (the precision), and not function words alone."
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    classes = sorted(set(labels) - {NOT_STATED})
+    if not classes: return {}
+    col = {c: i for i, c in enumerate(classes)}
+    rows = [k for k, y in enumerate(labels) if y != NOT_STATED]
+    Y = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, [col[labels[k]] for k in rows])), shape=(len(labels), len(classes)))
+    both, total = (X.T @ Y).toarray(), np.asarray(X.sum(0)).ravel()
+    out = {}
+    for c, i in col.items():
+        hit = np.flatnonzero((both[:, i] >= MIN_PHRASE) & (both[:, i] >= PHRASE_PRECISION * total))
+        if subjects is not None and len(hit):
+            mine = [k for k, y in enumerate(labels) if y == c]
+            Xc = X[mine][:, hit].tocsc()
+            hit = [r for j, r in enumerate(hit) if len({subjects[mine[k]] for k in Xc.indices[Xc.indptr[j]:Xc.indptr[j + 1]]}) >= MIN_PHRASE]
+        grams = {str(vocab[r]): float(both[r, i] / total[r]) for r in hit}  # words that only frame a sentence ("though", "is only") state nothing
+        grams = {g: p for g, p in grams.items() if not all(w in _FUNCTION for w in g.lstrip("¬").split())}
+        if grams: out[c] = grams
+    return out
+
+def _one_field_each(phrases:dict) -> dict:
+    "Field -> class -> [n-grams], each n-gram kept only for the field it is most precise for: `not on Linux` states has_linux_release=no, not platforms=PC (which most such games are)."
+    best = {}
+    for f, by_class in phrases.items():
+        for c, grams in by_class.items():
+            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), p)
+    out = {}
+    for f, by_class in phrases.items():
+        kept = {c: sorted(g for g, p in grams.items() if p >= best[g] - 0.01) for c, grams in by_class.items()}
+        out[f] = {c: g for c, g in kept.items() if g}
+    return out
+
+def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
+    "Copy field -> its names that are common words: in 3+ reports whose input does not give them (outside the input's own values), and at least `COMMON` times as many as give them (a few old reports with another name are noise, not a word)."
+    texts = []
+    for t, spans in zip(targets, own):
+        low = t.lower()
+        for s, e in spans: low = low[:s] + " " * (e - s) + low[e:]
+        texts.append(low if len(low) == len(t) else t.lower())
+    out = {}
+    for f, values in names.items():
+        for v in values:
+            lv = v.lower()
+            given = sum((m.get(f) or "").lower() == lv for m in metas)
+            hits = sum(1 for m, low in zip(metas, texts) if lv in low and (m.get(f) or "").lower() != lv and value_spans(lv, low))
+            if hits >= 3 and hits >= COMMON * given: out.setdefault(f, []).append(v)
     return out
 
 # %% ../nbs/01a_facts.ipynb #b52f6624f7
@@ -293,23 +406,36 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
         known[f] = sorted(values - set(ids))
         id_shapes[f] = [s for s, c in Counter(map(id_shape, ids)).most_common(5) if c >= 0.01 * max(len(ids), 1)]
     own = [_own_spans(t, m, copy) for t, m in zip(targets, metas)]
+    for f, common in _common_names(known, metas, targets, own).items():  # "boring", "first": a hint, not a name the report invents
+        known[f] = [v for v in known[f] if v not in common]
     in_reports = Counter(x for t, o in zip(targets, own) for x in {x for s, e, x in id_like(t) if not _inside(o, s, e)})
     template = [x for x, c in in_reports.items() if c >= 0.01 * len(targets)]
     cut = [_own_spans(t, m, [f for f in copy if f not in short]) for t, m in zip(targets, metas)]  # a short list's words are read
     docs = [[g for g, _, _ in text_grams(t, cut=o)] for t, o in zip(targets, cut)]
+    if short:  # phrases are read outside every copy value: a date's words say nothing of a game's platforms
+        plain = [_own_spans(t, m, list(short)) for t, m in zip(targets, metas)]
+        phrase_docs = [[g for g, s, e in text_grams(t, cut=o) if not any(a < e and s < b for a, b in p)] for t, o, p in zip(targets, cut, plain)]
     model = dict(vocab=[], fields={})
-    judged = _judged_labels(fields, metas, short)
+    lists = list_fields(fields, metas)
+    judged = _judged_labels(fields, metas, short, lists)
     if judged:
         vec = CountVectorizer(analyzer=lambda d: d, min_df=2, binary=True, dtype=np.float32)
         X, vocab = vec.fit_transform(docs), vec.get_feature_names_out()
-        keep = set()
+        P = CountVectorizer(analyzer=lambda d: d, vocabulary=vocab, binary=True, dtype=np.float32).fit_transform(phrase_docs) if short else X
+        M, pick = _by_input(P, list(inputs))
+        named = [f for f in copy if f not in short and known.get(f)]  # the subject: the name the most inputs give (a game, a television)
+        subject = max(named, key=lambda f: sum(bool(metas[k].get(f)) for k in pick), default=None)
+        subjects = [metas[k].get(subject) or f"#{k}" for k in pick] if subject else None
+        keep, model["phrases"] = set(), {}
         for f, ys in judged.items():
             classes, bias, W = _fit_field(X, ys, C)
             rows = np.flatnonzero(np.abs(W).max(1) >= 0.01); keep.update(rows.tolist())
+            if f not in copy or f in short: model["phrases"][f] = _phrases(M, vocab, [ys[k] for k in pick], subjects)  # what states a category's value or a list's item
             model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
                                       weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
         model["vocab"] = sorted(str(vocab[r]) for r in keep)
-    checker = cls(fields, categories, known, id_shapes, template, model, short)
+        model["phrases"] = _one_field_each(model["phrases"])
+    checker = cls(fields, categories, known, id_shapes, template, model, short, lists)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
 
@@ -325,10 +451,13 @@ def tune(self:FactChecker, inputs:list, # validation metadata lines
     truth = {f: [] for f in self._judged}  # field -> probability of the input's own class where it is not the class read
     for inp, out in zip(inputs, targets):
         meta = self.read(inp)
-        probs = self._probabilities(self._grams(meta, out)[0])[0]
+        rows, _, seen = self._grams(meta, out)
+        probs, said = self._probabilities(rows)[0], self._said(seen)
         for f, (a, classes, _) in self._judged.items():
             y = self._class_of(f, meta)
             if y not in classes or (f in self.short and y != NOT_STATED and value_spans(y, out)): continue  # verbatim: the classifier is not asked
+            if (f not in self._copy or f in self.short) and (y == NOT_STATED or self._by_phrase(f, y, self._sub[f][1] if f in self._sub else meta.get(f), seen, said, out)):
+                continue  # a phrase decides, or nothing is asked (a value no phrase states is not invented)
             p = probs[a:a + len(classes)]
             truth[f].append(1.0 if classes[max(range(len(p)), key=p.__getitem__)] == y else p[classes.index(y)])
     for f, p in truth.items():
@@ -344,7 +473,8 @@ def save(self:FactChecker, folder:str|Path) -> Path:
     "Write the checker to `folder`/facts.json (the model folder: it is used at inference)."
     path = Path(folder)/FACTS_FILE
     path.write_text(json.dumps(dict(format=FACTS_FORMAT, fields=self.fields, categories=self.categories, known=self.known,
-                                    id_shapes=self.id_shapes, template_ids=self.template_ids, model=self.model, short=self.short)),
+                                    id_shapes=self.id_shapes, template_ids=self.template_ids, model=self.model, short=self.short,
+                                    lists=self.lists)),
                     encoding="utf-8")
     return path
 
@@ -457,13 +587,15 @@ def _stray_ids(self:FactChecker, meta:dict, report:str, own:list, left:list, v:_
 # %% ../nbs/01a_facts.ipynb #484a231100
 @patch
 def _grams(self:FactChecker, meta:dict, report:str) -> tuple:
-    "(vocabulary rows of the report's n-grams, their (start, end)), the input's copy values cut out."
+    "(vocabulary rows of the report's n-grams, their (start, end), every n-gram outside the input's copy values -> its first (start, end)), the input's ids and names cut out."
     cut = _own_spans(report, meta, self._cut)
-    rows, where, vocab = [], [], self._vocab
+    short = _own_spans(report, meta, self.short) if self.short else ()  # read by its classifier, but no phrase of another field
+    rows, where, vocab, seen = [], [], self._vocab, {}
     for g, s, e in text_grams(report, cut=cut):
+        if g not in seen and not (short and any(a < e and s < b for a, b in short)): seen[g] = (s, e)
         r = vocab.get(g)
         if r is not None: rows.append(r); where.append((s, e))
-    return rows, where
+    return rows, where, seen
 
 @patch
 def _probabilities(self:FactChecker, rows:list) -> tuple:
@@ -476,23 +608,63 @@ def _probabilities(self:FactChecker, rows:list) -> tuple:
 
 @patch
 def _class_of(self:FactChecker, f:str, meta:dict) -> str:
-    "The class the input says field `f` has: its value, `stated` (an optional copy field), or `(not stated)`."
+    "The class the input says field `f` has: its value, `stated` (an optional copy field), `yes` (a list's item it holds), or `(not stated)`."
+    if f in self._sub: name, x = self._sub[f]; return "yes" if x in list_items(meta.get(name) or "") else NOT_STATED
     val = meta.get(f)
     if not val: return NOT_STATED
     return "stated" if f in self._copy and f not in self.short else val
 
 # %% ../nbs/01a_facts.ipynb #611d0ae684
 @patch
-def _named_other(self:FactChecker, f:str, meta:dict, report:str):
-    "(value, span) where the report names another value of field `f` verbatim and never the input's; None otherwise."
+def _named_other(self:FactChecker, f:str, meta:dict, report:str, seen:dict|None=None):
+    "(value, span) where the report names another value of field `f` verbatim, not negated (`seen`: the report's n-grams), and never the input's; None otherwise."
     low, own = report.lower(), meta[f].lower()
     mine = value_spans(own, low) if own in low else []
     if mine: return None  # "a standard battery rating ... not good for business": the input's value is there
     others = [x.lower() for g, x in meta.items() if g != f and x]
     for val in self._values_by_length.get(f, ()):
         if val == own or val not in low or any(val in x for x in others): continue  # (a value another field has may be that field's)
+        if seen is not None and self._own_words(val, seen, report) is None: continue  # "isn't a good game": not said
         spans = [(s, e) for s, e in value_spans(val, low) if not any(a < e and s < b for a, b in mine)]  # a+ inside a++
         if spans: return self.categories_lower[f][val], spans[0]
+    return None
+
+# %% ../nbs/01a_facts.ipynb #p27phrases2
+@patch
+def _own_words(self:FactChecker, value:str, seen:dict, report:str):
+    "(start, end) where the report states `value` in its own words, not negated (`is a restaurant`, `role-playing`); None otherwise. One or two letters, or a bare number, could be anything's."
+    key = self._value_key.get(value)
+    if key is None:
+        grams = [g for g, _, _ in text_grams(value, 1)]
+        key = self._value_key[value] = " ".join(grams) if len(value) > 2 and any(c.isalpha() for c in value) and len(grams) <= 3 else ""
+    if key: return seen.get(key)
+    if len(value) > 2 and any(c.isalpha() for c in value):  # longer values: verbatim, any case
+        spans = value_spans(value.lower(), report.lower()) if len(report.lower()) == len(report) else value_spans(value, report)
+        if spans: return spans[0]
+    return None
+
+@patch
+def _said(self:FactChecker, seen:dict) -> dict:
+    "Judged field -> {class: (start, end)} of each value a phrase learned from training states in the report."
+    out = {}
+    for g, at in seen.items():
+        for f, c in self._phrase_of.get(g, ()): out.setdefault(f, {}).setdefault(c, at)
+    return out
+
+@patch
+def _by_phrase(self:FactChecker, f:str, y:str, value:str|None, seen:dict, said:dict, report:str):
+    "(class, span) the report's own words decide for judged field `f` (input class `y`): the input's value in plain words (never overruled), another value in its plain words, a phrase of the input's value, a phrase of another; None: the classifier decides."
+    at = self._own_words(value, seen, report) if value else None
+    if at is not None: return y, at
+    mine = said.get(f, {})
+    for c in mine:  # another value in its own words, which training shows state it (`Severity is low` beside a high's consequence)
+        if c != y and c != "yes" and (at := self._own_words(c, seen, report)) is not None: return c, at
+    if y != NOT_STATED and y in mine: return y, mine[y]
+    other = next(((c, s) for c, s in mine.items() if c != y), None)
+    if other or f not in self.short or y == NOT_STATED: return other  # a short list's word alone invents nothing (`good` for batteryrating)
+    for c in self._values_by_length.get(f, ()):  # a short list's other value in its own words (`a++` where the input says `a+`)
+        c = self.categories_lower[f][c]
+        if c != y and (at := self._own_words(c, seen, report)) is not None: return c, at
     return None
 
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
@@ -500,8 +672,9 @@ PHRASE = 0.8  # and mentions an optional copy field the input lacks only when on
 
 @patch
 def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
-    "Status, confidence and span of every field a classifier judges, and of category fields it cannot (unseen, single-valued)."
-    rows, where = self._grams(meta, report)
+    "Status, confidence and span of every field a classifier judges (a phrase learned from training decides first), and of category fields it cannot (unseen, single-valued)."
+    rows, where, seen = self._grams(meta, report)
+    phrased = self._said(seen) if self._phrase_of else {}
     probs, words = self._probabilities(rows) if self._judged else ([], [])
     W = self._W[rows] if rows else None  # the weight rows of the report's n-grams, read once
     def best(col, against=None):  # (weight, where) of the report's n-gram that speaks most for class `col` (over class `against`)
@@ -513,6 +686,7 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
         if w > 0: v.span(f, *at, status, report)
     for f in self._cat:
         val = meta.get(f)
+        if f in self.lists: continue  # item by item: _list_facts
         if val and val not in self.categories.get(f, ()):
             v.status[f] = "unseen"; v.unseen.append(f"{f}={val}")
             v.problems.append(f"{f}: {val!r} was never seen in training (seen: {', '.join(self.categories.get(f, ())) or 'none'})")
@@ -520,7 +694,7 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
     for f in self.short:  # a short list of one value, always given, in other words (`televisions`): nothing to tell apart either
         if f not in self._judged and meta.get(f) and v.status.get(f) is None: v.status[f] = "ok"
     for f, (a, classes, t) in self._judged.items():
-        if v.status.get(f) == "unseen": continue
+        if v.status.get(f) == "unseen" or f in self._sub: continue
         y, n = self._class_of(f, meta), len(classes)
         p, w = probs[a:a + n], words[a:a + n]  # the probabilities, and what the report's words alone add (no prior)
         k = max(range(n), key=p.__getitem__); said = classes[k]
@@ -536,7 +710,14 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
                 v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")  # (one phrase must say it)
             continue
         v.confidence[f] = round(conf, 3)
-        named = self._named_other(f, meta, report) if y != NOT_STATED else None
+        hit = self._by_phrase(f, y, meta.get(f), seen, phrased, report)  # the report's own words first: a classifier never overrules them
+        if hit and hit[0] == y: v.status[f] = "ok"; v.span(f, *hit[1], "ok", report); continue
+        if hit and y == NOT_STATED:
+            v.status[f] = None; v.invented.append(f"{f}={hit[0]} (not in the input)"); v.span(f, *hit[1], "invented", report); continue
+        if hit:
+            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {hit[0]}, the input {meta[f]}"); v.span(f, *hit[1], "wrong", report); continue
+        if y == NOT_STATED and f not in self.short: v.status[f] = None; continue  # no phrase states a value: nothing is invented from topic words
+        named = self._named_other(f, meta, report, seen) if y != NOT_STATED else None
         if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
         if named is None and (conf >= t or said == y):  # the class read, or likely enough
             v.status[f] = "ok" if y != NOT_STATED else None
@@ -550,6 +731,40 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
             v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}")
             if named: v.span(f, *named[1], "wrong", report)
             else: mark(f, a + k, "wrong")
+    if self.lists: self._list_facts(meta, report, seen, phrased, probs, v)
+
+# %% ../nbs/01a_facts.ipynb #l27listfn02
+def _words(value:str) -> set: return {g for g, _, _ in text_grams(value, 1)}
+
+@patch
+def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, probs:list, v:_Verdict):
+    "Each list field item by item, in any order: an item of the input's list is stated (its words, a phrase, else its classifier) or missing; an item a phrase states that the list lacks is added."
+    for f, known in self.lists.items():
+        val = meta.get(f)
+        mine, got, missing, unseen, taken = list_items(val or ""), [], [], [], []
+        for x in mine:
+            key = f"{f}[{x}]"
+            at = self._own_words(x, seen, report) or said.get(key, {}).get("yes")
+            if at is None and key in self._judged:  # no phrase: the item's classifier
+                a, classes, t = self._judged[key]
+                p = probs[a + classes.index("yes")]; v.confidence[key] = round(p, 3)
+                if p >= t: got.append(x); continue
+            if at is None: (missing if x in known else unseen).append(x); continue
+            got.append(x); taken.append(at); v.span(f, *at, "ok", report)
+        added = []
+        for x in known:
+            if x in mine: continue
+            at = self._own_words(x, seen, report) or said.get(f"{f}[{x}]", {}).get("yes")
+            if at is None or any(a < at[1] and at[0] < b for a, b in taken): continue
+            if any(_words(x) <= _words(y) for y in mine): continue  # `strategy` in `turn-based strategy`: part of an item the input has
+            added.append(x); v.span(f, *at, "wrong" if val else "invented", report)
+        if not val:
+            v.invented += [f"{f}={x} (not in the input)" for x in added]; v.status[f] = None; continue
+        for x in unseen:
+            v.unseen.append(f"{f}={x}"); v.problems.append(f"{f}: {x!r} was never seen in training (seen: {', '.join(known)})")
+        for x in missing: v.problems.append(f"{f}: {x} is not stated")
+        for x in added: v.problems.append(f"{f}: the report says {x}, not in the input ({val})")
+        v.status[f] = "wrong" if added else "missing" if missing else "unseen" if unseen else "ok"
 
 # %% ../nbs/01a_facts.ipynb #90d03ea78f
 @patch
@@ -568,8 +783,13 @@ def check(self:FactChecker, inp:str|dict, # the input: a metadata line or its fi
 # %% ../nbs/01a_facts.ipynb #7be787749d
 @patch
 def unseen(self:FactChecker, meta:dict) -> list:
-    "`field=value` for each category value in `meta` that training never saw (flag it before generating)."
-    return [f"{f}={meta[f]}" for f in self._cat if meta.get(f) and meta[f] not in self.categories.get(f, ())]
+    "`field=value` for each category value (a list's: each item) in `meta` that training never saw (flag it before generating)."
+    out = []
+    for f in self._cat:
+        if not meta.get(f): continue
+        if f in self.lists: out += [f"{f}={x}" for x in list_items(meta[f]) if x not in self.lists[f]]
+        elif meta[f] not in self.categories.get(f, ()): out.append(f"{f}={meta[f]}")
+    return out
 
 # %% ../nbs/01a_facts.ipynb #3a84784d5b
 class CheckedReport(str):

@@ -10,9 +10,9 @@ from pathlib import Path
 from .config import CLAIM_FIELDS, ConfigError, atomic_write, check_fields, field_names, fields_yaml
 
 # %% auto #0
-__all__ = ['FIELDS', 'REQUIRED_FIELDS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MAX_ELSEWHERE', 'MIN_STATED', 'MetadataError',
-           'format_metadata', 'parse_metadata', 'unknown_fields', 'value_spans', 'verbatim_in', 'stated_share',
-           'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'write_fields']
+__all__ = ['FIELDS', 'REQUIRED_FIELDS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MAX_ELSEWHERE', 'MIN_STATED', 'MAX_ACT_VERBATIM',
+           'MetadataError', 'format_metadata', 'parse_metadata', 'unknown_fields', 'value_spans', 'verbatim_in',
+           'stated_share', 'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'write_fields']
 
 # %% ../nbs/00b_schema.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -126,7 +126,8 @@ def _elsewhere(key:str, values:Counter, where:dict, reports:list) -> float:
     return hits / total if total else 0.0
 
 # %% ../nbs/00b_schema.ipynb #a5d462dadd
-MIN_STATED = 0.85  # a reworded field whose value the reports tell in fewer of them than this is context, not a fact
+MIN_STATED = 0.85  # a reworded field every input gives, whose value the reports tell in fewer of them than this, is context (a style, a channel)
+MAX_ACT_VERBATIM = 0.2  # a field that heads every input line and is (almost) never repeated verbatim frames the sentence: a dialogue act, context
 
 def stated_share(reports:list, # the reports of the inputs that give the field
                  values:list, # the field's value in each
@@ -152,13 +153,14 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
                    progress:bool=True, # a progress bar when it takes more than a few seconds
                   ) -> list:
     "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat (or tell) it, and the role that implies."
-    n, given, values, copied, order, said, reports, where = 0, Counter(), {}, Counter(), [], {}, [], {}
+    n, given, values, copied, order, said, reports, where, heads = 0, Counter(), {}, Counter(), [], {}, [], {}, Counter()
     for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
         if not (isinstance(inp, str) and isinstance(out, str)): continue
         try: meta = parse_metadata(inp, require=False)
         except MetadataError: continue
         n += 1; reports.append(out)
         prev = None
+        if meta: heads[next(iter(meta))] += 1
         for k, v in meta.items():
             if k not in values:  # a new key goes right after the key before it in this line: the lines' own order
                 order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
@@ -173,10 +175,13 @@ def field_evidence(inputs:list, # training metadata lines (unparseable ones are 
         verbatim, open_set, stated = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d, None
         elsewhere = None if open_set or verbatim < MIN_VERBATIM else _elsewhere(k, values[k], where, reports)
         kind = "copy" if verbatim >= MIN_VERBATIM and (elsewhere or 0) <= MAX_ELSEWHERE else "category"  # however few its values
+        act = g == n and heads[k] == n and verbatim <= MAX_ACT_VERBATIM  # `act=inform; name=...`: what the sentence does, not what it says
         if kind == "category" and verbatim < MIN_VERBATIM and 1 < d <= MAX_CATEGORIES:
             stated = stated_share(*zip(*said[k]))
-            if stated < MIN_STATED: kind = "context"
+            if act or (g == n and stated < MIN_STATED): kind = "context"  # an optional field is a fact of the item however it is worded
         why = (f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({d} value{'s' if d != 1 else ''})" if kind == "copy" else
+               f"not a fact the reports state: it heads every input (a dialogue act that frames the sentence), reworded (verbatim in "
+               f"{verbatim:.0%})" if kind == "context" and act else
                f"not a fact the reports state: reworded (verbatim in {verbatim:.0%}), its value read back from only "
                f"{stated:.0%} of them" if kind == "context" else
                f"reworded in reports (verbatim in {verbatim:.0%}), its value read back from {stated:.0%} of them"
