@@ -635,6 +635,8 @@ def main(model_dir:str=None, # fine-tuned model folder
     if not any([input, input_file, batch, interactive, merge_to]):
         _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
     if batch and not output: _fail("--batch needs --output")
+    if output and Path(output).is_dir() and not output.endswith(("/", os.sep)):
+        _fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
     if batch_size is not None and batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
     _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads_per_worker)
     settings = dict(device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
