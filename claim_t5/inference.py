@@ -584,7 +584,7 @@ def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
 def _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads):
     "Fail at once, with one line, on --batch options that cannot work (before a model is loaded)."
     used = [n for n, v in (("--resume", resume), ("--skip_bad", skip_bad), ("--workers", workers), ("--ray_address", ray_address)) if v]
-    if used and not batch: _fail(f"{', '.join(used)} apply to --batch")
+    if used and not batch: _fail(f"{', '.join(used)}: only with --batch")
     if workers is not None and workers < 1: _fail(f"--workers must be >= 1, got {workers}")
     if shard_size < 1: _fail(f"--shard_size must be >= 1, got {shard_size}")
     if threads < 1: _fail(f"--threads_per_worker must be >= 1, got {threads}")
