@@ -412,7 +412,8 @@ def _open(self:ShardRun, resume:bool) -> set:
     meta = self.parts/"run.json"
     if meta.exists():
         old, n = json.loads(meta.read_text()), len(list(self.parts.glob(f"part-*.{self.fmt}")))
-        if not resume: raise BatchError(f"{self.parts} holds a run that stopped ({n} of {old.get('shards', '?')} shards written): "
+        state = "a finished run" if n >= old.get("shards", n + 1) else "a run that stopped"
+        if not resume: raise BatchError(f"{self.parts} holds {state} ({n} of {old.get('shards', '?')} shards written): "
                                         "pass --resume to continue it, or delete it to start over")
         diff = [f"{k} ({old.get(k)!r}, now {v!r})" for k, v in {**self.key, "shards": len(self.plan.shards)}.items() if old.get(k) != v]
         if diff: raise BatchError(f"{self.parts}: cannot resume a run with another " + "; ".join(diff) + ": delete it to start over")
@@ -567,7 +568,9 @@ def generate_file_ray(model_dir:str|Path, in_path:str|Path, out_path:str|Path,
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
         ds = ray.data.from_items([dataclasses.asdict(s) for s in run.todo], override_num_blocks=len(run.todo))
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # max_restarts: a lost actor fails the run; --resume continues it
+            # max_restarts=0: a lost actor fails the run (--resume continues it); with Ray's default every actor logs a C++ error line on
+            # the terminal. Ray 2.60 calls this way of passing it deprecated (hence claim_t5[ray] pins ray < 2.64)
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             ds = ds.map_batches(ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n), num_cpus=threads, num_gpus=gpus_per_worker or None,
                                 fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), settings=settings, plan=dataclasses.asdict(plan),
                                                            folder=str(run.parts.resolve()), fmt=run.fmt, threads=threads), max_restarts=0)
