@@ -108,3 +108,4 @@ if __name__ == "__main__":
         print(f"memory: peak RSS {peak(one)} MB at {a.lines} lines, {peak(big)} MB at {a.memory_lines} lines (x{res['memory']['ratio']})")
     res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"saved {save_result('bench_batch', res, a.out or ROOT/'bench'/'results')}")
+    import shutil; shutil.rmtree(work, ignore_errors=True)  # the inputs and outputs (hundreds of MB at 200,000 lines)
