@@ -22,6 +22,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 fast_requirements = shlex.split(cfg.get('fast_requirements', ''))  # pip install 'claim_t5[fast]': the CTranslate2 engine
+ray_requirements = shlex.split(cfg.get('ray_requirements', ''))  # pip install 'claim_t5[ray]': --workers / --ray_address (Ray Data)
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -38,7 +39,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = {'claim_t5.presets': ['*.yaml'], 'claim_t5.static': ['*.html', '*.js', '*.css']},  # static: the review desk's page
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'fast': fast_requirements },
+    extras_require={ 'dev': dev_requirements, 'fast': fast_requirements, 'ray': ray_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -4,17 +4,25 @@
 
 # %% ../nbs/04_inference.ipynb #e5f85d5507
 from __future__ import annotations
-import copy, datetime, json, sys, threading, warnings
+import contextlib, copy, csv, dataclasses, datetime, hashlib, json, logging, os, shutil, sys, threading, warnings
+from dataclasses import dataclass
 from pathlib import Path
+from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs, field_names
 from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
 from .model import load_fine_tuned, generate_reports, merge_adapter, merge_lora, ModelLoadError
 from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError, model_fingerprint
+from .config import atomic_write
+from .data import Problem
+from .model import load_model_config
 
 # %% auto #0
-__all__ = ['ReportGenerator', 'ClaimReportGenerator', 'read_inputs', 'generate_file', 'main']
+__all__ = ['ReportGenerator', 'ClaimReportGenerator', 'input_format', 'input_records', 'metadata_of', 'read_inputs', 'Shard',
+           'InputPlan', 'plan_input', 'shard_records', 'BatchError', 'output_row', 'shard_reports', 'write_shard',
+           'run_key', 'generator_key', 'ShardRun', 'problems_file', 'check_input', 'generate_file', 'ShardWriter',
+           'ray_session', 'generate_file_ray', 'main']
 
 # %% ../nbs/04_inference.ipynb #rg00000002
 class ReportGenerator:
@@ -142,49 +150,471 @@ class ClaimReportGenerator(ReportGenerator):
     def __repr__(self):
         return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, engine={self.engine}/{self.compute_type}, {self.gen_kwargs})"
 
+# %% ../nbs/04_inference.ipynb #b28rec01
+def input_format(path:str|Path) -> str:
+    "csv or parquet from the file's suffix; anything else is read as JSONL."
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(Path(path).suffix.lower(), "jsonl")
+
+# %% ../nbs/04_inference.ipynb #b28rec02
+def _jsonl_records(path:Path, start:int=0, end:int|None=None, first:int=1):
+    "(line number, (byte offset, next line number) after it, record or Problem) for each non-blank line from byte `start` to `end`."
+    with open(path, "rb") as f:
+        f.seek(start); pos, i = start, first - 1
+        for raw in f:
+            if end is not None and pos >= end: return
+            i += 1; pos += len(raw)
+            try: line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield i, (pos, i + 1), Problem(str(path), i, None, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"); continue
+            if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
+            if not line.strip(): continue
+            try: yield i, (pos, i + 1), json.loads(line)
+            except json.JSONDecodeError as e: yield i, (pos, i + 1), Problem(str(path), i, None, f"malformed JSON: {e.msg} at column {e.colno}")
+
+# %% ../nbs/04_inference.ipynb #b28rec03
+def _csv_records(path:Path, start:int=0, end:int|None=None, first:int=1, header:list|None=None):
+    "As `_jsonl_records` for a CSV file with a header line (read at byte 0, else given); empty cells are left out."
+    with open(path, "rb") as f:
+        f.seek(start); st = dict(pos=start, line=first - 1, first=None, bad=None)
+        def lines():
+            for raw in f:
+                if end is not None and st["pos"] >= end: return
+                st["pos"] += len(raw); st["line"] += 1
+                if st["first"] is None: st["first"] = st["line"]
+                try: yield raw.decode("utf-8").lstrip("\ufeff") if st["line"] == 1 else raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    st["bad"] = st["bad"] or f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"; yield ""
+        reader = csv.reader(lines(), strict=True)
+        while True:
+            try: row = next(reader)
+            except StopIteration: return
+            except csv.Error as e: row, st["bad"] = None, f"malformed CSV: {e}"
+            i, after, bad = st["first"], (st["pos"], st["line"] + 1), st["bad"]
+            st["first"] = st["bad"] = None
+            if bad is None and row is not None and header is None: header = [h.strip() for h in row]; continue
+            if bad is None and not row: continue  # a blank line
+            if bad is None and len(row) != len(header): bad = f"expected {len(header)} columns ({', '.join(header)}), got {len(row)}"
+            yield i, after, Problem(str(path), i, None, bad) if bad else {k: v for k, v in zip(header, row) if v != ""}
+
+# %% ../nbs/04_inference.ipynb #b28rec04
+def _parquet_records(path:Path, start:int=0, end:int|None=None, first:int=1):
+    "As `_jsonl_records` for a Parquet file, by row groups `start` to `end`; a shard may end only after a group's last row."
+    import pyarrow.parquet as pq
+    pf, i = pq.ParquetFile(path), first - 1
+    for g in range(start, pf.num_row_groups if end is None else end):
+        recs = pf.read_row_group(g).to_pylist()
+        for j, rec in enumerate(recs):
+            i += 1; yield i, ((g + 1, i + 1) if j == len(recs) - 1 else None), {k: v for k, v in rec.items() if v is not None}
+
+# %% ../nbs/04_inference.ipynb #b28rec05
+def input_records(path:str|Path, # a JSONL, CSV or Parquet file
+                  start:int=0, # JSONL/CSV: byte offset; Parquet: row group (a shard's start)
+                  end:int|None=None, # where to stop (the same units); None: the end of the file
+                  first:int=1, # the line (row) number at `start`
+                  header:list|None=None, # CSV: the column names, when `start` is past the header line
+                 ):
+    "(line or row number, position after it or None, a record dict or a `Problem`) for each record, read one at a time."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such input file")
+    fmt = input_format(path)
+    if fmt == "csv": return _csv_records(path, start, end, first, header)
+    if fmt == "parquet": return _parquet_records(path, start, end, first)
+    return _jsonl_records(path, start, end, first)
+
+# %% ../nbs/04_inference.ipynb #b28rec06
+def metadata_of(rec, # one input record: {"input": "<metadata string>", ...} or a dict of metadata fields
+                fields:list|None=None, # the model's schema (`gen.cfg.fields`); None: the claim schema
+               ) -> str:
+    "The normalised metadata string of one input record; raises MetadataError naming the problem."
+    if not isinstance(rec, dict): raise MetadataError(f"expected a JSON object, got {type(rec).__name__}")
+    if "input" in rec:
+        if not isinstance(rec["input"], str): raise MetadataError(f"field 'input': expected a string, got {type(rec['input']).__name__}")
+        return format_metadata(parse_metadata(rec["input"], fields=fields), fields)
+    return format_metadata({k: v for k, v in rec.items() if k != "id"}, fields)  # "id" names the line, not the shipment
+
 # %% ../nbs/04_inference.ipynb #e4f9e64c11
 def read_inputs(path:str|Path,
                 fields:list|None=None, # the model's schema (`gen.cfg.fields`): its required fields; None: the claim schema
                ) -> list:
-    "(line, record, metadata string) for each line of a JSONL input file; raises on the first bad line, naming it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such input file")
+    "(line, record, metadata string) for each record of a JSONL, CSV or Parquet file; raises naming the bad lines (the first 20)."
     out, errors = [], []
-    for i, line in _decode_lines(path):
-        if not isinstance(line, str): errors.append(str(line)); continue
-        try: rec = json.loads(line)
-        except json.JSONDecodeError as e: errors.append(f"{path}:{i}: malformed JSON: {e.msg} at column {e.colno}"); continue
-        if not isinstance(rec, dict): errors.append(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}"); continue
-        try:
-            if "input" in rec:
-                if not isinstance(rec["input"], str): raise MetadataError(f"field 'input': expected a string, got {type(rec['input']).__name__}")
-                text = format_metadata(parse_metadata(rec["input"], fields=fields), fields)
-            else: text = format_metadata({k: v for k, v in rec.items() if k != "id"}, fields)  # "id" names the line, not the shipment
-        except MetadataError as e: errors.append(f"{path}:{i}: {e}"); continue
-        out.append((i, rec, text))
+    for i, _, rec in input_records(path):
+        if not isinstance(rec, Problem):
+            try: out.append((i, rec, metadata_of(rec, fields))); continue
+            except MetadataError as e: rec = Problem(str(path), i, None, str(e))
+        errors.append(str(rec))
     if errors: raise MetadataError(f"{len(errors)} bad line(s) in {path}:\n  " + "\n  ".join(errors[:20]))
     if not out: raise MetadataError(f"{path}: no inputs")
     return out
 
-# %% ../nbs/04_inference.ipynb #b08db4621d
-def generate_file(gen:ClaimReportGenerator, in_path:str|Path, out_path:str|Path, progress:bool=True) -> Path:
-    "Generate a report for every line of a JSONL file; write input, report, its fact verdict and a timestamp per line."
-    rows = read_inputs(in_path, gen.cfg.fields)
-    reports = gen.generate([t for _, _, t in rows], progress=progress)
+# %% ../nbs/04_inference.ipynb #b28pln01
+@dataclass
+class Shard:
+    "A piece of an input file: its `rows` good records lie between `start` and `end` (bytes, or Parquet row groups)."
+    index:int # its output is part-<index>
+    first:int # the line (row) number at `start`
+    start:int
+    end:int
+    rows:int = 0
+
+@dataclass
+class InputPlan:
+    "What the check of an input file found: its shards, how many good and bad records, and a digest of its bytes."
+    path:str
+    shards:list
+    rows:int
+    bad:int
+    digest:str
+    header:list|None = None # CSV: the column names
+    problems:str|None = None # where skipped bad records were listed (`check_input` with skip_bad)
+
+# %% ../nbs/04_inference.ipynb #b28pln02
+def _digest(path:Path) -> str:
+    "sha256 of a file's bytes, read in 1 MB blocks (a resumed run must continue the same input)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20): h.update(b)
+    return h.hexdigest()[:16]
+
+def _csv_header(path:Path) -> list|None:
+    "The column names of a CSV file (its first record)."
+    with open(path, encoding="utf-8-sig", newline="") as f: return [h.strip() for h in next(csv.reader(f), [])] or None
+
+# %% ../nbs/04_inference.ipynb #b28pln03
+def plan_input(path:str|Path, # a JSONL, CSV or Parquet file
+               fields:list|None=None, # the model's schema (`gen.cfg.fields`)
+               shard_size:int=1000, # good records per shard (the unit of resume and of a Ray task)
+               on_bad=None, # called with each bad record's `Problem`; None: raise naming them (the first 20) after the pass
+              ) -> InputPlan:
+    "Check every record of an input file, one at a time, and cut it into shards; memory holds only the shards."
+    if shard_size < 1: raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    path = Path(path)
+    shards, errors, nbad, cur, start = [], [], 0, None, (0, 1)
+    for i, after, rec in input_records(path):
+        if not isinstance(rec, Problem):
+            try: metadata_of(rec, fields)
+            except MetadataError as e: rec = Problem(str(path), i, None, str(e))
+        if isinstance(rec, Problem):
+            nbad += 1
+            if on_bad: on_bad(rec)
+            elif len(errors) < 20: errors.append(str(rec))
+        else:
+            cur = cur or Shard(len(shards), start[1], start[0], start[0])
+            cur.rows += 1
+        if after is not None:  # a place where a shard may end
+            start = after
+            if cur: cur.end = after[0]
+            if cur and cur.rows >= shard_size: shards.append(cur); cur = None
+    if cur: shards.append(cur)
+    if nbad and not on_bad: raise MetadataError(f"{nbad} bad line(s) in {path}:\n  " + "\n  ".join(errors))
+    if not shards: raise MetadataError(f"{path}: no inputs")
+    return InputPlan(str(path), shards, sum(s.rows for s in shards), nbad, _digest(path), _csv_header(path) if input_format(path) == "csv" else None)
+
+# %% ../nbs/04_inference.ipynb #b28pln04
+def shard_records(plan:InputPlan, shard:Shard, fields:list|None=None) -> list:
+    "(line, record, metadata string) for the good records of one shard, read again from the input."
+    out = []
+    for i, _, rec in input_records(plan.path, shard.start, shard.end, shard.first, plan.header):
+        if isinstance(rec, Problem): continue  # named (or written to the problems file) by plan_input, before generation
+        try: out.append((i, rec, metadata_of(rec, fields)))
+        except MetadataError: continue
+    if len(out) != shard.rows: raise BatchError(f"{plan.path} changed while it was being read: shard {shard.index} has {len(out)} good records, the check found {shard.rows}")
+    return out
+
+# %% ../nbs/04_inference.ipynb #b28run01
+class BatchError(RuntimeError):
+    "A batch run that cannot start or go on: a folder of another run, an input changed under it, a failed worker."
+
+# %% ../nbs/04_inference.ipynb #b28run02
+def output_row(rec:dict, text:str, report, now:str) -> dict:
+    "One output line: everything the input record had, its metadata string, the report, its fact verdict and when."
+    return {**rec, "input": rec.get("input", text), "report": str(report), "facts": report.facts, "generated_at": now}
+
+def shard_reports(gen:ReportGenerator, plan:InputPlan, shard:Shard) -> list:
+    "(line, output row) for each good record of `shard`, generated by `gen` in its own batches, in input order."
+    recs = shard_records(plan, shard, gen.cfg.fields)
+    reports = gen.generate([t for _, _, t in recs])
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return write_jsonl([{**rec, "input": rec.get("input", t), "report": str(r), "facts": r.facts, "generated_at": now}
-                        for (_, rec, t), r in zip(rows, reports)], out_path)
+    return [(i, output_row(rec, t, r, now)) for (i, rec, t), r in zip(recs, reports)]
+
+# %% ../nbs/04_inference.ipynb #b28run03
+def _fsync_replace(tmp:Path, path:Path):
+    "Make `tmp` durable, then rename it to `path` (a reader, or a rerun after a crash, sees all of it or nothing)."
+    with open(tmp, "rb") as f: os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY); os.fsync(fd); os.close(fd)  # the rename itself
+    except OSError: pass  # a filesystem without directory fsync
+
+def _parquet_table(rows:list):
+    "A shard's (line, row) pairs as a table with one schema for every shard: the record and its verdict as JSON text."
+    import pyarrow as pa
+    dumps = lambda x: json.dumps(x, ensure_ascii=False)
+    return pa.table({"line": pa.array([i for i, _ in rows], pa.int64()), "input": [r["input"] for _, r in rows],
+                     "report": [r["report"] for _, r in rows], "ok": pa.array([(r["facts"] or {}).get("ok") for _, r in rows], pa.bool_()),
+                     "facts": [dumps(r["facts"]) for _, r in rows], "generated_at": [r["generated_at"] for _, r in rows],
+                     "record": [dumps({k: v for k, v in r.items() if k not in ("input", "report", "facts", "generated_at")}) for _, r in rows]})
+
+def write_shard(folder:str|Path, # the run's parts folder
+                index:int, # the shard's number
+                rows:list, # (line, output row) pairs from `shard_reports`
+                fmt:str="jsonl", # "jsonl" or "parquet"
+               ) -> Path:
+    "Write one shard's reports as part-<index>.<fmt>, durably and all at once."
+    path = Path(folder)/f"part-{index:05d}.{fmt}"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        pq.write_table(_parquet_table(rows), tmp)
+    else: tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for _, r in rows), encoding="utf-8")
+    _fsync_replace(tmp, path)
+    return path
+
+# %% ../nbs/04_inference.ipynb #b28run04
+def run_key(fingerprint:str, # the model's (`model_fingerprint`)
+            gen_kwargs:dict, # the resolved generation settings
+            rerank:int, strict:bool, compute_type:str, shard_size:int) -> dict:
+    "What a resumed run must share with the run it continues (the engine is left out: auto, ct2 float32 and transformers write the same reports)."
+    key = dict(model=fingerprint, generation=gen_kwargs, rerank=rerank, strict=strict, compute_type=compute_type, shard_size=shard_size)
+    return json.loads(json.dumps(key, default=str))
+
+def generator_key(gen:ReportGenerator, shard_size:int) -> dict:
+    "`run_key` of a loaded generator."
+    return run_key(gen.fingerprint, gen.gen_kwargs, getattr(gen, "rerank", 0), getattr(gen, "strict", False), getattr(gen, "compute_type", "float32"), shard_size)
+
+# %% ../nbs/04_inference.ipynb #b28run05
+class ShardRun:
+    "The folder a batch run writes its shards to: which are done, which are left, and the output they make at the end."
+    def __init__(self, output:str|Path, # a .jsonl/.parquet file (shards in <output>.parts/, joined at the end) or a folder (ends in /) that keeps them
+                 plan:InputPlan, key:dict, # the input's shards; `run_key` of the model and settings
+                 resume:bool=False, # keep the shards of a run that stopped; False: refuse to touch one
+                 fmt:str|None=None, # "jsonl" or "parquet"; default: from the output's suffix, else jsonl
+                ):
+        self.output, self.plan = Path(output), plan
+        self.into_folder = str(output).endswith(("/", os.sep)) or self.output.is_dir()
+        self.fmt = fmt or ("parquet" if self.output.suffix.lower() in (".parquet", ".pq") else "jsonl")
+        if self.fmt not in ("jsonl", "parquet"): raise ValueError(f"output format must be jsonl or parquet, got {self.fmt!r}")
+        self.parts = self.output if self.into_folder else self.output.with_name(self.output.name + ".parts")
+        self.key = {**key, "input": str(Path(plan.path).resolve()), "input_digest": plan.digest, "format": self.fmt}
+        self.done = self._open(resume)
+
+    @property
+    def todo(self) -> list: return [s for s in self.plan.shards if s.index not in self.done]  # shards still to generate
+    @property
+    def rows_done(self) -> int: return sum(s.rows for s in self.plan.shards if s.index in self.done)
+    def file(self, s:Shard) -> Path: return self.parts/f"part-{s.index:05d}.{self.fmt}"
+    def write(self, s:Shard, rows:list): write_shard(self.parts, s.index, rows, self.fmt); self.done.add(s.index)
+
+# %% ../nbs/04_inference.ipynb #b28run06
+@patch
+def _open(self:ShardRun, resume:bool) -> set:
+    "The shards already written (a resumed run), after checking they came from the same input, model and settings."
+    meta = self.parts/"run.json"
+    if meta.exists():
+        old, n = json.loads(meta.read_text()), len(list(self.parts.glob(f"part-*.{self.fmt}")))
+        state = "a finished run" if n >= old.get("shards", n + 1) else "a run that stopped"
+        if not resume: raise BatchError(f"{self.parts} holds {state} ({n} of {old.get('shards', '?')} shards written): "
+                                        "pass --resume to continue it, or delete it to start over")
+        diff = [f"{k} ({old.get(k)!r}, now {v!r})" for k, v in {**self.key, "shards": len(self.plan.shards)}.items() if old.get(k) != v]
+        if diff: raise BatchError(f"{self.parts}: cannot resume a run with another " + "; ".join(diff) + ": delete it to start over")
+        for t in self.parts.glob(".part-*.tmp"): t.unlink(missing_ok=True)  # a shard a killed run was writing
+        return {int(p.name[5:10]) for p in self.parts.glob(f"part-*.{self.fmt}")}
+    if self.into_folder and self.parts.is_dir() and any(self.parts.iterdir()):
+        raise BatchError(f"{self.parts} is not empty and holds no claim_t5 run: give an empty or new folder")
+    self.parts.mkdir(parents=True, exist_ok=True)
+    atomic_write(meta, json.dumps({**self.key, "shards": len(self.plan.shards)}, indent=1))
+    return set()
+
+# %% ../nbs/04_inference.ipynb #b28run07
+@patch
+def finish(self:ShardRun) -> Path:
+    "The output: the shards joined in input order into the output file (then the parts folder goes), or the folder of shards."
+    if self.todo: raise BatchError(f"{self.parts}: {len(self.todo)} shard(s) not written")
+    if self.into_folder: return self.parts
+    tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+    if self.fmt == "parquet":
+        import pyarrow.parquet as pq
+        with pq.ParquetWriter(tmp, pq.read_schema(self.file(self.plan.shards[0]))) as w:
+            for s in self.plan.shards: w.write_table(pq.read_table(self.file(s)))
+    else:
+        with open(tmp, "wb") as out:
+            for s in self.plan.shards:
+                with open(self.file(s), "rb") as f: shutil.copyfileobj(f, out)
+    _fsync_replace(tmp, self.output)
+    shutil.rmtree(self.parts)
+    return self.output
+
+# %% ../nbs/04_inference.ipynb #b28run08
+def problems_file(output:str|Path) -> Path:
+    "Where `skip_bad` lists the bad lines of a run writing to `output`: beside it, <output>.problems.jsonl."
+    o = Path(output)
+    return o.with_name(o.name + ".problems.jsonl")
+
+def check_input(path:str|Path, fields:list|None, shard_size:int, output:str|Path,
+                skip_bad:bool=False, # write bad records to `problems` and go on; False: raise naming them
+                problems:str|Path|None=None, # default: `problems_file(output)`
+               ) -> InputPlan:
+    "`plan_input`, with the bad records written (file, line, problem) to a problems file when they are skipped."
+    if not skip_bad: return plan_input(path, fields, shard_size)
+    dest = Path(problems) if problems else problems_file(output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            put = lambda p: f.write(json.dumps({"file": p.file, "line": p.line, "problem": p.reason}, ensure_ascii=False) + "\n")
+            plan = plan_input(path, fields, shard_size, on_bad=put)
+        if plan.bad: _fsync_replace(tmp, dest); plan.problems = str(dest)
+        else: dest.unlink(missing_ok=True)  # no bad lines this time: an old list would mislead
+    finally: tmp.unlink(missing_ok=True)
+    return plan
+
+# %% ../nbs/04_inference.ipynb #b28run09
+def _progress_bar(plan:InputPlan, run:ShardRun, show:bool=True):
+    "A tqdm bar on stderr over the reports (reports/s, ETA), starting at those a resumed run already has."
+    from tqdm import tqdm
+    return tqdm(total=plan.rows, initial=run.rows_done, unit=" reports", desc="Generating", disable=not show, file=sys.stderr, smoothing=0.1)
+
+# %% ../nbs/04_inference.ipynb #b08db4621d
+def generate_file(gen:ReportGenerator, in_path:str|Path, out_path:str|Path,
+                  progress:bool=True, # a progress bar on stderr with reports/s and the time left
+                  resume:bool=False, # keep the shards a stopped run wrote to <out_path>.parts/ and generate the rest
+                  skip_bad:bool=False, # write bad lines to a problems file and go on; False: raise naming them, before generating
+                  problems:str|Path|None=None, # where skip_bad lists them; default <out_path>.problems.jsonl
+                  shard_size:int=1000, # inputs per durable shard (memory holds one shard's inputs and reports)
+                  fmt:str|None=None, # "jsonl" or "parquet"; default: from out_path's suffix, else jsonl
+                 ) -> Path:
+    "Generate a report for every record of a JSONL, CSV or Parquet file, one shard at a time; write input, report, fact verdict and time per line."
+    plan = check_input(in_path, gen.cfg.fields, shard_size, out_path, skip_bad, problems)
+    run = ShardRun(out_path, plan, generator_key(gen, shard_size), resume, fmt)
+    with _progress_bar(plan, run, progress) as bar:
+        for s in run.todo: run.write(s, shard_reports(gen, plan, s)); bar.update(s.rows)
+    return run.finish()
+
+# %% ../nbs/04_inference.ipynb #b28ray01
+@contextlib.contextmanager
+def _one_at_a_time(folder:str|Path):
+    "An exclusive lock on <folder>/.claim_t5.lock (actors on one machine convert a model for CTranslate2 once, not together); none if the folder is read-only."
+    import fcntl
+    try: f = open(Path(folder)/".claim_t5.lock", "a")
+    except OSError: f = None
+    if f is None: yield; return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+# %% ../nbs/04_inference.ipynb #b28ray02
+class ShardWriter:
+    "A Ray Data actor: one loaded `ClaimReportGenerator`, writing each shard of the input it is given as a shard of reports."
+    def __init__(self, model_dir:str, settings:dict, plan:dict, folder:str, fmt:str, threads:int=1):
+        import torch
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        torch.set_num_threads(threads)  # one actor per CPU it was given
+        with _one_at_a_time(model_dir): self.gen = ClaimReportGenerator(model_dir, **settings)
+        self.plan, self.folder, self.fmt = InputPlan(**{**plan, "shards": []}), folder, fmt
+
+    def __call__(self, batch:dict) -> dict:
+        "Write the shards in `batch` (columns of Shard fields); return their index and row count."
+        shards = [Shard(**{k: int(batch[k][j]) for k in ("index", "first", "start", "end", "rows")}) for j in range(len(batch["index"]))]
+        for s in shards: write_shard(self.folder, s.index, shard_reports(self.gen, self.plan, s), self.fmt)
+        return {"index": [s.index for s in shards], "rows": [s.rows for s in shards]}
+
+# %% ../nbs/04_inference.ipynb #b28ray04
+@contextlib.contextmanager
+def ray_session(cpus:int|None=None, # a local Ray with this many CPUs; None: Ray's own count
+                address:str|None=None, # a cluster: "auto" or "ray://<head>:10001"; None: a new local Ray
+                gpus:float|None=None, # GPUs of a local Ray; None: Ray's own count
+               ):
+    "Ray, started here and shut down after (or the one already running, left running)."
+    try: import ray, ray.data
+    except ImportError: raise BatchError("--workers and --ray_address need Ray: pip install 'claim_t5[ray]'") from None
+    quiet = lambda: [logging.getLogger(n).setLevel(logging.ERROR) for n in ("ray", "ray.data")]
+    quiet(); ray.data.DataContext.get_current().enable_progress_bars = False
+    started = not ray.is_initialized()
+    if started:
+        kw = dict(log_to_driver=False, logging_level=logging.ERROR)
+        if address: ray.init(address=address, **kw)
+        else: ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, **kw)
+        quiet()
+    try: yield ray
+    finally:
+        if started: ray.shutdown()
+
+# %% ../nbs/04_inference.ipynb #b28ray05
+def _ray_error(e) -> str:
+    "The worker's own error inside a Ray error, in one line."
+    cause = getattr(e, "cause", None) or e
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+
+# %% ../nbs/04_inference.ipynb #b28ray06
+def generate_file_ray(model_dir:str|Path, in_path:str|Path, out_path:str|Path,
+                      workers:int|None=2, # Ray actors, each with its own loaded model; None on a cluster: one per `threads` CPUs
+                      address:str|None=None, # "auto" or "ray://<head>:10001": a Ray cluster; None: a local Ray with workers x threads CPUs
+                      threads:int=1, # CPU threads (and Ray CPUs) per actor
+                      gpus_per_worker:float=0, # GPUs per actor (1 on GPU nodes)
+                      progress:bool=True, resume:bool=False, skip_bad:bool=False, problems:str|Path|None=None,
+                      shard_size:int=1000, fmt:str|None=None, # as `generate_file`
+                      **settings, # the `ClaimReportGenerator` settings each actor uses: num_beams, engine, batch_size, ...
+                     ) -> Path:
+    "`generate_file` on a pool of Ray actors: the same checks, shards, resume and output, the same reports."
+    if workers is not None and workers < 1: raise ValueError(f"workers must be >= 1, got {workers}")
+    cfg = load_model_config(model_dir)  # the schema and generation settings, without loading the model here
+    plan = check_input(in_path, cfg.fields, shard_size, out_path, skip_bad, problems)
+    key = run_key(model_fingerprint(model_dir), generation_kwargs(cfg, num_beams=settings.get("num_beams"), max_new_tokens=settings.get("max_new_tokens")),
+                  cfg.gen_rerank if settings.get("rerank") is None else settings["rerank"], bool(settings.get("strict")), settings.get("compute_type") or "float32", shard_size)
+    run = ShardRun(out_path, plan, key, resume, fmt)
+    if not run.todo: return run.finish()
+    local = None if address else (workers or 1) * threads
+    with ray_session(local, address, gpus_per_worker * (workers or 1) if local and gpus_per_worker else None) as ray:
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+        ds = ray.data.from_items([dataclasses.asdict(s) for s in run.todo], override_num_blocks=len(run.todo))
+        with warnings.catch_warnings():
+            # max_restarts=0: a lost actor fails the run (--resume continues it); with Ray's default every actor logs a C++ error line on
+            # the terminal. Ray 2.60 calls this way of passing it deprecated (hence claim_t5[ray] pins ray < 2.64)
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            # one shard in flight per actor: the next shard goes to whichever actor is free (Ray's default queues 4 per actor,
+            # which leaves one actor with a long tail at the end of a run)
+            ds = ds.map_batches(ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1), num_cpus=threads, num_gpus=gpus_per_worker or None,
+                                fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), settings=settings, plan=dataclasses.asdict(plan),
+                                                           folder=str(run.parts.resolve()), fmt=run.fmt, threads=threads), max_restarts=0)
+        with _progress_bar(plan, run, progress) as bar:
+            try:
+                for r in ds.iter_rows(): run.done.add(int(r["index"])); bar.update(int(r["rows"]))
+            except ray.exceptions.RayError as e: raise BatchError(f"a Ray worker failed: {_ray_error(e)} (rerun with --resume to keep the shards written)") from None
+    return run.finish()
 
 # %% ../nbs/04_inference.ipynb #f302848017
 def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
+
+# %% ../nbs/04_inference.ipynb #b28cli01
+def _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads):
+    "Fail at once, with one line, on --batch options that cannot work (before a model is loaded)."
+    used = [n for n, v in (("--resume", resume), ("--skip_bad", skip_bad), ("--workers", workers), ("--ray_address", ray_address)) if v]
+    if used and not batch: _fail(f"{', '.join(used)}: only with --batch")
+    if workers is not None and workers < 1: _fail(f"--workers must be >= 1, got {workers}")
+    if shard_size < 1: _fail(f"--shard_size must be >= 1, got {shard_size}")
+    if threads < 1: _fail(f"--threads_per_worker must be >= 1, got {threads}")
+    if output_format not in (None, "jsonl", "parquet"): _fail(f"--output_format must be jsonl or parquet, got {output_format}")
+
+# %% ../nbs/04_inference.ipynb #b28cli02
+def _run_batch(gen, model_dir, batch, output, settings, on_ray, workers=None, address=None, threads=1, gpus_per_worker=0, **opts):
+    "--batch: in this process, or on Ray; says on stderr where skipped lines went, and how to go on after Ctrl-C."
+    try:
+        if on_ray: out = generate_file_ray(model_dir, batch, output, workers=workers, address=address, threads=threads, gpus_per_worker=gpus_per_worker, **opts, **settings)
+        else: out = generate_file(gen, batch, output, **opts)
+    except KeyboardInterrupt:
+        print("stopped: the shards written are kept; run the same command with --resume to go on", file=sys.stderr); sys.exit(130)
+    bad = problems_file(output) if not opts.get("problems") else Path(opts["problems"])
+    if opts.get("skip_bad") and bad.exists():
+        with open(bad, encoding="utf-8") as f: print(f"skipped {sum(1 for _ in f)} bad line(s): listed in {bad}", file=sys.stderr)
+    print(f"wrote {out}")
 
 # %% ../nbs/04_inference.ipynb #65cfcc6d1a
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
          input:str=None, # one metadata string
          input_file:str=None, # a JSON file holding one metadata object (or {"input": "..."})
-         batch:str=None, # a JSONL file of inputs
-         output:str=None, # where --batch writes its JSONL output
+         batch:str=None, # a JSONL, CSV or Parquet file of inputs
+         output:str=None, # where --batch writes: a .jsonl or .parquet file, or a folder (ending in /) of shards
          interactive:store_true=False, # read metadata lines from stdin until an empty line
          merge_to:str=None, # save a merged standalone model here
          num_beams:int=None, # beam width (1 = greedy); default: the model's saved setting
@@ -195,19 +625,32 @@ def main(model_dir:str=None, # fine-tuned model folder
          strict:store_true=False, # never output a report that fails the fact check: retry with beam search, then fail
          engine:str="auto", # auto (ct2 on a CPU when installed, else transformers: the same reports), transformers, or ct2
          compute_type:str="float32", # ct2 only: float32 or int8
+         resume:store_true=False, # --batch: keep the shards a stopped run wrote and generate the rest
+         skip_bad:store_true=False, # --batch: list bad lines in a problems file and go on (default: name them and stop before generating)
+         problems:str=None, # --skip_bad: where the bad lines are listed; default <output>.problems.jsonl
+         shard_size:int=1000, # --batch: inputs per durable shard (the unit of --resume and of one Ray task)
+         output_format:str=None, # --batch into a folder: jsonl or parquet shards; default from --output's suffix, else jsonl
+         workers:int=None, # --batch on this many Ray actors, each with its own model (a local Ray unless --ray_address); pip install 'claim_t5[ray]'
+         ray_address:str=None, # --batch on a Ray cluster: auto (on one of its nodes) or ray://<head>:10001
+         threads_per_worker:int=1, # CPU threads (and Ray CPUs) per Ray actor
+         gpus_per_worker:float=0, # GPUs per Ray actor (1 on GPU nodes)
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
     if not model_dir: _fail("--model_dir is required")
     if not any([input, input_file, batch, interactive, merge_to]):
         _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
     if batch and not output: _fail("--batch needs --output")
-    if output and Path(output).is_dir(): _fail(f"--output {output} is a folder; give a file path")
+    if output and Path(output).is_dir() and not output.endswith(("/", os.sep)):
+        _fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
     if batch_size is not None and batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
+    _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads_per_worker)
+    settings = dict(device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
+                    strict=bool(strict), engine=engine, compute_type=compute_type)
+    on_ray = bool(batch and (workers or ray_address))
     try:
         if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
         if not any([input, input_file, batch, interactive]): return
-        gen = ClaimReportGenerator(model_dir, device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
-                                   strict=bool(strict), engine=engine, compute_type=compute_type, verbose=True)
+        gen = ClaimReportGenerator(model_dir, **settings, verbose=True) if (input or input_file or interactive or (batch and not on_ray)) else None
         def show(r):  # the report on stdout, a failed fact check on stderr
             print(r, flush=True)
             if r.facts and not r.facts["ok"]: print("facts: " + "; ".join(r.facts["problems"]), file=sys.stderr, flush=True)
@@ -220,11 +663,12 @@ def main(model_dir:str=None, # fine-tuned model folder
                 _fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
             try: show(gen(obj["input"] if "input" in obj else obj))
             except MetadataError as e: _fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
-        if batch: print(f"wrote {generate_file(gen, batch, output)}")
+        if batch: _run_batch(gen, model_dir, batch, output, settings, on_ray, resume=bool(resume), skip_bad=bool(skip_bad), problems=problems,
+                             shard_size=shard_size, fmt=output_format, workers=workers, address=ray_address, threads=threads_per_worker, gpus_per_worker=gpus_per_worker)
         if interactive:
             print("metadata line (key=value; ...), empty line to stop:", file=sys.stderr)
             for line in sys.stdin:
                 if not line.strip(): break
                 try: show(gen(line.strip()))
                 except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
-    except (MetadataError, ModelLoadError, EngineError, FactCheckError, ValueError, OSError) as e: _fail(e)
+    except (MetadataError, ModelLoadError, EngineError, FactCheckError, BatchError, ValueError, OSError) as e: _fail(e)

@@ -56,7 +56,7 @@ def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None
         "02_lora_train": dict(config=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
                               resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),
-        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run_dir/"sample_reports.jsonl")),
+        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run_dir/"sample_reports.jsonl"), ray_workers=0),  # no Ray demo in a run
     }
 
 _NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",

@@ -96,6 +96,13 @@ def no_warnings(stderr:str):
     found = [l for l in stderr.splitlines() if WARNING.search(l)]
     assert not found, "library warnings printed:\n" + "\n".join(found[:10])
 
+@pytest.fixture(scope="module")
+def local_ray():
+    "A local Ray with 2 CPUs, quiet, for one test module (claim_t5's Ray functions use it and leave it running); shut down after."
+    ray = pytest.importorskip("ray")
+    from claim_t5.inference import ray_session
+    with ray_session(cpus=2) as r: yield r
+
 # ---------------------------------------------------------------- what was skipped, and the one command that installs it
 # A fresh machine skips the browser, PostgreSQL and shared-data tests; "23 skipped" alone does not say why or what to do.
 SKIP_CAUSES = [  # (pattern in the skip reason, what is missing, the command that installs it)
