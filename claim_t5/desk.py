@@ -71,11 +71,12 @@ def read_upload(data:bytes, # the uploaded file's bytes
     name = Path(filename or "upload.jsonl").name
     if not name.lower().endswith((".csv", ".jsonl", ".json")): raise MetadataError(f"{name}: upload a .csv or .jsonl file")
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d)/name
-        if name.lower().endswith(".csv"): p.write_text(_csv_as_jsonl(data, name), encoding="utf-8")
+        csv_in = name.lower().endswith(".csv")
+        p = Path(d)/(f"{Path(name).stem}.jsonl" if csv_in else name)  # read_inputs reads by the file's extension
+        if csv_in: p.write_text(_csv_as_jsonl(data, name), encoding="utf-8")
         else: p.write_bytes(data)
         try: rows = read_inputs(p, fields)
-        except (MetadataError, FileNotFoundError) as e: raise MetadataError(str(e).replace(f"{d}/", "")) from None
+        except (MetadataError, FileNotFoundError) as e: raise MetadataError(str(e).replace(str(p), name).replace(f"{d}/", "")) from None
         except RecursionError: raise MetadataError(f"{name}: a record is JSON nested too deeply to read") from None
     if len(rows) > max_rows: raise MetadataError(f"{name}: {len(rows)} claims, over the limit of {max_rows} per upload; split the file")
     return rows
