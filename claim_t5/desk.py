@@ -33,7 +33,7 @@ def clean_meta(meta) -> dict:
     bad = [k for k, v in meta.items() if v is not None and not isinstance(v, str)]
     if bad: raise MetadataError(f"field(s) {bad}: values must be strings")
     if bad := [k for k, v in meta.items() if v is not None and re.search(r"[\x00-\x1f\x7f]", f"{k}{v}")]:
-        raise MetadataError(f"field(s) {bad}: a NUL byte or another control character is not allowed")
+        raise MetadataError(f"field(s) {bad}: a line break, a NUL byte or another control character is not allowed")
     return {str(k).strip(): v.strip() for k, v in meta.items() if v is not None and v.strip()}
 
 def field_errors(meta:dict, # the cleaned form values

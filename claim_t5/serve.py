@@ -653,7 +653,7 @@ def _checker(gen, # the generator (its cfg and prepare)
         bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
         if bad: raise HTTPException(422, f"{where}field(s) {bad}: values must be strings of at most {max_value_chars} characters")
         if bad := [k for k, v in meta.items() if _CONTROL.search(v) or _CONTROL.search(str(k))]:
-            raise HTTPException(422, f"{where}field(s) {bad}: a NUL byte or another control character is not allowed")
+            raise HTTPException(422, f"{where}field(s) {bad}: a line break, a NUL byte or another control character is not allowed")
         with warnings.catch_warnings():  # unknown fields are reported in the response, not logged per request
             warnings.simplefilter("ignore", UserWarning)
             try: text = gen.prepare(meta)
