@@ -45,45 +45,48 @@ def table(header:list, rows:list) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
+# The newest result of each kind that the README and bench/README.md show (the older files stay for the history)
+CHECKER_FILES = (("viggo", "20261203-151718"), ("rnnlg_tv", "20261203-151823"), ("rnnlg_laptop", "20261203-151758"),
+                 ("bundled", "20261203-151841"))
+NOISE_FILES = (("viggo", "20261203-145759"), ("rnnlg_tv", "20261203-145922"), ("rnnlg_laptop", "20261203-150228"))
+LEFT_OUT_FILE = "bench_checker-rnnlg_laptop-20261203-144946.json"  # laptop, measured before anything was tuned on it
+PIPELINE_FILES = (("bundled", "bench_pipeline-bundled-scratch-20261203-145639.json"),
+                  ("rnnlg_tv, `fields: auto`", "bench_pipeline-rnnlg_tv-scratch-20261203-150736.json"))
+BATCH_FILE = "bench_batch-20261203-151620.json"
+TEAM_FILE = "bench_desk-20261203-152008.json"
+TEAM_PAUSE_FILE = "bench_desk-20261203-152144.json"
+
 # ---------------------------------------------------------------- the headline figures (the README's one table)
 
 def headline_rows() -> list:
     fc = "fresh_clone_ci-20261130-2031.json"; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]
-    seeds = "bench_seeds-20261128-095531.json"; s = load(seeds)["summary"]
-    ck_files = [f"bench_checker-{k}-{v}.json" for k, v in
-                (("rnnlg_tv", "20261130-210529"), ("rnnlg_laptop", "20261130-210553"), ("bundled", "20261130-210608"))]
+    ck_files = [f"bench_checker-{k}-{v}.json" for k, v in CHECKER_FILES]
     ck = {f.split("-")[1]: load(f) for f in ck_files}
-    tv, lap = "bench_rerank-rnnlg_tv-20261130-205423.json", "bench_rerank-rnnlg_laptop-20261130-205206.json"
-    tva = "bench_rerank-rnnlg_tv-20261130-205548.json"
-    rtv, rlap, rtva = load(tv)["variants"][-1], load(lap)["variants"][-1], load(tva)["variants"][-1]
     sv = "bench_serve-20261128-auto-process-quiet.json"; v = load(sv); l32, l1 = v["levels"]["32"], v["levels"]["1"]
-    rv = "bench_reviews-20261130-185518.json"; r = load(rv)
-    tr, gn = "bench_train-20261128-063839.json", "bench_generate-20261128-064910.json"
+    bt, tm = load(BATCH_FILE), load(TEAM_FILE)["team"]
     gpu = "bench_gpu_h200_full.json"; g = load(gpu)["sections"]
     return [
         ["`make` on a fresh clone: the **tiny** model on the bundled test split", f"ROUGE-L {f3(t['rouge']['rougeL'])}, "
          f"all facts correct {f3(fa['all_facts_correct'])} ({round(fa['all_facts_correct']*fa['reports'])}/{fa['reports']})",
          "ROUGE's third decimal moves with the CPU and thread count", code(fc)],
-        ["the same, **tiny**, seeds 42, 43, 44", f"ROUGE-L {span(s['rougeL'])}, all facts correct "
-         f"{span(s['all_facts_correct'])} for each seed", "as above", code(seeds)],
-        ["the fact check on human-written references (accepted as correct)",
+        ["the fact check on human-written references (accepted as correct; designed on rnnlg_tv and viggo)",
          ", ".join(f"{k} {f3(c['accepted'])}" for k, c in ck.items()), "no", ", ".join(code(f) for f in ck_files)],
-        ["`scratch` preset, trained on a CPU, human-written data (all facts correct)",
-         f"rnnlg_laptop {f3(rlap['all_facts_correct'])} (ROUGE-L {f3(rlap['rouge']['rougeL'])}); rnnlg_tv "
-         f"{f3(rtva['all_facts_correct'])} with `fields: auto`, {f3(rtv['all_facts_correct'])} (ROUGE-L "
-         f"{f3(rtv['rouge']['rougeL'])}) with `powerconsumption` declared copy", "the third decimal",
-         f"{code(lap)}, {code(tva)}, {code(tv)}"],
+        ["`claim_t5_run --config scratch` (a small T5 trained on the CPU, all five notebooks), test split",
+         "; ".join(f"{label}: ROUGE-L {f3(p['rouge']['rougeL'])}, all facts correct {f3(p['all_facts_correct'])}"
+                   for label, p in ((lbl, load(f)) for lbl, f in PIPELINE_FILES)),
+         "the third decimal; the epochs the 12-minute budget allows", ", ".join(code(f) for _, f in PIPELINE_FILES)],
+        ["`claim_t5_generate --batch`, 20,000 lines, **tiny** model: one process / Ray with 2 workers (2 cores)",
+         f"{bt['one_process']['reports_per_s']:.0f} / {bt['ray']['reports_per_s']:.0f} reports/s ({bt['ratio_ray_over_one']:.2f}x; "
+         f"{bt['ratio_generation_only']:.2f}x generating), reports identical {bt['identical_reports']}", "yes: the speeds", code(BATCH_FILE)],
         ["the service, **tiny** model, 32 clients (2-core CPU)",
          f"{l32['reports_per_s']['median']:.1f} reports/s ({l32['share_of_offline']:.0%} of offline), p99 "
          f"{l32['p99_s']['median']:.2f} s; one client p50 {l1['p50_s']['median']*1000:.0f} ms", "yes: absolute speed", code(sv)],
-        ["batching on a CPU, **tiny** model: dynamic padding / batched generation",
-         f"{load(tr)['padding']['speedup_of_medians']:.2f}x / {load(gn)['speedup_of_medians']:.1f}x", "yes: the ratios less than the speeds",
-         f"{code(tr)}, {code(gn)}"],
         ["flan-t5-base's shape (random weights) on an NVIDIA H200, fp16, batch 4",
          f"{g['train']['summary']['fp16']['samples_per_s']['median']:.1f} samples/s; 3 epochs with evaluation projected "
          f"{g['eval']['projection']['fp16']['total_min']:.1f} min", "the GPU", code(gpu)],
-        ["reviews through the service (**tiny** model), `kill -9` halfway", f"{n(r['acknowledged'])} acknowledged, "
-         f"{r['acknowledged_missing']} lost, {r['stored_twice']} stored twice", "no", code(rv)],
+        ["the desk, 4 reviewers (own keys) + a 1,000-row batch, `kill -9` of the generation child (**tiny**)",
+         f"{n(tm['acknowledged'])} reviews, each kept once under its reviewer; 0 interactive 503s; p99 "
+         f"{tm['interactive']['p99_while_batch_ms']:.0f} ms vs {tm['interactive']['p99_idle_ms']:.0f} ms idle", "p99: yes", code(TEAM_FILE)],
     ]
 
 
@@ -144,21 +147,74 @@ def code_paths() -> str:
 
 def checker() -> str:
     rows = []
-    for name, stamp, label in (("rnnlg_tv", "20261130-210529", "`rnnlg_tv` (human)"), ("rnnlg_laptop", "20261130-210553", "`rnnlg_laptop` (human)"),
-                               ("bundled", "20261130-210608", "bundled claims")):
-        f = f"bench_checker-{name}-{stamp}.json"; c = load(f); b = load(f"bench_checker-{name}-baseline-be0750c.json")
-        cn = c["caught_n"]
-        rows.append([label, n(c["references"]), f"**{f3(c['accepted'])}** ({ratio([c['accepted_n'], c['references']])}; "
-                     f"the old check {f3(b['accepted'])})", *(f"{f3(c['caught'][k])} ({ratio(cn[k])})" for k in
-                     ("swap_category", "swap_copy", "missing", "invented")), f"{c['reports_per_s']['median']:,.0f}",
-                     f"{c['learn_50k_s']} s", load_of(c), code(f)])
+    def row(label, f, extra=""):
+        c = load(f); cn = c["caught_n"]
+        return [label + extra, n(c["references"]), f"**{f3(c['accepted'])}** ({ratio([c['accepted_n'], c['references']])})",
+                *(f"{f3(c['caught'][k])} ({ratio(cn[k])})" for k in ("swap_category", "swap_copy", "missing", "invented")),
+                f"{c['reports_per_s']['median']:,.0f}", f"{c['learn_50k_s']} s" if c.get("learn_50k_s") else "", load_of(c), code(f)]
+    for name, stamp in CHECKER_FILES:
+        rows.append(row(f"`{name}`" + (" (human)" if name != "bundled" else ""), f"bench_checker-{name}-{stamp}.json"))
+    rows.append(row("`rnnlg_laptop`, left out (before one fix prompted by it)", LEFT_OUT_FILE))
+    for name, stamp in NOISE_FILES:
+        rows.append(row(f"`{name}`, `--noise 0.2`", f"bench_checker-{name}-noise0.2-{stamp}.json"))
     return ("## The fact check (`bench/bench_checker.py DATA_DIR`)\n\nLearned on train, tuned on validation, measured "
             "on the test references: *accepted*, the share the check calls correct; *caught*, among the accepted ones, "
-            "the share flagged after one error is put into the input, per error type. One core; no model involved. The "
-            "old check's figures: `bench_checker-*-baseline-be0750c.json`.\n\n```\nOMP_NUM_THREADS=1 .venv/bin/python "
-            "bench/bench_checker.py ../shared/datasets/rnnlg_tv     # or rnnlg_laptop; no argument: the bundled data\n```\n\n"
+            "the share flagged after one error is put into the input, per error type. One core; no model involved. "
+            "Designed on `rnnlg_tv` and `viggo` (train and validation splits only); `rnnlg_laptop` was left out until its "
+            "first measurement (the left-out row), which prompted one general fix (a common word of a short list invents "
+            "nothing by itself), so its final row is no longer a left-out figure. `--noise 0.2` replaces one field in 20% of "
+            "the training and validation inputs; the test split stays clean. Fields that are not facts (`act`) are not "
+            "checked: each result file counts the errors put there (`not_checked_errors`), none flagged. The old checks' "
+            "figures: `bench_checker-*-20261130-*.json` and `*-baseline-be0750c.json`.\n\n```\nOMP_NUM_THREADS=1 "
+            ".venv/bin/python bench/bench_checker.py ../shared/datasets/viggo --designed_on rnnlg_tv,viggo [--noise 0.2]\n```\n\n"
             + table(["data", "references", "accepted", "caught: category swapped", "copy swapped", "fact missing",
                      "fact invented", "reports/s", "learn 50,000 pairs", "load", "result"], rows))
+
+
+def pipeline_runs() -> str:
+    rows = []
+    for label, f in PIPELINE_FILES:
+        d = load(f); st = d["stage_s"]
+        rows.append([label, f"{d['wall_s']:.0f} s (training {st.get('02_lora_train', 0):.0f} s, evaluation {st.get('03_eval', 0):.0f} s)",
+                     f"{d['epochs_run']} (best {d['best_epoch']:g})", d["test_examples"], f3(d["rouge"]["rougeL"]),
+                     f3(d["all_facts_correct"]), load_of(d), code(f)])
+    return ("## The scratch preset through the notebooks (`bench/bench_pipeline.py`)\n\n`claim_t5_run --config scratch` (papermill, "
+            "all five stages) as a user runs it; the epochs depend on the machine (the preset's 12-minute budget).\n\n"
+            "```\n.venv/bin/python bench/bench_pipeline.py bundled --config scratch\n.venv/bin/python bench/bench_pipeline.py "
+            "../shared/datasets/rnnlg_tv --config scratch --set fields=auto\n```\n\n"
+            + table(["data", "wall time", "epochs", "test examples", "ROUGE-L", "all facts correct", "load", "result"], rows))
+
+
+def batch() -> str:
+    d = load(BATCH_FILE); o, r = d["one_process"], d["ray"]
+    rows = [["one process, streaming", f"{o['reports_per_s']:.0f}", f"{o['bar_reports_per_s']:.0f}", f"{o['wall_s']:.1f} s", f"{o['peak_rss_sum_mb']:.0f} MB"],
+            [f"Ray, {d['workers']} local workers", f"{r['reports_per_s']:.0f}", f"{r['bar_reports_per_s']:.0f}", f"{r['wall_s']:.1f} s", f"{r['peak_rss_sum_mb']:.0f} MB (every Ray process)"]]
+    mem = [load(f"bench_batch-{s}.json") for s in ("20261203-145528", "20261203-150628")]
+    return (f"## Batch files (`bench/bench_batch.py`)\n\n{d['lines']:,} bundled-schema lines, the **tiny** preset's model, "
+            f"one thread per process, engine `{d['engine']}` ({code(BATCH_FILE)}, load {load_of(d)}): Ray at 2 workers is "
+            f"**{d['ratio_ray_over_one']:.2f}x** one process for the whole command and {d['ratio_generation_only']:.2f}x while "
+            f"generating (short of the 1.6x asked: on 2 cores Ray's own processes and start take a share); reports and "
+            f"verdicts identical {d['identical_reports']}.\n\n"
+            + table(["path", "reports/s, whole command", "reports/s generating", "wall", "peak RSS"], rows)
+            + "\n\nMemory is flat in the number of lines (one process, peak RSS): " + "; ".join(
+                f"{m['lines']:,} lines {m['memory']['peak_rss_mb_at_lines']:.0f} MB vs {m['memory']['lines']:,} lines "
+                f"{m['memory']['peak_rss_mb_at_memory_lines']:.0f} MB, x{m['memory']['ratio']:.3f} ({code(f)})" for m, f in zip(mem, ("bench_batch-20261203-145528.json", "bench_batch-20261203-150628.json")))
+            + " (small runs on a loaded machine; the 200,000-line run was not made).")
+
+
+def team() -> str:
+    rows = []
+    for f, label in ((TEAM_FILE, "reviewers writing flat out"), (TEAM_PAUSE_FILE, "reviewers pausing 0.5 s")):
+        t = load(f)["team"]; i = t["interactive"]; b = t["batch_only"]
+        rows.append([label, f"{n(t['acknowledged'])} / {n(t['stored'])}, {t['acknowledged_wrong_or_missing']} wrong or missing",
+                     f"{i['status_while_batch'].get('503', 0)} of {i['while_batch']}", f"{i['p99_idle_ms']:.1f} ms",
+                     f"{b['p99_ms']:.1f} ms", f"{i['p99_while_batch_ms']:.1f} ms ({i['p99_while_batch_ms']/i['p99_idle_ms']:.2f}x)", code(f)])
+    return ("## A team at the desk (`bench/bench_desk.py --scenario team`)\n\n4 reviewers with their own keys approve for 60 s "
+            "while a 1,000-row batch job runs and one client asks `/generate_claim` for one report at a time; the generation "
+            "child is killed (`kill -9`) at 30 s. The **tiny** preset's model, an idle 2-core machine. The 2x p99 target is "
+            "met with the batch alone, not with the reviewers: their fact checks and commits share the server process.\n\n"
+            + table(["reviewers", "acknowledged / stored", "interactive 503s while the batch ran", "p99 idle",
+                     "p99, batch alone", "p99, batch + reviewers", "result"], rows))
 
 
 def presets() -> str:
@@ -264,7 +320,7 @@ def bench_readme() -> str:
         "Most CPU figures were measured on a 2-core x86_64 machine, often shared with other jobs: read ratios and "
         "accuracies, not absolute speeds. What each benchmark measures and why: the notebook of its module (the README's "
         "table of notebooks).",
-        fresh_clone(), code_paths(), checker(), presets(), serving(), desk_and_reviews(), gpu(), test_timings()]) + "\n"
+        fresh_clone(), code_paths(), checker(), pipeline_runs(), presets(), batch(), serving(), desk_and_reviews(), team(), gpu(), test_timings()]) + "\n"
 
 
 # ---------------------------------------------------------------- writing
