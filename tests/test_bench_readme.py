@@ -27,9 +27,9 @@ def test_a_changed_result_file_is_caught(tmp_path, capsys):
     assert "ROUGE-L 0.500" in w.headline()
     assert w.main(["--check"]) == 1
     assert "bench/README.md" in capsys.readouterr().err
-    (tmp_path/"results"/"bench_seeds-20261128-095531.json").unlink()
+    (tmp_path/"results"/w.BATCH_FILE).unlink()  # a file the headline reads
     try: w.headline(); raise AssertionError("a missing result file was not reported")
-    except SystemExit as e: assert "bench_seeds-20261128-095531.json not found" in str(e)
+    except SystemExit as e: assert f"{w.BATCH_FILE} not found" in str(e)
 
 
 def test_readme_is_what_make_readme_writes(tmp_path):
