@@ -51,7 +51,7 @@ CHECKER_FILES = (("viggo", "20261203-151718"), ("rnnlg_tv", "20261203-151823"), 
 NOISE_FILES = (("viggo", "20261203-145759"), ("rnnlg_tv", "20261203-145922"), ("rnnlg_laptop", "20261203-150228"))
 LEFT_OUT_FILE = "bench_checker-rnnlg_laptop-20261203-144946.json"  # laptop, measured before anything was tuned on it
 PIPELINE_FILES = (("bundled", "bench_pipeline-bundled-scratch-20261203-145639.json"),
-                  ("rnnlg_tv, `fields: auto`", "bench_pipeline-rnnlg_tv-scratch-20261203-150736.json"))
+                  ("rnnlg_tv, `fields: auto`", "bench_pipeline-rnnlg_tv-scratch-20261203-152706.json"))
 BATCH_FILE = "bench_batch-20261203-151620.json"
 TEAM_FILE = "bench_desk-20261203-152008.json"
 TEAM_PAUSE_FILE = "bench_desk-20261203-152144.json"
