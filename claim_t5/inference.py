@@ -66,7 +66,7 @@ class ReportGenerator:
         return self._fingerprint
 
     def describe(self) -> dict:
-        "What `/health` shows about the generator."
+        "What `/status` shows about the generator."
         return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": getattr(self, "rerank", 0)}, "engine": self.engine,
                 "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
 
