@@ -54,12 +54,13 @@ PIPELINE_FILES = (("bundled", "bench_pipeline-bundled-scratch-20261203-145639.js
                   ("rnnlg_tv, `fields: auto`", "bench_pipeline-rnnlg_tv-scratch-20261203-152706.json"))
 BATCH_FILE = "bench_batch-20261203-151620.json"
 TEAM_FILE = "bench_desk-20261203-152008.json"
+FRESH_CLONE_FILE = "fresh_clone_ci-20261203-1528.json"  # the newest fresh clone's .ci/run
 TEAM_PAUSE_FILE = "bench_desk-20261203-152144.json"
 
 # ---------------------------------------------------------------- the headline figures (the README's one table)
 
 def headline_rows() -> list:
-    fc = "fresh_clone_ci-20261130-2031.json"; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]
+    fc = FRESH_CLONE_FILE; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]
     ck_files = [f"bench_checker-{k}-{v}.json" for k, v in CHECKER_FILES]
     ck = {f.split("-")[1]: load(f) for f in ck_files}
     sv = "bench_serve-20261128-auto-process-quiet.json"; v = load(sv); l32, l1 = v["levels"]["32"], v["levels"]["1"]
@@ -97,8 +98,8 @@ def headline() -> str:
 # ---------------------------------------------------------------- bench/README.md
 
 def fresh_clone() -> str:
-    fc = "fresh_clone_ci-20261130-2031.json"; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]; ro = t["rouge"]
-    old = "fresh_clone_ci-20261128-1211.json"; o = load(old)["test_results"]["rouge"] if "test_results" in load(old) else None
+    fc = FRESH_CLONE_FILE; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]; ro = t["rouge"]
+    old = "fresh_clone_ci-20261130-2031.json"; o = load(old)["test_results"]["rouge"]  # the previous fresh clone
     h = d["history"]
     rows = [["test split, 662 reports, greedy", f"ROUGE-1 {f3(ro['rouge1'])}, ROUGE-2 {f3(ro['rouge2'])}, **ROUGE-L {f3(ro['rougeL'])}**, "
              f"ROUGE-Lsum {f3(ro['rougeLsum'])}; **all facts correct {f3(fa['all_facts_correct'])}**, fact accuracy "
@@ -108,8 +109,8 @@ def fresh_clone() -> str:
             ["each fact stated correctly (test)", ", ".join(f"{k} {v:.2f}" for k, v in fa["per_field"].items()), code(fc)],
             ["`make` then `make test` (`.ci/run`)", f"{d['ci_run_wall_s']} s in all: the pipeline {d['pipeline_s']} s "
              f"(training {d['pipeline_stage_s']['02_lora_train']} s), pytest {d['pytest_s']} s ({d['pytest_passed']} passed, "
-             f"{d['pytest_failed']} failed, fixed in the next commit: see the file)", code(fc)]]
-    if o: rows.append(["the same on another 2-core CPU (2026-11-28)", f"ROUGE-2 {f3(o['rouge2'])}, ROUGE-L {f3(o['rougeL'])}", code(old)])
+             f"{d['pytest_failed']} failed" + (", fixed in the next commit: see the file)" if d['pytest_failed'] else ")"), code(fc)]]
+    rows.append(["the previous fresh clone (2026-11-30, commit 436f2cf)", f"ROUGE-2 {f3(o['rouge2'])}, ROUGE-L {f3(o['rougeL'])}", code(old)])
     seeds = "bench_seeds-20261128-095531.json"; s = load(seeds)["summary"]
     rows.append(["seeds 42 / 43 / 44, each in its own process, one thread: test ROUGE-L min / median / max",
                  f"{s['rougeL']['min']:.3f} / **{s['rougeL']['median']:.3f}** / {s['rougeL']['max']:.3f}; ROUGE-1 "

@@ -21,7 +21,7 @@ def test_bench_readme_and_headline_match_the_result_files():
 def test_a_changed_result_file_is_caught(tmp_path, capsys):
     w = writer()
     shutil.copytree(w.RESULTS, tmp_path/"results")
-    f = tmp_path/"results"/"fresh_clone_ci-20261130-2031.json"
+    f = tmp_path/"results"/w.FRESH_CLONE_FILE
     d = json.loads(f.read_text()); d["test_results"]["rouge"]["rougeL"] = 0.5; f.write_text(json.dumps(d))
     w.RESULTS = tmp_path/"results"
     assert "ROUGE-L 0.500" in w.headline()
