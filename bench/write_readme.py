@@ -53,6 +53,7 @@ LEFT_OUT_FILE = "bench_checker-rnnlg_laptop-20261203-144946.json"  # laptop, mea
 PIPELINE_FILES = (("bundled", "bench_pipeline-bundled-scratch-20261203-145639.json"),
                   ("rnnlg_tv, `fields: auto`", "bench_pipeline-rnnlg_tv-scratch-20261203-152706.json"))
 BATCH_FILE = "bench_batch-20261203-151620.json"
+MEMORY_FILE = "bench_batch-20261203-155612.json"  # the same side by side again, then 200,000 lines
 TEAM_FILE = "bench_desk-20261203-152008.json"
 FRESH_CLONE_FILE = "fresh_clone_ci-20261203-1528.json"  # the newest fresh clone's .ci/run
 TEAM_PAUSE_FILE = "bench_desk-20261203-152144.json"
@@ -190,17 +191,17 @@ def batch() -> str:
     d = load(BATCH_FILE); o, r = d["one_process"], d["ray"]
     rows = [["one process, streaming", f"{o['reports_per_s']:.0f}", f"{o['bar_reports_per_s']:.0f}", f"{o['wall_s']:.1f} s", f"{o['peak_rss_sum_mb']:.0f} MB"],
             [f"Ray, {d['workers']} local workers", f"{r['reports_per_s']:.0f}", f"{r['bar_reports_per_s']:.0f}", f"{r['wall_s']:.1f} s", f"{r['peak_rss_sum_mb']:.0f} MB (every Ray process)"]]
-    mem = [load(f"bench_batch-{s}.json") for s in ("20261203-145528", "20261203-150628")]
+    m = load(MEMORY_FILE); mm = m["memory"]
     return (f"## Batch files (`bench/bench_batch.py`)\n\n{d['lines']:,} bundled-schema lines, the **tiny** preset's model, "
             f"one thread per process, engine `{d['engine']}` ({code(BATCH_FILE)}, load {load_of(d)}): Ray at 2 workers is "
             f"**{d['ratio_ray_over_one']:.2f}x** one process for the whole command and {d['ratio_generation_only']:.2f}x while "
             f"generating (short of the 1.6x asked: on 2 cores Ray's own processes and start take a share); reports and "
-            f"verdicts identical {d['identical_reports']}.\n\n"
+            f"verdicts identical {d['identical_reports']}. The same run again before the memory check: "
+            f"{m['ratio_ray_over_one']:.2f}x / {m['ratio_generation_only']:.2f}x ({code(MEMORY_FILE)}).\n\n"
             + table(["path", "reports/s, whole command", "reports/s generating", "wall", "peak RSS"], rows)
-            + "\n\nMemory is flat in the number of lines (one process, peak RSS): " + "; ".join(
-                f"{m['lines']:,} lines {m['memory']['peak_rss_mb_at_lines']:.0f} MB vs {m['memory']['lines']:,} lines "
-                f"{m['memory']['peak_rss_mb_at_memory_lines']:.0f} MB, x{m['memory']['ratio']:.3f} ({code(f)})" for m, f in zip(mem, ("bench_batch-20261203-145528.json", "bench_batch-20261203-150628.json")))
-            + " (small runs on a loaded machine; the 200,000-line run was not made).")
+            + f"\n\nMemory is flat in the number of lines (one process, peak RSS): {m['lines']:,} lines "
+            f"{mm['peak_rss_mb_at_lines']:.0f} MB, {mm['lines']:,} lines {mm['peak_rss_mb_at_memory_lines']:.0f} MB "
+            f"(x{mm['ratio']:.3f}; {code(MEMORY_FILE)}).")
 
 
 def team() -> str:
