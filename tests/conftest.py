@@ -1,5 +1,5 @@
 "Shared fixtures and helpers: one torch thread, a tiny model trained for a few steps once per session, CLI helpers."
-import contextlib, io, os, re, shutil, socket, subprocess, sys, warnings
+import contextlib, io, os, re, shutil, signal, socket, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest
 
@@ -88,6 +88,27 @@ def free_port() -> int:
     "A free TCP port on loopback, for a service a test starts."
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def serve_and_ask(model_dir, cwd, ask, *args, timeout:int=180) -> dict:
+    """Start `claim_t5_serve` on `model_dir` (a fresh process in `cwd`), call `ask(url)` once it is ready (its dict is
+    returned), stop the service; with the service's stderr and exit code. A service that never gets ready returns
+    without `ask`'s keys."""
+    import httpx
+    port = free_port()
+    p = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(model_dir), "--port", str(port), *map(str, args)],
+                         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    res, url, end = {}, f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and p.poll() is None:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200: res.update(ask(url)); break
+            except httpx.TransportError: pass
+            time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try: out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
+    return dict(res, returncode=p.returncode, stdout=out, stderr=err)
 
 WARNING = re.compile(r"warning|warn\(|deprecat", re.I)
 

@@ -9,7 +9,7 @@ import json, signal, subprocess, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
-from conftest import BIN, cli_env, cli_subprocess, free_port, no_warnings
+from conftest import BIN, cli_env, cli_subprocess, free_port, no_warnings, serve_and_ask
 
 META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
             shipment_stage="transit")
@@ -69,26 +69,12 @@ def test_epoch_evaluation_generates_the_configured_length(hub_model_dir, tmp_pat
 
 
 def serve(model_dir, cwd, *args, timeout=120) -> dict:
-    "Start `claim_t5_serve` (its default: a generation process), ask for one report, stop it; what it answered and printed."
+    "Start `claim_t5_serve` (its default: a generation process), ask for one report and the status, stop it."
     import httpx
-    port = free_port()
-    p = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(model_dir), "--port", str(port), *args], cwd=cwd,
-                         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    res, url, end = {}, f"http://127.0.0.1:{port}", time.monotonic() + timeout
-    try:
-        while time.monotonic() < end and p.poll() is None:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    r = httpx.post(f"{url}/generate_claim", json=META, timeout=60)
-                    res.update(status=r.status_code, body=r.json(), health=httpx.get(f"{url}/status", timeout=5).json())
-                    break
-            except httpx.TransportError: pass
-            time.sleep(0.3)
-    finally:
-        p.send_signal(signal.SIGINT)
-        try: out, err = p.communicate(timeout=30)
-        except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
-    return dict(res, returncode=p.returncode, stdout=out, stderr=err)
+    def ask(url):
+        r = httpx.post(f"{url}/generate_claim", json=META, timeout=60)
+        return dict(status=r.status_code, body=r.json(), health=httpx.get(f"{url}/status", timeout=5).json())
+    return serve_and_ask(model_dir, cwd, ask, *args, timeout=timeout)
 
 @pytest.fixture(scope="module")
 def hub_runs(hub_model_dir, tmp_path_factory):

@@ -13,7 +13,7 @@ import json, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import claim_t5
-from conftest import BIN, cli_env, cli_subprocess, free_port, no_warnings
+from conftest import BIN, cli_env, cli_subprocess, no_warnings, serve_and_ask
 
 PRESETS = sorted(p.stem for p in (Path(claim_t5.__file__).parent/"presets").glob("*.yaml"))
 SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=4, logging_steps=1, batch_size=8, eval_batch_size=8)
@@ -65,31 +65,15 @@ def test_eval_and_generate_commands(preset_run):
     assert gen.stdout.strip(), "no report printed"
     no_warnings(gen.stderr)
 
-def _serve(model_dir:Path, cwd:Path, timeout:int=180) -> dict:
-    "Start `claim_t5_serve`, ask for one report and one desk draft, stop it; what it answered."
+def _ask(url:str) -> dict:
+    "One report from /generate_claim and one desk draft from /api/draft."
     import httpx
-    port = free_port()
-    p = subprocess.Popen([str(BIN/"claim_t5_serve"), "--model_dir", str(model_dir), "--port", str(port), "--engine", "transformers"],
-                         cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    res, url, end = {}, f"http://127.0.0.1:{port}", time.monotonic() + timeout
-    try:
-        while time.monotonic() < end and p.poll() is None and not res:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    res["claim"] = httpx.post(f"{url}/generate_claim", json=META, timeout=60)
-                    res["draft"] = httpx.post(f"{url}/api/draft", json={"meta": META}, timeout=60)
-            except httpx.TransportError: time.sleep(0.3)
-            else:
-                if not res: time.sleep(0.3)
-    finally:
-        p.send_signal(signal.SIGINT)
-        try: out, err = p.communicate(timeout=30)
-        except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
-    return dict(res, stderr=err)
+    return dict(claim=httpx.post(f"{url}/generate_claim", json=META, timeout=60),
+                draft=httpx.post(f"{url}/api/draft", json={"meta": META}, timeout=60))
 
 @pytest.mark.slow
 def test_service_and_desk_draft(preset_run):
-    r = _serve(preset_run["model_dir"], preset_run["elsewhere"])
+    r = serve_and_ask(preset_run["model_dir"], preset_run["elsewhere"], _ask, "--engine", "transformers")
     assert "claim" in r, f"the service never became ready:\n{r['stderr'][-3000:]}"
     assert r["claim"].status_code == 200, r["claim"].text
     assert r["claim"].json()["report"]
