@@ -153,6 +153,8 @@ def checker() -> str:
         c = load(f); cn = c["caught_n"]
         return [label + extra, n(c["references"]), f"**{f3(c['accepted'])}** ({ratio([c['accepted_n'], c['references']])})",
                 *(f"{f3(c['caught'][k])} ({ratio(cn[k])})" for k in ("swap_category", "swap_copy", "missing", "invented")),
+                (f"{', '.join(c['not_checked'])}: {n(c['not_checked_errors'])} put there, {c['not_checked_caught']} flagged"
+                 if c.get("not_checked") else "none"),
                 f"{c['reports_per_s']['median']:,.0f}", f"{c['learn_50k_s']} s" if c.get("learn_50k_s") else "", load_of(c), code(f)]
     for name, stamp in CHECKER_FILES:
         rows.append(row(f"`{name}`" + (" (human)" if name != "bundled" else ""), f"bench_checker-{name}-{stamp}.json"))
@@ -170,7 +172,7 @@ def checker() -> str:
             "figures: `bench_checker-*-20261130-*.json` and `*-baseline-be0750c.json`.\n\n```\nOMP_NUM_THREADS=1 "
             ".venv/bin/python bench/bench_checker.py ../shared/datasets/viggo --designed_on rnnlg_tv,viggo [--noise 0.2]\n```\n\n"
             + table(["data", "references", "accepted", "caught: category swapped", "copy swapped", "fact missing",
-                     "fact invented", "reports/s", "learn 50,000 pairs", "load", "result"], rows))
+                     "fact invented", "unchecked (context) fields", "reports/s", "learn 50,000 pairs", "load", "result"], rows))
 
 
 def pipeline_runs() -> str:

@@ -5,6 +5,7 @@ claims -> table -> download (and the upload limits); an edit that makes a fact w
 -> shown as text; keyboard only; a wrong or absent API key -> refused; approve -> a row in the database ->
 `claim_t5_data --from_reviews` yields the pair. Screenshots go to each test's tmp dir. (The README's docs/desk.png comes
 from a real model's report: `bench/bench_desk.py --screenshot docs/desk.png`.)"""
+import contextlib
 import csv
 import inspect
 import io
@@ -67,6 +68,19 @@ class ReferenceWriter(_Generator):
         if self.use_model: return self.inner.generate(texts)
         return [CheckedReport(r, self._checker.check(t, r)) for t in texts for r in [self.write(t)]]
 
+@contextlib.contextmanager
+def _serving(app):
+    "`app` served by uvicorn in a thread on a free loopback port: its base URL; stopped after."
+    import uvicorn
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True); t.start()
+    for _ in range(200):
+        if srv.started: break
+        time.sleep(0.05)
+    try: yield f"http://127.0.0.1:{port}"
+    finally: srv.should_exit = True; t.join(30)
+
 @pytest.fixture(scope="module")
 def writer(tiny_model_dir):
     from claim_t5.inference import ClaimReportGenerator
@@ -75,17 +89,8 @@ def writer(tiny_model_dir):
 @pytest.fixture(scope="module")
 def server(writer):
     "The real app (create_app with the desk) in a uvicorn thread, generating in-thread: its base URL."
-    import uvicorn
     from claim_t5.serve import create_app
-    app = create_app(writer)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True); t.start()
-    for _ in range(200):
-        if srv.started: break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True; t.join(30)
+    with _serving(create_app(writer)) as url: yield url
 
 @pytest.fixture(scope="module")
 def browser():
@@ -413,19 +418,11 @@ def test_approve_stores_and_trains(guarded, browser, tmp_path):
 @pytest.fixture(scope="module")
 def team(writer, tmp_path_factory):
     "The real app with a users file (two reviewers) and a review store, in a uvicorn thread: (base URL, app, keys, db)."
-    import uvicorn
     from claim_t5.serve import add_user, create_app
     d = tmp_path_factory.mktemp("team")
     keys = {n: add_user(d/"users.yaml", n, "reviewer") for n in ("ann", "bob")}
     app = create_app(writer, users=d/"users.yaml", reviews=d/"reviews.sqlite")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True); t.start()
-    for _ in range(200):
-        if srv.started: break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app, keys, d/"reviews.sqlite"
-    srv.should_exit = True; t.join(30)
+    with _serving(app) as url: yield url, app, keys, d/"reviews.sqlite"
 
 def test_the_desk_shows_who_is_signed_in_and_stores_that_name(team, browser, tmp_path):
     "Ann's key: the page says 'Signed in as ann (reviewer)', and her approval is stored under ann (no name to type, none to forge)."
