@@ -5,7 +5,7 @@
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
 import asyncio, collections, copy, dataclasses, hashlib, hmac, ipaddress, logging, math, multiprocessing, os, pickle, re, secrets, sys, threading, time, warnings
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from importlib import import_module
 from pathlib import Path
 from fastcore.basics import patch
@@ -59,11 +59,14 @@ class MicroBatcher:
                  batch_lane:int=4, # most reports of the batch lane per generation when no interactive request came for `quiet_s`; else 1
                  max_batch_queue:int|None=None, # most batch-lane reports waiting; default max_queue
                  quiet_s:float=1.0, # interactive traffic this recent keeps the batch lane to one report a generation
+                 ride:int=0, # most batch-lane reports added to an interactive generation of fewer than `batch_lane` reports
+                 anticipate_ms:float=0.0, # after an interactive generation, how long the batch lane waits for the next draft
                 ):
         if min(batch_size, max_queue, batch_lane) < 1 or max_wait_ms < 0: raise ValueError("batch_size, max_queue and batch_lane must be >= 1, max_wait_ms >= 0")
         self.fn, self.batch_size, self.max_wait, self.on_batch = fn, batch_size, max_wait_ms/1000, on_batch
         self.batch_lane, self.limits = batch_lane, {"interactive": max_queue, "batch": max_queue if max_batch_queue is None else max_batch_queue}
         self.max_queue, self.quiet_s, self._last_interactive = max_queue, quiet_s, -1e9
+        self.ride, self.anticipate, self._inter_done, self._inter_running = ride, anticipate_ms/1000, -1e9, False
         self._queues = {l: collections.deque() for l in LANES}
         self._waiting, self._cv = dict.fromkeys(LANES, 0), threading.Condition()
         self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
@@ -115,6 +118,8 @@ def _take(self:MicroBatcher) -> list|None:
             if self._closed: return None
             self._cv.wait()
         inter = self._queues["interactive"]
+        if not inter and (left := self._inter_done + self.anticipate - time.monotonic()) > 0:  # the client just answered
+            self._cv.wait_for(lambda: inter or self._closed, left)  # may send its next draft at once: batch work would make it wait
         if inter and (self._last_jobs > 1 or len(inter) > 1):  # other clients are active: let the batch fill
             # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
             end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
@@ -128,6 +133,10 @@ def _take(self:MicroBatcher) -> list|None:
         batch, n = [], 0
         while q and (not batch or n + len(q[0].texts) <= limit):
             j = q.popleft(); self._waiting[lane] -= len(j.texts); batch.append(j); n += len(j.texts)
+        b, k = self._queues["batch"], 0  # batch work rides along in a small interactive generation: it costs the draft little
+        while lane == "interactive" and b and k + len(b[0].texts) <= self.ride and n + len(b[0].texts) <= self.batch_lane:
+            j = b.popleft(); self._waiting["batch"] -= len(j.texts); batch.append(j); n += len(j.texts); k += len(j.texts)
+        self._inter_running = lane == "interactive"  # till `_run` has answered it (`wait_interactive`)
         return batch
 
 # %% ../nbs/04b_serve.ipynb #34d338e509
@@ -140,8 +149,11 @@ def _run(self:MicroBatcher):
             if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
             if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
             live.append(j)
-        if batch[0].lane == "interactive": self._last_jobs = len(batch)  # how many interactive clients are active
+        inter = sum(j.lane == "interactive" for j in batch)
+        if inter: self._last_jobs = inter  # how many interactive clients are active
         if live: self._run_batch(live)
+        if inter:
+            with self._cv: self._inter_done, self._inter_running = time.monotonic(), False; self._cv.notify_all()
 
 @patch
 def _run_batch(self:MicroBatcher, jobs:list):
@@ -165,6 +177,19 @@ def _run_batch(self:MicroBatcher, jobs:list):
             else: j.future.set_result(out[i:i+len(j.texts)])
         except InvalidStateError: pass
         i += len(j.texts)
+
+# %% ../nbs/04b_serve.ipynb #34d338e5a3
+@patch
+def wait_interactive(self:MicroBatcher, timeout:float=0.5, # the longest wait
+                    ) -> bool:
+    "Block until no interactive report waits, is being generated or was answered in the last `anticipate_ms` (True), or for `timeout` s (False)."
+    with self._cv:
+        end = time.monotonic() + timeout
+        while (now := time.monotonic()) < end:
+            if self._waiting["interactive"] or self._inter_running: self._cv.wait(end - now)
+            elif (pause := self._inter_done + self.anticipate - now) > 0: self._cv.wait(min(pause, end - now))  # the next draft may come
+            else: return True
+        return False
 
 # %% ../nbs/04b_serve.ipynb #34d338e511
 def _portable_error(e:BaseException):
@@ -694,7 +719,23 @@ def _admin(request) -> User:
     if not user.admin: raise HTTPException(403, f"{user.name} is a {user.role}: this needs an admin")
     return user
 
-def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
+def _store_review(gen, store:ReviewStore, req, user:User, batcher:MicroBatcher|None=None) -> tuple:
+    "(the answer, 201 or 200) for one review: input checked, both verdicts recomputed, committed under `user`; HTTPException otherwise."
+    from fastapi import HTTPException
+    if batcher is not None: batcher.wait_interactive()  # drafts first: a review is acknowledged a little later, a draft is waited for
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
+        try: text = gen.prepare(req.input)
+        except MetadataError as e: raise HTTPException(422, f"input: {e}")
+    before, after = gen.check(text, req.generated), gen.check(text, req.final)
+    try: row = store.add(text, req.generated, req.final, req.decision, user.name, req.note, before, after, gen.fingerprint, req.request_id)
+    except ReviewConflict as e: raise HTTPException(409, str(e))
+    except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
+    except ReviewError as e: raise HTTPException(422, str(e))
+    keys = ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")
+    return {k: row[k] for k in keys}, 201 if row["created"] else 200
+
+def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None, batcher:MicroBatcher):
     "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store` under the key's user."
     from typing import Literal
     from fastapi import HTTPException, Query, Request, Response
@@ -710,19 +751,13 @@ def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
     def need_store():
         if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
 
-    def post_review(req, request, response:Response):  # a plain def: FastAPI runs it in a worker thread (the commit waits for the disk)
+    # one thread for the reviews' fact checks and commits: however many reviewers post at once, one thread (not a pool's
+    # dozens) contends with the event loop and the batcher for the GIL, so a draft's few hand-offs wait little
+    work = app.state.review_work = ThreadPoolExecutor(1, thread_name_prefix="claim_t5-reviews")
+    async def post_review(req, request, response:Response):
         user = request_user(request); need_store()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
-            try: text = gen.prepare(req.input)
-            except MetadataError as e: raise HTTPException(422, f"input: {e}")
-        before, after = gen.check(text, req.generated), gen.check(text, req.final)
-        try: row = store.add(text, req.generated, req.final, req.decision, user.name, req.note, before, after, gen.fingerprint, req.request_id)
-        except ReviewConflict as e: raise HTTPException(409, str(e))
-        except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
-        except ReviewError as e: raise HTTPException(422, str(e))
-        response.status_code = 201 if row["created"] else 200
-        return {k: row[k] for k in ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")}
+        body, response.status_code = await asyncio.get_running_loop().run_in_executor(work, _store_review, gen, store, req, user, batcher)
+        return body
     post_review.__annotations__ = {"req": ReviewRequest, "request": Request, "response": Response}
     app.post("/api/reviews", status_code=201)(post_review)
 
@@ -780,6 +815,8 @@ def _users_for(users, api_key:str|None, user_name:str|None) -> tuple:
     if users is None and api_key: users = Users.single(api_key, name)
     return users, User(name, "admin")
 
+_ANTICIPATE_MS = 25.0  # a client's next draft after its report (measured under load: bench_desk --scenario team)
+
 def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
@@ -814,7 +851,8 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
     class ClaimsRequest(BaseModel):
         claims: list[ClaimRequest] = Field(min_length=1, max_length=max_claims)
 
-    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane)
+    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane,
+                           ride=1, anticipate_ms=_ANTICIPATE_MS)  # a batch job rides along with drafts rather than making them wait
     metrics = ServiceMetrics(batcher); batcher.on_batch = metrics.on_batch
     gen.on_restart = metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
@@ -830,6 +868,7 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
         app.state.desk_jobs.cancel_all()  # batch jobs are not finished at shutdown: they would hold it up
         await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
         await asyncio.to_thread(gen.close)
+        app.state.review_work.shutdown()
         if store is not None and store is not reviews: store.close()
 
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata", lifespan=lifespan)
@@ -856,7 +895,7 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
         return {"results": [report_body(t, r, m, gen.cfg.fields) for (t, m), r in zip(checked, out)]}
     generate_claims.__annotations__ = {"req": ClaimsRequest}
     app.post("/generate_claims")(generate_claims)
-    _review_routes(app, gen, store)
+    _review_routes(app, gen, store, batcher)
     import_module("claim_t5.desk").add_desk_routes(app, gen, run, check, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)  # the page at / and its endpoints
     return app
 
