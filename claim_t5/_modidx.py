@@ -511,4 +511,7 @@ d = { 'settings': { 'branch': 'main',
                                 'claim_t5.train.main': ('lora_train.html#main', 'claim_t5/train.py'),
                                 'claim_t5.train.make_compute_metrics': ('lora_train.html#make_compute_metrics', 'claim_t5/train.py'),
                                 'claim_t5.train.prepare_resume': ('lora_train.html#prepare_resume', 'claim_t5/train.py'),
-                                'claim_t5.train.train': ('lora_train.html#train', 'claim_t5/train.py')}}}
+                                'claim_t5.train.train': ('lora_train.html#train', 'claim_t5/train.py')},
+            'claim_t5.util': { 'claim_t5.util.check_batch_size': ('util.html#check_batch_size', 'claim_t5/util.py'),
+                               'claim_t5.util.fail': ('util.html#fail', 'claim_t5/util.py'),
+                               'claim_t5.util.pad_ignored': ('util.html#pad_ignored', 'claim_t5/util.py')}}}
