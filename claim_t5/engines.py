@@ -22,6 +22,7 @@ CT2_CACHE = MODEL_FILES["ct2"]  # the converted model's folder inside the model 
 class EngineError(RuntimeError):
     "The requested engine cannot run: unknown name, or its optional package is not installed."
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6e1
 def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (ct2 on a CPU when installed, else transformers)
                  compute_type:str="float32", # "float32" or "int8" (ct2 only)
                 ) -> tuple:

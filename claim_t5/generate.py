@@ -59,6 +59,7 @@ def _first_passing(checker:FactChecker, input:str, candidates:list):
         first = first or r
     return first
 
+# %% ../nbs/01b_model_generate.ipynb #b1m00039r0
 def _rerank_settings(k:int, checker, gen_kwargs:dict) -> tuple:
     "(k, generation settings): k candidates per input from a beam at least k wide, or 1 (off) without a checker."
     k = k if k > 1 and checker is not None else 1  # nothing to rerank by without a checker

@@ -18,6 +18,7 @@ HISTORY_KEYS = dict(epoch="epoch", step="step", train_loss="epoch_train_loss", v
                     gen_len="eval_gen_len", all_facts_correct="eval_all_facts_correct", fact_accuracy="eval_fact_accuracy",
                     invented="eval_invented", learning_rate="epoch_learning_rate")
 
+# %% ../nbs/01b1_history.ipynb #b1m00030a2
 def epoch_history(log_history:list) -> list:
     "One row per evaluation (epoch) from `trainer.state.log_history`."
     rows = [{k: e.get(v) for k, v in HISTORY_KEYS.items()} for e in log_history if "eval_loss" in e]

@@ -18,6 +18,7 @@ __all__ = ['GENERATION_TOKEN_IDS', 'load_seq2seq', 'set_generation_config', 'Hub
 class _DropUntiedNotice(logging.Filter):
     def filter(self, record): return "we will NOT tie them" not in record.getMessage()
 
+# %% ../nbs/01b_model.ipynb #b1m00018a2
 def _raw_model_config(name:str|Path) -> dict:
     "The config.json of a local folder or a hub id, as written (transformers downloads it anyway)."
     if (Path(name)/MODEL_FILES["model_config"]).is_file(): return json.loads((Path(name)/MODEL_FILES["model_config"]).read_text())
@@ -119,10 +120,12 @@ def is_adapter(model) -> bool:
     peft = sys.modules.get("peft")  # no adapter can exist before peft is imported
     return peft is not None and isinstance(model, peft.PeftModel)
 
+# %% ../nbs/01b_model.ipynb #s20model0b0
 def base_of(model):
     "The transformers model under a PeftModel; a plain model (`finetune: full`) is its own base."
     return model.get_base_model() if is_adapter(model) else model
 
+# %% ../nbs/01b_model.ipynb #s20model0c0
 def training_label(cfg:ClaimT5Config) -> str:
     "How results name the training: the LoRA adapter, or every weight trained."
     return f"LoRA r={cfg.lora_r}" if cfg.finetune == "lora" else "every weight trained"
