@@ -5,9 +5,11 @@
 # %% ../nbs/00_config.ipynb #f6947a9806
 from __future__ import annotations
 import contextlib, math, os, re, shutil, types, typing, warnings
+from collections import Counter
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import yaml
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['FIELD_KINDS', 'FACT_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'BEST_METRICS', 'REMOVED_KEYS', 'PRESETS_DIR',
@@ -34,6 +36,7 @@ CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Conf
     dict(name="shipment_stage", required=False, kind="category"),
 )
 
+# %% ../nbs/00_config.ipynb #d23e970fcbb
 class FieldSchema(list):
     "Type of `ClaimT5Config.fields`: a list of {name, required, kind} dicts (checked by `check_fields`)."
 
@@ -51,6 +54,19 @@ def _field_entry(e, i:int, key:str) -> dict:
     return dict(e)
 
 # %% ../nbs/00_config.ipynb #dc9c739ac6
+def _checked_entry(e, i:int, key:str) -> dict:
+    "Entry `i` of a schema as a plain {name, required, kind} dict, its name, kind and requiredness checked."
+    e = _field_entry(e, i, key)
+    name, kind, req = e.get("name"), e.get("kind"), e.get("required", False)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ]*", name.strip()):
+        raise ConfigError(f"config key '{key}': entry {i+1} name {name!r} must be letters, digits, _ and spaces")
+    name = name.strip()
+    if kind not in FIELD_KINDS: raise ConfigError(f"config key '{key}': field '{name}' kind must be one of {FIELD_KINDS}, got {kind!r}")
+    if isinstance(req, str) and req.lower() in ("true", "false"): req = req.lower() == "true"
+    if not isinstance(req, bool): raise ConfigError(f"config key '{key}': field '{name}' required must be true or false, got {req!r}")
+    return dict(name=name, required=req, kind=kind)
+
+# %% ../nbs/00_config.ipynb #c30flds02
 def check_fields(fields, # list of {name, required, kind}; a string of name:kind[:required], ...; a YAML file; or "auto"
                  key:str="fields", # config key named in errors
                 ) -> list|str:
@@ -61,18 +77,9 @@ def check_fields(fields, # list of {name, required, kind}; a string of name:kind
     if isinstance(fields, str): fields = [s for s in fields.split(",") if s.strip()]
     if not isinstance(fields, (list, tuple)) or not fields:
         raise ConfigError(f"config key '{key}': expected a non-empty list of {{name, required, kind}}, got {fields!r}")
-    out, seen = [], set()
-    for i, e in enumerate(fields):
-        e = _field_entry(e, i, key)
-        name, kind, req = e.get("name"), e.get("kind"), e.get("required", False)
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ]*", name.strip()):
-            raise ConfigError(f"config key '{key}': entry {i+1} name {name!r} must be letters, digits, _ and spaces")
-        name = name.strip()
-        if name in seen: raise ConfigError(f"config key '{key}': field '{name}' is listed twice")
-        if kind not in FIELD_KINDS: raise ConfigError(f"config key '{key}': field '{name}' kind must be one of {FIELD_KINDS}, got {kind!r}")
-        if isinstance(req, str) and req.lower() in ("true", "false"): req = req.lower() == "true"
-        if not isinstance(req, bool): raise ConfigError(f"config key '{key}': field '{name}' required must be true or false, got {req!r}")
-        seen.add(name); out.append(dict(name=name, required=req, kind=kind))
+    out = [_checked_entry(e, i, key) for i, e in enumerate(fields)]
+    twice = [n for n, k in Counter(f["name"] for f in out).items() if k > 1]
+    if twice: raise ConfigError(f"config key '{key}': field '{twice[0]}' is listed twice")
     if not any(f["required"] for f in out): raise ConfigError(f"config key '{key}': at least one field must be required")
     if sum(f["kind"] == "copy" for f in out) > 100:
         raise ConfigError(f"config key '{key}': at most 100 copy fields (one T5 sentinel token each)")
@@ -114,6 +121,7 @@ class LoraKeys:
     lora_modules_to_save: list = field(default_factory=list)  # modules trained fully and saved with the adapter
     finetune: str = "lora"           # lora: train a LoRA adapter (the lora_* keys); full: train every weight, save a plain model
 
+# %% ../nbs/00_config.ipynb #c30keys02b
 @dataclass
 class OptimKeys:
     "The optimiser and its schedule."
@@ -140,6 +148,7 @@ class GenerationKeys:
     gen_num_beams: int = 4           # beam search width; 1 is greedy
     gen_rerank: int = 0              # evaluation and inference (not the per-epoch validation): beam search for this many candidates, the first that passes the fact check is returned (else the top one); 0 or 1: off
 
+# %% ../nbs/00_config.ipynb #c30keys04b
 @dataclass
 class EvalKeys:
     "Evaluation during training, checkpoints, stopping and logging."
@@ -182,55 +191,60 @@ class ClaimT5Config(DataKeys, EvalKeys, GenerationKeys, OptimKeys, LoraKeys, Mod
     @property
     def lora_task_type(self) -> str: return "SEQ_2_SEQ_LM"  # peft task type: T5 is a seq2seq model
 
-    @property
-    def model_label(self) -> str:
-        "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
-        if self.is_tiny and self.finetune == "full": return "small T5 trained from scratch on this data (NOT flan-t5-base)"
-        return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
+# %% ../nbs/00_config.ipynb #c30keys11
+@patch(as_prop=True)
+def model_label(self:ClaimT5Config) -> str:
+    "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
+    if self.is_tiny and self.finetune == "full": return "small T5 trained from scratch on this data (NOT flan-t5-base)"
+    return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
 
-    @property
-    def paths(self) -> dict:
-        "The output folders users of the reference setup expect, all derived from `output_dir`."
-        out = Path(self.output_dir)
-        return dict(checkpoints=out/"checkpoints", fine_tuned_model=out/"fine_tuned_model", logs=out/"logs")
+# %% ../nbs/00_config.ipynb #c30keys13
+@patch(as_prop=True)
+def paths(self:ClaimT5Config) -> dict:
+    "The output folders users of the reference setup expect, all derived from `output_dir`."
+    out = Path(self.output_dir)
+    return dict(checkpoints=out/"checkpoints", fine_tuned_model=out/"fine_tuned_model", logs=out/"logs")
 
 # %% ../nbs/00_config.ipynb #0453e23d12
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
+def _to_list(value, bad):
+    if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value): raise bad
+    return list(value)
+
+def _to_bool(value, bad):
+    if isinstance(value, bool): return value
+    if isinstance(value, str) and value.lower() in _BOOL: return _BOOL[value.lower()]
+    raise bad
+
+# %% ../nbs/00_config.ipynb #c30coer02
+def _to_number(value, bad, typ):
+    "`value` as an int or a float (`typ`); a bool is not a number here, and a float becomes an int only when whole."
+    if isinstance(value, bool): raise bad
+    if typ is int and isinstance(value, float) and value.is_integer(): return int(value)
+    if isinstance(value, int if typ is int else (int, float)): return typ(value)
+    if isinstance(value, str):
+        try: return typ(value)
+        except ValueError: raise bad from None
+    raise bad
+
+def _to_str(value, bad):
+    if isinstance(value, (Path, os.PathLike)): return str(value)
+    if not isinstance(value, str): raise bad
+    return value
+
+# %% ../nbs/00_config.ipynb #c30coer04
 def _coerce(key:str, value, typ):
     "Convert `value` to the annotated type `typ` of `key`, or raise `ConfigError` naming the key."
-    origin_opt = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in typing.get_args(typ)
-    if origin_opt:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in typing.get_args(typ):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")): return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
     bad = ConfigError(f"config key '{key}': expected {getattr(typ, '__name__', typ)}, got {value!r} ({type(value).__name__})")
-    if typ in (list, "list") or typing.get_origin(typ) is list:
-        if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value): raise bad
-        return list(value)
-    if typ is bool:
-        if isinstance(value, bool): return value
-        if isinstance(value, str) and value.lower() in _BOOL: return _BOOL[value.lower()]
-        raise bad
-    if typ is int:
-        if isinstance(value, bool): raise bad
-        if isinstance(value, int): return value
-        if isinstance(value, float) and value.is_integer(): return int(value)
-        if isinstance(value, str):
-            try: return int(value)
-            except ValueError: raise bad from None
-        raise bad
-    if typ is float:
-        if isinstance(value, bool): raise bad
-        if isinstance(value, (int, float)): return float(value)
-        if isinstance(value, str):
-            try: return float(value)
-            except ValueError: raise bad from None
-        raise bad
-    if typ is str:
-        if isinstance(value, (Path, os.PathLike)): return str(value)
-        if not isinstance(value, str): raise bad
-        return value
+    if typ in (list, "list") or typing.get_origin(typ) is list: return _to_list(value, bad)
+    if typ is bool: return _to_bool(value, bad)
+    if typ in (int, float): return _to_number(value, bad, typ)
+    if typ is str: return _to_str(value, bad)
     return value
 
 # %% ../nbs/00_config.ipynb #b98259af15
@@ -295,6 +309,7 @@ def _check_trainer_names(v:dict):
     _check("lr_scheduler", v["lr_scheduler"] in [t.value for t in SchedulerType],
            f"unknown scheduler {v['lr_scheduler']!r}; e.g. linear, cosine, constant_with_warmup")
 
+# %% ../nbs/00_config.ipynb #c30valid12
 def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
     "Coerce every field of `cfg` to its declared type and check that its value is possible."
     _coerce_all(cfg)
@@ -307,6 +322,7 @@ REMOVED_KEYS = {  # key -> (what it is now, the only value it could take given t
     "lora_task_type": ("always SEQ_2_SEQ_LM", lambda c: "SEQ_2_SEQ_LM"),
 }
 
+# %% ../nbs/00_config.ipynb #c30gone02b
 def _check_removed(cfg:ClaimT5Config, gone:dict, where:str) -> ClaimT5Config:
     "Warn about each removed key in `gone` (key -> value) that agrees with `cfg`; a `ConfigError` for one that does not."
     hints = dict(greater_is_better=bool, lora_task_type=str)
@@ -324,6 +340,7 @@ def config_keys() -> list:
     "The names of every configuration key."
     return [f.name for f in fields(ClaimT5Config)]
 
+# %% ../nbs/00_config.ipynb #940491af18b
 def _check_keys(d:dict, where:str):
     import difflib
     for k in d:
@@ -347,6 +364,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+# %% ../nbs/00_config.ipynb #cc59c8a0ceb
 def _read_yaml(path:Path, allow_list:bool=False) -> dict|list:
     try: text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e: raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
@@ -406,6 +424,7 @@ def save_config(cfg:ClaimT5Config, path:str|Path) -> Path:
 # %% ../nbs/00_config.ipynb #5c0e1a7b02
 FIELDS_FILE = "fields.yaml"  # the schema as its own file: in a run's data folder and in a model folder
 
+# %% ../nbs/00_config.ipynb #5c0e1a7b02b
 def fields_yaml(fields, # a checked schema
                 notes:dict|None=None, # field name -> a comment written after its entry (e.g. the evidence for it)
                 header:str="", # comment lines at the top
