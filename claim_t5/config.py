@@ -4,14 +4,17 @@
 
 # %% ../nbs/00_config.ipynb #f6947a9806
 from __future__ import annotations
-import contextlib, math, os, re, shutil, types, typing
+import contextlib, math, os, re, shutil, types, typing, warnings
+from collections import Counter
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import yaml
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['FIELD_KINDS', 'FACT_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'PRESETS_DIR', 'FIELDS_FILE', 'QUICK_RUN',
-           'ConfigError', 'FieldSchema', 'check_fields', 'field_names', 'ClaimT5Config', 'validate_config',
+__all__ = ['FIELD_KINDS', 'FACT_KINDS', 'AUTO', 'CLAIM_FIELDS', 'PRECISIONS', 'BEST_METRICS', 'REMOVED_KEYS', 'PRESETS_DIR',
+           'FIELDS_FILE', 'QUICK_RUN', 'ConfigError', 'FieldSchema', 'check_fields', 'field_names', 'ModelKeys',
+           'LoraKeys', 'OptimKeys', 'GenerationKeys', 'EvalKeys', 'DataKeys', 'ClaimT5Config', 'validate_config',
            'config_keys', 'list_presets', 'make_config', 'parse_set', 'save_config', 'fields_yaml', 'load_fields',
            'step_plan', 'resolve_precision', 'generation_kwargs', 'in_nbdev_test', 'atomic_write', 'atomic_folder',
            'quick_config']
@@ -33,6 +36,7 @@ CLAIM_FIELDS = (  # the bundled claim data's schema: the default of `ClaimT5Conf
     dict(name="shipment_stage", required=False, kind="category"),
 )
 
+# %% ../nbs/00_config.ipynb #d23e970fcbb
 class FieldSchema(list):
     "Type of `ClaimT5Config.fields`: a list of {name, required, kind} dicts (checked by `check_fields`)."
 
@@ -50,6 +54,19 @@ def _field_entry(e, i:int, key:str) -> dict:
     return dict(e)
 
 # %% ../nbs/00_config.ipynb #dc9c739ac6
+def _checked_entry(e, i:int, key:str) -> dict:
+    "Entry `i` of a schema as a plain {name, required, kind} dict, its name, kind and requiredness checked."
+    e = _field_entry(e, i, key)
+    name, kind, req = e.get("name"), e.get("kind"), e.get("required", False)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ]*", name.strip()):
+        raise ConfigError(f"config key '{key}': entry {i+1} name {name!r} must be letters, digits, _ and spaces")
+    name = name.strip()
+    if kind not in FIELD_KINDS: raise ConfigError(f"config key '{key}': field '{name}' kind must be one of {FIELD_KINDS}, got {kind!r}")
+    if isinstance(req, str) and req.lower() in ("true", "false"): req = req.lower() == "true"
+    if not isinstance(req, bool): raise ConfigError(f"config key '{key}': field '{name}' required must be true or false, got {req!r}")
+    return dict(name=name, required=req, kind=kind)
+
+# %% ../nbs/00_config.ipynb #c30flds02
 def check_fields(fields, # list of {name, required, kind}; a string of name:kind[:required], ...; a YAML file; or "auto"
                  key:str="fields", # config key named in errors
                 ) -> list|str:
@@ -60,18 +77,9 @@ def check_fields(fields, # list of {name, required, kind}; a string of name:kind
     if isinstance(fields, str): fields = [s for s in fields.split(",") if s.strip()]
     if not isinstance(fields, (list, tuple)) or not fields:
         raise ConfigError(f"config key '{key}': expected a non-empty list of {{name, required, kind}}, got {fields!r}")
-    out, seen = [], set()
-    for i, e in enumerate(fields):
-        e = _field_entry(e, i, key)
-        name, kind, req = e.get("name"), e.get("kind"), e.get("required", False)
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_ ]*", name.strip()):
-            raise ConfigError(f"config key '{key}': entry {i+1} name {name!r} must be letters, digits, _ and spaces")
-        name = name.strip()
-        if name in seen: raise ConfigError(f"config key '{key}': field '{name}' is listed twice")
-        if kind not in FIELD_KINDS: raise ConfigError(f"config key '{key}': field '{name}' kind must be one of {FIELD_KINDS}, got {kind!r}")
-        if isinstance(req, str) and req.lower() in ("true", "false"): req = req.lower() == "true"
-        if not isinstance(req, bool): raise ConfigError(f"config key '{key}': field '{name}' required must be true or false, got {req!r}")
-        seen.add(name); out.append(dict(name=name, required=req, kind=kind))
+    out = [_checked_entry(e, i, key) for i, e in enumerate(fields)]
+    twice = [n for n, k in Counter(f["name"] for f in out).items() if k > 1]
+    if twice: raise ConfigError(f"config key '{key}': field '{twice[0]}' is listed twice")
     if not any(f["required"] for f in out): raise ConfigError(f"config key '{key}': at least one field must be required")
     if sum(f["kind"] == "copy" for f in out) > 100:
         raise ConfigError(f"config key '{key}': at most 100 copy fields (one T5 sentinel token each)")
@@ -91,9 +99,8 @@ def field_names(fields, # a checked schema (`cfg.fields`)
 PRECISIONS = ("auto", "fp16", "bf16", "no")
 
 @dataclass
-class ClaimT5Config:
-    "Every setting of a claim_t5 run. Defaults are the reference recipe (flan-t5-base, LoRA r=8 on q,v)."
-    # model
+class ModelKeys:
+    "The base model: a hub id or folder, or the tiny T5 built locally (its shape and cache)."
     model_name: str = "google/flan-t5-base"  # hub id or local folder; "tiny" builds a small T5 locally (no hub)
     tiny_d_model: int = 128          # tiny model only: hidden size
     tiny_d_ff: int = 256             # tiny model only: feed-forward size (gated-gelu, as FLAN-T5)
@@ -102,15 +109,22 @@ class ClaimT5Config:
     tiny_d_kv: int = 32              # tiny model only: size of each attention head
     tiny_vocab_size: int = 2000      # tiny model only: SentencePiece vocabulary trained on the train split
     tiny_cache_dir: str = "~/.cache/claim_t5"  # tiny model only: where the built model and tokenizer are cached
-    # LoRA
+
+# %% ../nbs/00_config.ipynb #c30keys02
+@dataclass
+class LoraKeys:
+    "What is trained: a LoRA adapter (its shape) or every weight."
     lora_r: int = 8                  # rank of the LoRA update matrices
     lora_alpha: int = 32             # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.1        # dropout on the LoRA input
     lora_target_modules: list = field(default_factory=lambda: ["q", "v"])  # T5 attention projections to adapt
     lora_modules_to_save: list = field(default_factory=list)  # modules trained fully and saved with the adapter
-    lora_task_type: str = "SEQ_2_SEQ_LM"  # peft task type
     finetune: str = "lora"           # lora: train a LoRA adapter (the lora_* keys); full: train every weight, save a plain model
-    # optimisation
+
+# %% ../nbs/00_config.ipynb #c30keys02b
+@dataclass
+class OptimKeys:
+    "The optimiser and its schedule."
     learning_rate: float = 2e-5      # AdamW peak learning rate
     batch_size: int = 4              # per-device training batch size
     eval_batch_size: int = 16        # per-device evaluation (generation) batch size
@@ -123,33 +137,47 @@ class ClaimT5Config:
     mixed_precision: str = "fp16"    # on CUDA: fp16, bf16, auto (bf16 where native, else fp16) or no; CPU: always none
     gradient_checkpointing: bool = False  # trade compute for memory
     max_grad_norm: float = 1.0       # gradient clipping
-    # lengths and generation
+
+# %% ../nbs/00_config.ipynb #c30keys04
+@dataclass
+class GenerationKeys:
+    "Token lengths, and how reports are generated."
     max_input_length: int = 128      # tokens of metadata kept (longer inputs are truncated, with a warning)
     max_target_length: int = 256     # tokens of report kept as labels
     gen_max_new_tokens: int = 128    # longest generated report, in tokens (reports average ~38)
     gen_num_beams: int = 4           # beam search width; 1 is greedy
     gen_rerank: int = 0              # evaluation and inference (not the per-epoch validation): beam search for this many candidates, the first that passes the fact check is returned (else the top one); 0 or 1: off
-    # evaluation, checkpoints, logging
+
+# %% ../nbs/00_config.ipynb #c30keys04b
+@dataclass
+class EvalKeys:
+    "Evaluation during training, checkpoints, stopping and logging."
     eval_strategy: str = "epoch"     # when to evaluate
     save_strategy: str = "epoch"     # when to checkpoint
     save_total_limit: int = 2        # checkpoints kept (the best is always kept)
-    metric_for_best_model: str = "rougeL"  # the checkpoint kept as best
-    greater_is_better: bool = True   # for metric_for_best_model
+    metric_for_best_model: str = "rougeL"  # the checkpoint kept as best (higher is better, but for loss)
     load_best_model_at_end: bool = True  # reload the best checkpoint when training ends
     early_stopping_patience: typing.Optional[int] = None  # stop after N evaluations without a better metric_for_best_model (num_epochs is then the most); None: train every epoch
     max_train_minutes: typing.Optional[float] = None  # start no epoch that would end after this many minutes of training (the best checkpoint is kept); None: no limit
     logging_steps: int = 100         # log train loss every N steps
     seed: int = 42                   # one seed for data order, init and dropout
-    # data and outputs
+
+# %% ../nbs/00_config.ipynb #c30keys06
+@dataclass
+class DataKeys:
+    "Where the data and the outputs are, and the metadata schema the facts are read with."
     data_dir: typing.Optional[str] = None  # folder or file with the splits; None uses the bundled dataset
     max_train_samples: typing.Optional[int] = None  # use only the first N training examples
     max_eval_samples: typing.Optional[int] = None   # use only the first N validation examples
     review_data: typing.Optional[str] = None  # approved reviews (a SQLite file or database URL) added to the train split (claim_t5.reviews)
     output_dir: str = "model_training"  # holds checkpoints/, fine_tuned_model/ and logs/
-    # facts
     fields: FieldSchema = field(default_factory=lambda: [dict(f) for f in CLAIM_FIELDS])  # the metadata schema: {name, required, kind: copy|category|context}
     copy_placeholders: bool = True   # copy fields become T5 sentinel placeholders for the model; False: the reference recipe's raw text
 
+# %% ../nbs/00_config.ipynb #c30keys09
+@dataclass
+class ClaimT5Config(DataKeys, EvalKeys, GenerationKeys, OptimKeys, LoraKeys, ModelKeys):
+    "Every setting of a claim_t5 run. Defaults are the reference recipe (flan-t5-base, LoRA r=8 on q,v)."
     def __post_init__(self):
         self.fields = check_fields(self.fields)  # a FieldSchema annotation: _coerce leaves it to this check
         validate_config(self)
@@ -158,103 +186,151 @@ class ClaimT5Config:
     def is_tiny(self) -> bool: return self.model_name == "tiny"
 
     @property
-    def model_label(self) -> str:
-        "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
-        if self.is_tiny and self.finetune == "full": return "small T5 trained from scratch on this data (NOT flan-t5-base)"
-        return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
+    def greater_is_better(self) -> bool: return self.metric_for_best_model != "loss"  # for metric_for_best_model
 
     @property
-    def paths(self) -> dict:
-        "The output folders users of the reference setup expect, all derived from `output_dir`."
-        out = Path(self.output_dir)
-        return dict(checkpoints=out/"checkpoints", fine_tuned_model=out/"fine_tuned_model", logs=out/"logs")
+    def lora_task_type(self) -> str: return "SEQ_2_SEQ_LM"  # peft task type: T5 is a seq2seq model
+
+# %% ../nbs/00_config.ipynb #c30keys11
+@patch(as_prop=True)
+def model_label(self:ClaimT5Config) -> str:
+    "How results name the base model: the tiny model is always labelled as not being FLAN-T5."
+    if self.is_tiny and self.finetune == "full": return "small T5 trained from scratch on this data (NOT flan-t5-base)"
+    return "tiny T5 built locally (NOT flan-t5-base)" if self.is_tiny else self.model_name
+
+# %% ../nbs/00_config.ipynb #c30keys13
+@patch(as_prop=True)
+def paths(self:ClaimT5Config) -> dict:
+    "The output folders users of the reference setup expect, all derived from `output_dir`."
+    out = Path(self.output_dir)
+    return dict(checkpoints=out/"checkpoints", fine_tuned_model=out/"fine_tuned_model", logs=out/"logs")
 
 # %% ../nbs/00_config.ipynb #0453e23d12
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
+def _to_list(value, bad):
+    if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value): raise bad
+    return list(value)
+
+def _to_bool(value, bad):
+    if isinstance(value, bool): return value
+    if isinstance(value, str) and value.lower() in _BOOL: return _BOOL[value.lower()]
+    raise bad
+
+# %% ../nbs/00_config.ipynb #c30coer02
+def _to_number(value, bad, typ):
+    "`value` as an int or a float (`typ`); a bool is not a number here, and a float becomes an int only when whole."
+    if isinstance(value, bool): raise bad
+    if typ is int and isinstance(value, float) and value.is_integer(): return int(value)
+    if isinstance(value, int if typ is int else (int, float)): return typ(value)
+    if isinstance(value, str):
+        try: return typ(value)
+        except ValueError: raise bad from None
+    raise bad
+
+def _to_str(value, bad):
+    if isinstance(value, (Path, os.PathLike)): return str(value)
+    if not isinstance(value, str): raise bad
+    return value
+
+# %% ../nbs/00_config.ipynb #c30coer04
 def _coerce(key:str, value, typ):
     "Convert `value` to the annotated type `typ` of `key`, or raise `ConfigError` naming the key."
-    origin_opt = typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in typing.get_args(typ)
-    if origin_opt:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and type(None) in typing.get_args(typ):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")): return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))
     bad = ConfigError(f"config key '{key}': expected {getattr(typ, '__name__', typ)}, got {value!r} ({type(value).__name__})")
-    if typ in (list, "list") or typing.get_origin(typ) is list:
-        if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value): raise bad
-        return list(value)
-    if typ is bool:
-        if isinstance(value, bool): return value
-        if isinstance(value, str) and value.lower() in _BOOL: return _BOOL[value.lower()]
-        raise bad
-    if typ is int:
-        if isinstance(value, bool): raise bad
-        if isinstance(value, int): return value
-        if isinstance(value, float) and value.is_integer(): return int(value)
-        if isinstance(value, str):
-            try: return int(value)
-            except ValueError: raise bad from None
-        raise bad
-    if typ is float:
-        if isinstance(value, bool): raise bad
-        if isinstance(value, (int, float)): return float(value)
-        if isinstance(value, str):
-            try: return float(value)
-            except ValueError: raise bad from None
-        raise bad
-    if typ is str:
-        if isinstance(value, (Path, os.PathLike)): return str(value)
-        if not isinstance(value, str): raise bad
-        return value
+    if typ in (list, "list") or typing.get_origin(typ) is list: return _to_list(value, bad)
+    if typ is bool: return _to_bool(value, bad)
+    if typ in (int, float): return _to_number(value, bad, typ)
+    if typ is str: return _to_str(value, bad)
     return value
 
 # %% ../nbs/00_config.ipynb #b98259af15
 def _check(key, ok, rule):
     if not ok: raise ConfigError(f"config key '{key}': {rule}")
 
+def _coerce_all(cfg:ClaimT5Config):
+    "Coerce every key of `cfg` to the type its annotation declares."
+    hints = typing.get_type_hints(type(cfg))
+    for k, v in list(vars(cfg).items()): setattr(cfg, k, _coerce(k, v, hints[k]))
+
+# %% ../nbs/00_config.ipynb #c30valid03
+_POSITIVE = ("lora_r", "lora_alpha", "batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps",
+             "max_input_length", "max_target_length", "gen_max_new_tokens", "gen_num_beams", "logging_steps",
+             "tiny_d_model", "tiny_d_ff", "tiny_num_layers", "tiny_num_heads", "tiny_d_kv")
+_NON_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm", "seed")
+
+def _check_ranges(v:dict):
+    "The numeric keys of `v` (a config's values) within their ranges."
+    for k in _POSITIVE: _check(k, v[k] > 0, f"must be > 0, got {v[k]}")
+    for k in _NON_NEGATIVE: _check(k, v[k] >= 0, f"must be >= 0, got {v[k]}")
+    for k in ("max_train_samples", "max_eval_samples"): _check(k, v[k] is None or v[k] > 0, f"must be > 0 or None, got {v[k]}")
+    _check("gen_rerank", v["gen_rerank"] >= 0, f"must be >= 0 (0: off), got {v['gen_rerank']}")
+    _check("tiny_vocab_size", v["tiny_vocab_size"] >= 200, f"must be >= 200, got {v['tiny_vocab_size']}")
+    _check("lora_dropout", 0 <= v["lora_dropout"] < 1, f"must be in [0, 1), got {v['lora_dropout']}")
+    _check("learning_rate", 0 < v["learning_rate"] < 1, f"must be in (0, 1), got {v['learning_rate']}")
+    _check("save_total_limit", v["save_total_limit"] >= 1, f"must be >= 1, got {v['save_total_limit']}")
+    _check("max_train_minutes", v["max_train_minutes"] is None or v["max_train_minutes"] > 0, f"must be > 0 or None, got {v['max_train_minutes']}")
+
+# %% ../nbs/00_config.ipynb #c30valid05
+BEST_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "all_facts_correct", "fact_accuracy")
+
+def _check_choices(v:dict):
+    "The keys of `v` that take one of a few values."
+    _check("model_name", v["model_name"].strip() != "", "must not be empty")
+    _check("lora_target_modules", len(v["lora_target_modules"]) > 0, "must name at least one module")
+    _check("mixed_precision", v["mixed_precision"] in PRECISIONS, f"must be one of {PRECISIONS}, got {v['mixed_precision']!r}")
+    for k in ("eval_strategy", "save_strategy"):
+        _check(k, v[k] in ("epoch", "steps", "no"), f"must be epoch, steps or no, got {v[k]!r}")
+    _check("metric_for_best_model", v["metric_for_best_model"] in BEST_METRICS,
+           f"must be rouge1, rouge2, rougeL, rougeLsum, loss, all_facts_correct or fact_accuracy (the validation reports' fact check), got {v['metric_for_best_model']!r}")
+    _check("finetune", v["finetune"] in ("lora", "full"), f"must be lora or full, got {v['finetune']!r}")
+
+# %% ../nbs/00_config.ipynb #c30valid08
+def _check_together(v:dict):
+    "The keys of `v` that depend on each other."
+    _check("load_best_model_at_end", not v["load_best_model_at_end"] or v["eval_strategy"] == v["save_strategy"] != "no",
+           "needs eval_strategy == save_strategy (and not 'no')")
+    p = v["early_stopping_patience"]
+    _check("early_stopping_patience", p is None or p >= 1, f"must be >= 1 or None, got {p}")
+    _check("early_stopping_patience", p is None or v["load_best_model_at_end"],
+           "needs load_best_model_at_end (the best checkpoint is what early stopping keeps)")
+
+# %% ../nbs/00_config.ipynb #c30valid11
+def _check_trainer_names(v:dict):
+    "`optimizer` and `lr_scheduler` of `v` are names transformers knows."
+    if (v["optimizer"], v["lr_scheduler"]) == ("adamw_torch", "linear"): return
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+    _check("optimizer", v["optimizer"] in [o.value for o in OptimizerNames],
+           f"unknown optimizer {v['optimizer']!r}; e.g. adamw_torch, adamw_torch_fused, adafactor")
+    _check("lr_scheduler", v["lr_scheduler"] in [t.value for t in SchedulerType],
+           f"unknown scheduler {v['lr_scheduler']!r}; e.g. linear, cosine, constant_with_warmup")
+
+# %% ../nbs/00_config.ipynb #c30valid12
 def validate_config(cfg:ClaimT5Config) -> ClaimT5Config:
     "Coerce every field of `cfg` to its declared type and check that its value is possible."
-    hints = typing.get_type_hints(ClaimT5Config)
-    for f in fields(cfg): setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
-    c = cfg
-    _check("model_name", c.model_name.strip() != "", "must not be empty")
-    for k in ("lora_r", "lora_alpha", "batch_size", "eval_batch_size", "num_epochs", "gradient_accumulation_steps",
-              "max_input_length", "max_target_length", "gen_max_new_tokens", "gen_num_beams", "logging_steps",
-              "tiny_d_model", "tiny_d_ff", "tiny_num_layers", "tiny_num_heads", "tiny_d_kv"):
-        _check(k, getattr(c, k) > 0, f"must be > 0, got {getattr(c, k)}")
-    _check("gen_rerank", c.gen_rerank >= 0, f"must be >= 0 (0: off), got {c.gen_rerank}")
-    _check("tiny_vocab_size", c.tiny_vocab_size >= 200, f"must be >= 200, got {c.tiny_vocab_size}")
-    _check("lora_dropout", 0 <= c.lora_dropout < 1, f"must be in [0, 1), got {c.lora_dropout}")
-    _check("learning_rate", 0 < c.learning_rate < 1, f"must be in (0, 1), got {c.learning_rate}")
-    for k in ("warmup_steps", "weight_decay", "max_grad_norm", "seed"):
-        _check(k, getattr(c, k) >= 0, f"must be >= 0, got {getattr(c, k)}")
-    _check("save_total_limit", c.save_total_limit >= 1, f"must be >= 1, got {c.save_total_limit}")
-    _check("lora_target_modules", len(c.lora_target_modules) > 0, "must name at least one module")
-    _check("mixed_precision", c.mixed_precision in PRECISIONS, f"must be one of {PRECISIONS}, got {c.mixed_precision!r}")
-    for k in ("eval_strategy", "save_strategy"):
-        _check(k, getattr(c, k) in ("epoch", "steps", "no"), f"must be epoch, steps or no, got {getattr(c, k)!r}")
-    _check("metric_for_best_model", c.metric_for_best_model in ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "all_facts_correct", "fact_accuracy"),
-           f"must be rouge1, rouge2, rougeL, rougeLsum, loss, all_facts_correct or fact_accuracy (the validation reports' fact check), got {c.metric_for_best_model!r}")
-    _check("greater_is_better", c.greater_is_better == (c.metric_for_best_model != "loss"),
-           f"must be {c.metric_for_best_model != 'loss'} for metric_for_best_model {c.metric_for_best_model!r} (else the worst checkpoint is kept)")
-    _check("lora_task_type", c.lora_task_type == "SEQ_2_SEQ_LM", f"T5 needs SEQ_2_SEQ_LM, got {c.lora_task_type!r}")
-    _check("load_best_model_at_end", not c.load_best_model_at_end or c.eval_strategy == c.save_strategy != "no",
-           "needs eval_strategy == save_strategy (and not 'no')")
-    _check("finetune", c.finetune in ("lora", "full"), f"must be lora or full, got {c.finetune!r}")
-    _check("early_stopping_patience", c.early_stopping_patience is None or c.early_stopping_patience >= 1,
-           f"must be >= 1 or None, got {c.early_stopping_patience}")
-    _check("early_stopping_patience", c.early_stopping_patience is None or c.load_best_model_at_end,
-           "needs load_best_model_at_end (the best checkpoint is what early stopping keeps)")
-    _check("max_train_minutes", c.max_train_minutes is None or c.max_train_minutes > 0, f"must be > 0 or None, got {c.max_train_minutes}")
-    for k in ("max_train_samples", "max_eval_samples"):
-        v = getattr(c, k); _check(k, v is None or v > 0, f"must be > 0 or None, got {v}")
-    if (c.optimizer, c.lr_scheduler) != ("adamw_torch", "linear"):  # only then pay the seconds transformers takes to import
-        from transformers.trainer_utils import SchedulerType
-        from transformers.training_args import OptimizerNames
-        names = [o.value for o in OptimizerNames]
-        _check("optimizer", c.optimizer in names, f"unknown optimizer {c.optimizer!r}; e.g. adamw_torch, adamw_torch_fused, adafactor")
-        _check("lr_scheduler", c.lr_scheduler in [t.value for t in SchedulerType],
-               f"unknown scheduler {c.lr_scheduler!r}; e.g. linear, cosine, constant_with_warmup")
+    _coerce_all(cfg)
+    for rule in (_check_ranges, _check_choices, _check_together, _check_trainer_names): rule(vars(cfg))
+    return cfg
+
+# %% ../nbs/00_config.ipynb #c30gone02
+REMOVED_KEYS = {  # key -> (what it is now, the only value it could take given the rest of the config)
+    "greater_is_better": ("derived from metric_for_best_model", lambda c: c.metric_for_best_model != "loss"),
+    "lora_task_type": ("always SEQ_2_SEQ_LM", lambda c: "SEQ_2_SEQ_LM"),
+}
+
+# %% ../nbs/00_config.ipynb #c30gone02b
+def _check_removed(cfg:ClaimT5Config, gone:dict, where:str) -> ClaimT5Config:
+    "Warn about each removed key in `gone` (key -> value) that agrees with `cfg`; a `ConfigError` for one that does not."
+    hints = dict(greater_is_better=bool, lora_task_type=str)
+    for k, v in gone.items():
+        what, value = REMOVED_KEYS[k]
+        if _coerce(k, v, hints[k]) != value(cfg):
+            raise ConfigError(f"config key '{k}': must be {value(cfg)!r} for this config, got {v!r} (the key was removed: {what})")
+        warnings.warn(f"config key '{k}' in {where} was removed ({what}); it is ignored: delete it")
     return cfg
 
 # %% ../nbs/00_config.ipynb #940491af18
@@ -264,10 +340,11 @@ def config_keys() -> list:
     "The names of every configuration key."
     return [f.name for f in fields(ClaimT5Config)]
 
+# %% ../nbs/00_config.ipynb #940491af18b
 def _check_keys(d:dict, where:str):
     import difflib
     for k in d:
-        if k not in config_keys():
+        if k not in config_keys() and k not in REMOVED_KEYS:
             near = difflib.get_close_matches(str(k), config_keys(), n=3)
             raise ConfigError(f"unknown config key '{k}' in {where}" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
@@ -287,6 +364,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+# %% ../nbs/00_config.ipynb #cc59c8a0ceb
 def _read_yaml(path:Path, allow_list:bool=False) -> dict|list:
     try: text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as e: raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
@@ -300,25 +378,31 @@ def _read_yaml(path:Path, allow_list:bool=False) -> dict|list:
     return d
 
 # %% ../nbs/00_config.ipynb #b9ca95096b
+def _read_config_file(config:str|Path) -> tuple:
+    "(path, keys) of a preset name or YAML file; a schema file it names is read relative to it."
+    path = Path(config)
+    if str(config) in list_presets(): path = PRESETS_DIR/f"{config}.yaml"
+    elif not path.exists():
+        raise ConfigError(f"config '{config}' is neither a preset ({', '.join(list_presets())}) nor an existing YAML file")
+    base = _read_yaml(path); _check_keys(base, str(path))
+    f = base.get("fields")
+    if isinstance(f, str) and f.strip().lower().endswith((".yaml", ".yml")) and not Path(f).expanduser().is_absolute():
+        base["fields"] = str(path.parent/f)  # a schema file named in a config is relative to that config
+    return path, base
+
+# %% ../nbs/00_config.ipynb #c30make02
 def make_config(config:str|Path|None=None, # preset name, YAML path, or None for the reference recipe
                 **overrides) -> ClaimT5Config:
     "Build a checked config from a preset or YAML file, then apply `overrides` (None values are ignored)."
-    base = {}
-    if config is not None:
-        path = Path(config)
-        if str(config) in list_presets(): path = PRESETS_DIR/f"{config}.yaml"
-        elif not path.exists():
-            raise ConfigError(f"config '{config}' is neither a preset ({', '.join(list_presets())}) nor an existing YAML file")
-        base = _read_yaml(path); _check_keys(base, str(path))
-        f = base.get("fields")
-        if isinstance(f, str) and f.strip().lower().endswith((".yaml", ".yml")) and not Path(f).expanduser().is_absolute():
-            base["fields"] = str(path.parent/f)  # a schema file named in a config is relative to that config
+    path, base = _read_config_file(config) if config is not None else (None, {})
     overrides = {k: v for k, v in overrides.items() if v is not None}
     _check_keys(overrides, "overrides")
-    try: return ClaimT5Config(**{**base, **overrides})
+    from_file = set(base) - set(overrides)  # an error in one of these names the file
+    gone = {k: d.pop(k) for d in (base, overrides) for k in list(d) if k in REMOVED_KEYS}
+    try: return _check_removed(ClaimT5Config(**{**base, **overrides}), gone, str(path or "overrides"))
     except ConfigError as e:
         key = re.search(r"config key '(\w+)'", str(e))
-        if key and key.group(1) in base and key.group(1) not in overrides: raise ConfigError(f"{path}: {e}") from None
+        if key and key.group(1) in from_file: raise ConfigError(f"{path}: {e}") from None
         raise
 
 # %% ../nbs/00_config.ipynb #3e483adce5
@@ -340,6 +424,7 @@ def save_config(cfg:ClaimT5Config, path:str|Path) -> Path:
 # %% ../nbs/00_config.ipynb #5c0e1a7b02
 FIELDS_FILE = "fields.yaml"  # the schema as its own file: in a run's data folder and in a model folder
 
+# %% ../nbs/00_config.ipynb #5c0e1a7b02b
 def fields_yaml(fields, # a checked schema
                 notes:dict|None=None, # field name -> a comment written after its entry (e.g. the evidence for it)
                 header:str="", # comment lines at the top

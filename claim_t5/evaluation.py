@@ -4,28 +4,29 @@
 
 # %% ../nbs/03_eval.ipynb #9ea98e8d07
 from __future__ import annotations
-import datetime, json, re, sys, time, warnings
+import datetime, json, time
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, make_config, generation_kwargs, ConfigError, atomic_write
-from .data import (load_claim_data, parse_metadata, rouge_scores, rouge_per_example, generate_dataset,
-                           DataValidationError, best_reference, reference_counts)
+from .config import ClaimT5Config, generation_kwargs, ConfigError, atomic_write
+from .data import load_claim_data, DataValidationError, split_references
+from .rouge import rouge_per_example, rouge_scores, mean_rouge, best_reference, reference_counts
+from .synth import generate_dataset
 from .facts import FactChecker, fact_accuracy, learn_from_splits
 from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
                             plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
+from .util import fail, check_batch_size
 
 # %% auto #0
 __all__ = ['TARGETS', 'METRIC_NAMES', 'model_fact_checker', 'score_table', 'evaluate_model', 'write_model_card', 'compare_runs',
            'plot_comparison', 'metric_class', 'metric_path', 'load_metrics', 'evaluate_and_report', 'main']
 
 # %% ../nbs/03_eval.ipynb #219559f813
-def model_fact_checker(model, # a model from `load_fine_tuned` (carries the checker saved with it, if any)
-                       cfg:ClaimT5Config, # its config (the field schema)
+def model_fact_checker(saved:FactChecker|None, # the checker saved with the model (`facts.json`), if any
+                       cfg:ClaimT5Config, # the model's config (the field schema)
                        dsd=None, # the data: its training split teaches a checker to a model saved without one
                       ) -> FactChecker:
     "The fact checker saved with the model, or one learned from the data's training split."
-    fc = getattr(model, "claim_t5_facts", None)
-    if fc is not None: return fc
+    if saved is not None: return saved
     if dsd is None or "train" not in dsd:
         raise ValueError("the model has no facts.json and the data has no training split to learn the facts from")
     return learn_from_splits(dsd, cfg.fields)
@@ -40,6 +41,39 @@ def score_table(results:dict, targets:dict=TARGETS):
                          for k, t in targets.items()]).set_index("metric")
 
 # %% ../nbs/03_eval.ipynb #51e653db20
+def _eval_examples(ds, split:str, max_samples:int|None, data_dir) -> tuple:
+    "(inputs, references per input) of the split to evaluate, cut to `max_samples`."
+    if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
+    d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
+    if len(d) == 0: raise ValueError(f"the {split} split is empty: nothing to evaluate")
+    return list(d["input"]), split_references(d)  # several references per input: the best counts
+
+# %% ../nbs/03_eval.ipynb #ev30a03
+def _error_report(inputs:list, refs:list, preds:list, per:list, facts:dict):
+    "A DataFrame, one row per example, worst ROUGE-L first."
+    import pandas as pd
+    best = [r[best_reference(p, r)] for p, r in zip(preds, refs)]  # the reference the report is scored against
+    rep = pd.DataFrame(dict(input=inputs, reference=best, prediction=preds, rougeL=[p["rougeL"] for p in per],
+                            missing_facts=[";".join(f for f, s in r["fields"].items() if s not in (None, "ok")) for r in facts["rows"]],
+                            invented_facts=[";".join(r["invented"]) for r in facts["rows"]],
+                            references=[len(r) for r in refs]))  # how many references the example had (reference: the best)
+    return rep.sort_values("rougeL", kind="stable")
+
+# %% ../nbs/03_eval.ipynb #ev30a06
+def _results(model_dir:Path, cfg:ClaimT5Config, split:str, data_dir, refs:list, per:list, facts:dict, gen:dict, secs:float) -> dict:
+    "The results of an evaluation, as `test_results.json` holds them."
+    res = dict(model_dir=str(model_dir), base_model=cfg.model_label,
+               tiny=cfg.is_tiny, split=split, examples=len(refs), data=str(data_dir or "bundled dataset"),
+               rouge=mean_rouge(per), targets=TARGETS,
+               references=dict(per_example=reference_counts(refs), total=sum(map(len, refs)),
+                               scoring="best of an example's references (rouge_score score_multi)"),
+               fact_accuracy={k: v for k, v in facts.items() if k != "rows"}, generation=gen,
+               reports_per_second=round(len(refs) / secs, 2), measured_on=machine_description(),
+               date=datetime.datetime.now().isoformat(timespec="seconds"))
+    res["targets_met"] = {k: res["rouge"][k] > t for k, t in TARGETS.items()}
+    return res
+
+# %% ../nbs/03_eval.ipynb #ev30a08
 def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                    data_dir:str|Path|None=None, # splits folder; None: the bundled dataset
                    split:str="test", max_samples:int|None=None,
@@ -48,95 +82,87 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
                    rerank:int|None=None, # candidates reranked by the fact check; None: the config's gen_rerank
                    progress:bool=True) -> dict:
     "Generate for a split, score ROUGE and fact accuracy, and write the results and the per-row report."
-    import pandas as pd
     model_dir = Path(model_dir)
     if max_samples is not None and max_samples < 1: raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_batch_size(batch_size)
     model, tok, cfg = load_fine_tuned(model_dir)
-    batch_size = batch_size or cfg.eval_batch_size
     ds = load_claim_data(data_dir, cfg=cfg)
-    if split not in ds: raise ValueError(f"no '{split}' split in {data_dir or 'the bundled dataset'} (found {list(ds)})")
-    d = ds[split] if max_samples is None else ds[split].select(range(min(max_samples, len(ds[split]))))
-    if len(d) == 0: raise ValueError(f"the {split} split is empty: nothing to evaluate")
-    inputs = list(d["input"])
-    refs = list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]  # several per input: the best counts
-    gen = generation_kwargs(cfg, num_beams=num_beams)
-    t0 = time.time()
-    preds = generate_reports(model, tok, inputs, batch_size=batch_size, max_input_length=cfg.max_input_length,
-                             progress=progress, rerank=rerank, **gen)
-    gen = dict(gen, rerank=cfg.gen_rerank if rerank is None else rerank)
-    secs = time.time() - t0
-    per = rouge_per_example(preds, refs)
-    facts = fact_accuracy(inputs, preds, model_fact_checker(model, cfg, ds))
-    results = dict(model_dir=str(model_dir), base_model=cfg.model_label,
-                   tiny=cfg.is_tiny, split=split, examples=len(inputs), data=str(data_dir or "bundled dataset"),
-                   rouge=rouge_scores(preds, refs), targets=TARGETS,
-                   references=dict(per_example=reference_counts(refs), total=sum(map(len, refs)),
-                                   scoring="best of an example's references (rouge_score score_multi)"),
-                   fact_accuracy={k: v for k, v in facts.items() if k != "rows"}, generation=gen,
-                   reports_per_second=round(len(inputs) / secs, 2), measured_on=machine_description(),
-                   date=datetime.datetime.now().isoformat(timespec="seconds"))
-    results["targets_met"] = {k: results["rouge"][k] > t for k, t in TARGETS.items()}
-    name = results_file(split)
+    inputs, refs = _eval_examples(ds, split, max_samples, data_dir)
+    gen, t0 = generation_kwargs(cfg, num_beams=num_beams), time.time()
+    preds = generate_reports(model, tok, inputs, batch_size=batch_size or cfg.eval_batch_size,
+                             max_input_length=cfg.max_input_length, progress=progress, rerank=rerank, **gen)
+    gen, secs = dict(gen, rerank=cfg.gen_rerank if rerank is None else rerank), time.time() - t0
+    per = rouge_per_example(preds, refs)  # ROUGE once: the mean in the results, each example's in the report
+    facts = fact_accuracy(inputs, preds, model_fact_checker(model.claim_t5_facts, cfg, ds))
+    results = _results(model_dir, cfg, split, data_dir, refs, per, facts, gen, secs)
+    name, report_name = results_file(split), report_file(split)
     atomic_write(model_dir/name, json.dumps(results, indent=2))
-    best = [r[best_reference(p, r)] for p, r in zip(preds, refs)]  # the reference the report is scored against
-    rep = pd.DataFrame(dict(input=inputs, reference=best, prediction=preds, rougeL=[p["rougeL"] for p in per],
-                            missing_facts=[";".join(f for f, s in r["fields"].items() if s not in (None, "ok")) for r in facts["rows"]],
-                            invented_facts=[";".join(r["invented"]) for r in facts["rows"]],
-                            references=[len(r) for r in refs]))  # how many references the example had (reference: the best)
-    rep = rep.sort_values("rougeL", kind="stable")
-    report_name = report_file(split)
+    rep = _error_report(inputs, refs, preds, per, facts)
     atomic_write(model_dir/report_name, rep.to_csv(index=False))
     results["report"], results["files"] = rep, [name, report_name]
     return results
 
 # %% ../nbs/03_eval.ipynb #ae0481da22
-def write_model_card(model_dir:str|Path, results:dict) -> Path:
-    "Write README.md (a model card) into the model folder from the evaluation results."
-    model_dir = Path(model_dir)
-    cfg = load_model_config(model_dir)
-    r, fa = results["rouge"], results["fact_accuracy"]
-    warn = ("> **Warning: this is the tiny model, not FLAN-T5.** It is a T5 of about 1M parameters built from random weights on "
-            "this project's bundled synthetic data, to test the pipeline offline. Its scores say nothing about how "
-            "google/flan-t5-base performs. Do not use it for real claims.\n\n") if cfg.is_tiny else ""
-    if cfg.is_tiny and cfg.finetune == "full":  # the scratch preset: trained on the user's data, every weight
-        warn = ("> **This is a small T5 trained from scratch on this data, not FLAN-T5.** It has no pre-training: it knows "
-                "only what its training data says, the way that data says it. Check its reports (the fact check below) before "
-                "relying on it.\n\n")
-    hist = json.loads((model_dir/HISTORY_JSON).read_text()) if (model_dir/HISTORY_JSON).exists() else []
+_TINY_WARNING = ("> **Warning: this is the tiny model, not FLAN-T5.** It is a T5 of about 1M parameters built from random weights on "
+                 "this project's bundled synthetic data, to test the pipeline offline. Its scores say nothing about how "
+                 "google/flan-t5-base performs. Do not use it for real claims.\n\n")
+_SCRATCH_WARNING = ("> **This is a small T5 trained from scratch on this data, not FLAN-T5.** It has no pre-training: it knows "
+                    "only what its training data says, the way that data says it. Check its reports (the fact check below) before "
+                    "relying on it.\n\n")
+
+def _card_header(cfg:ClaimT5Config) -> list:
+    "The card's front matter, title and warning (the tiny model and the scratch preset are never FLAN-T5)."
     full = cfg.finetune == "full"  # every weight trained: a plain transformers model, no adapter
-    lines = [f"---\nlibrary_name: {'transformers' if full else 'peft'}\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
-             f"tags: [claim_t5, {'full-fine-tune' if full else 'lora'}, t5, text2text-generation]\n---\n",
-             f"# Claim report generator ({cfg.model_label}{', every weight trained' if full else ' + LoRA'})\n", warn,
-             "Writes a shipment-damage claim report from one line of metadata "
-             "(`shipment_id=...; damage_type=...; severity=...; ...`). Trained with "
-             "[claim_t5](https://github.com/claim-t5/claim_t5).\n",
-             "## Training\n",
-             f"- Base model: {'tiny T5 (d_model %d, %d+%d layers), random initialisation' % (cfg.tiny_d_model, cfg.tiny_num_layers, cfg.tiny_num_layers) if cfg.is_tiny else cfg.model_name}",
-             f"- Data: {results['data']}",
-             ("- Every weight trained (no adapter)" + (f"; early stopping on validation {cfg.metric_for_best_model} (patience "
+    warn = (_SCRATCH_WARNING if full else _TINY_WARNING) if cfg.is_tiny else ""
+    return [f"---\nlibrary_name: {'transformers' if full else 'peft'}\nbase_model: {'none (tiny T5 built locally)' if cfg.is_tiny else cfg.model_name}\n"
+            f"tags: [claim_t5, {'full-fine-tune' if full else 'lora'}, t5, text2text-generation]\n---\n",
+            f"# Claim report generator ({cfg.model_label}{', every weight trained' if full else ' + LoRA'})\n", warn,
+            "Writes a shipment-damage claim report from one line of metadata "
+            "(`shipment_id=...; damage_type=...; severity=...; ...`). Trained with "
+            "[claim_t5](https://github.com/claim-t5/claim_t5).\n"]
+
+# %% ../nbs/03_eval.ipynb #ev30b02
+def _card_training(cfg:ClaimT5Config, hist:list, data:str) -> list:
+    "The card's training section: base model, data, recipe and the epochs trained."
+    full = cfg.finetune == "full"
+    recipe = ("- Every weight trained (no adapter)" + (f"; early stopping on validation {cfg.metric_for_best_model} (patience "
               f"{cfg.early_stopping_patience}, at most {cfg.num_epochs} epochs)" if cfg.early_stopping_patience else "") if full else
               f"- LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout}, targets {cfg.lora_target_modules}"
-              + (f", modules_to_save {cfg.lora_modules_to_save}" if cfg.lora_modules_to_save else "")),
-             f"- AdamW lr {cfg.learning_rate}, batch {cfg.batch_size}, {cfg.num_epochs} epochs, warmup {cfg.warmup_steps}, "
-             f"weight decay {cfg.weight_decay}, {cfg.lr_scheduler} schedule, seed {cfg.seed}",
-             f"- Epochs trained: {len(hist)}" + (f"; best validation ROUGE-L {max(h['rougeL'] or 0 for h in hist):.4f}" if hist else ""),
-             "\n## Evaluation\n",
+              + (f", modules_to_save {cfg.lora_modules_to_save}" if cfg.lora_modules_to_save else ""))
+    return ["## Training\n",
+            f"- Base model: {'tiny T5 (d_model %d, %d+%d layers), random initialisation' % (cfg.tiny_d_model, cfg.tiny_num_layers, cfg.tiny_num_layers) if cfg.is_tiny else cfg.model_name}",
+            f"- Data: {data}", recipe,
+            f"- AdamW lr {cfg.learning_rate}, batch {cfg.batch_size}, {cfg.num_epochs} epochs, warmup {cfg.warmup_steps}, "
+            f"weight decay {cfg.weight_decay}, {cfg.lr_scheduler} schedule, seed {cfg.seed}",
+            f"- Epochs trained: {len(hist)}" + (f"; best validation ROUGE-L {max(h['rougeL'] or 0 for h in hist):.4f}" if hist else "")]
+
+# %% ../nbs/03_eval.ipynb #ev30b04
+def _card_scores(results:dict, curves:bool) -> list:
+    "The card's evaluation section: where and when it was measured, ROUGE against the targets, fact accuracy, the curves."
+    r, fa, f4 = results["rouge"], results["fact_accuracy"], lambda v: "n/a" if v is None else f"{v:.4f}"
+    lines = ["\n## Evaluation\n",
              f"Measured on the {results['split']} split ({results['examples']} examples) on {results['date']}, "
              f"on {results['measured_on']}; generation {results['generation']}.\n",
              "| metric | score | target |", "|---|---|---|"]
     lines += [f"| {k} | {r[k]:.4f} | {'> %s' % TARGETS[k] if k in TARGETS else ''} |" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
-    f4 = lambda v: "n/a" if v is None else f"{v:.4f}"
     lines += ["", "| fact | accuracy |", "|---|---|", f"| **all facts of a report correct** | {f4(fa['all_facts_correct'])} |",
               f"| facts overall | {f4(fa['overall'])} |"]
     lines += [f"| {f} | {v:.4f} |" for f, v in fa["per_field"].items() if v is not None]
-    lines += [f"| reports with an invented fact | {f4(fa['any_invented'])} |",
-              f"| reports with a category value unseen in training | {f4(fa['unseen_flagged'])} |", "", f"![training curves]({CURVES_PNG})\n" if (model_dir/CURVES_PNG).exists() else "",
-              "## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
+    return lines + [f"| reports with an invented fact | {f4(fa['any_invented'])} |",
+                    f"| reports with a category value unseen in training | {f4(fa['unseen_flagged'])} |", "",
+                    f"![training curves]({CURVES_PNG})\n" if curves else ""]
+
+# %% ../nbs/03_eval.ipynb #ev30b06
+def write_model_card(model_dir:str|Path, results:dict) -> Path:
+    "Write README.md (a model card) into the model folder from the evaluation results."
+    model_dir = Path(model_dir)
+    cfg = load_model_config(model_dir)
+    hist = json.loads((model_dir/HISTORY_JSON).read_text()) if (model_dir/HISTORY_JSON).exists() else []
+    lines = _card_header(cfg) + _card_training(cfg, hist, results["data"]) + _card_scores(results, (model_dir/CURVES_PNG).exists())
+    lines += ["## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
               f"gen = ClaimReportGenerator('{model_dir.name}')",
               "gen('shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit')", "```"]
-    p = atomic_write(model_dir/MODEL_CARD, "\n".join(lines) + "\n")
-    return p
+    return atomic_write(model_dir/MODEL_CARD, "\n".join(lines) + "\n")
 
 # %% ../nbs/03_eval.ipynb #f8d619f024
 def compare_runs(model_dirs:dict, # run name -> model folder holding test_results.json (and history.json)
@@ -248,10 +274,10 @@ def main(model_dir:str=None, # fine-tuned model folder (e.g. model_training/fine
          rerank:int=None, # return the first of this many beam candidates that passes the fact check; default: the model's gen_rerank
         ):
     "Evaluate a fine-tuned claim report model: ROUGE, fact accuracy, report CSV, curves and model card."
-    if not model_dir: print("error: --model_dir is required", file=sys.stderr); sys.exit(2)
+    if not model_dir: fail("--model_dir is required", 2)
     try: res = evaluate_and_report(model_dir, data_dir, split, max_samples, batch_size, num_beams, rerank=rerank)
     except (ModelLoadError, DataValidationError, ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(1)
+        fail(e)
     print(f"{res['base_model']} on {res['split']} ({res['examples']} examples):")
     print(json.dumps({"rouge": res["rouge"], "fact_accuracy": res["fact_accuracy"], "targets_met": res["targets_met"]}, indent=2))
     print(f"wrote {', '.join(str(Path(model_dir)/f) for f in res['files'])}, training_curves.png, README.md")

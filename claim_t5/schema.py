@@ -6,13 +6,15 @@
 from __future__ import annotations
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from .config import CLAIM_FIELDS, ConfigError, atomic_write, check_fields, field_names, fields_yaml
 
 # %% auto #0
 __all__ = ['FIELDS', 'REQUIRED_FIELDS', 'MAX_CATEGORIES', 'MIN_VERBATIM', 'MAX_ELSEWHERE', 'MIN_STATED', 'MAX_ACT_VERBATIM',
-           'MetadataError', 'format_metadata', 'parse_metadata', 'unknown_fields', 'value_spans', 'verbatim_in',
-           'stated_share', 'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table', 'write_fields']
+           'MetadataError', 'schema_of', 'format_metadata', 'parse_metadata', 'unknown_fields', 'value_spans',
+           'verbatim_in', 'stated_share', 'field_evidence', 'infer_fields', 'fields_from_evidence', 'fields_table',
+           'write_fields']
 
 # %% ../nbs/00b_schema.ipynb #3289fd3509
 FIELDS = field_names(CLAIM_FIELDS)  # the claim schema's names, derived from config.CLAIM_FIELDS (no list of its own)
@@ -21,13 +23,18 @@ REQUIRED_FIELDS = field_names(CLAIM_FIELDS, required=True)
 class MetadataError(ValueError):
     "Metadata that cannot be formatted or parsed; the message names the field."
 
+def schema_of(fields:list|None) -> list:
+    "The schema a `fields` argument names: None is the claim schema, the one default of every `fields` argument in claim_t5."
+    return CLAIM_FIELDS if fields is None else fields
+
+# %% ../nbs/00b_schema.ipynb #sc30a03
 def _escape(v:str) -> str: return v.replace("\\", "\\\\").replace(";", "\\;").replace("=", "\\=")
 
 def format_metadata(meta:dict, # field name -> value; None values are left out
                     fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                    ) -> str:
     "The metadata line for `meta`: the schema's fields in its order, then any others, as `key=value; ...`."
-    names, required = (FIELDS, REQUIRED_FIELDS) if fields is None else (field_names(fields), field_names(fields, required=True))
+    names, required = field_names(schema_of(fields)), field_names(schema_of(fields), required=True)
     if not isinstance(meta, dict): raise MetadataError(f"metadata must be a dict of fields, got {type(meta).__name__}")
     clean = {}
     for k, v in meta.items():
@@ -76,7 +83,7 @@ def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
         if k in meta: raise MetadataError(f"field '{k}' appears twice")
         meta[k] = v
     if require:
-        missing = [f for f in (REQUIRED_FIELDS if fields is None else field_names(fields, required=True)) if not meta.get(f)]
+        missing = [f for f in field_names(schema_of(fields), required=True) if not meta.get(f)]
         if missing: raise MetadataError(f"missing required field(s): {', '.join(missing)}")
     return meta
 
@@ -84,7 +91,7 @@ def parse_metadata(text:str, # a metadata line, `key=value; key=value; ...`
 def unknown_fields(meta:dict, fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                   ) -> list:
     "Field names in `meta` that the schema does not know."
-    names = FIELDS if fields is None else field_names(fields)
+    names = field_names(schema_of(fields))
     return [k for k in meta if k not in names]
 
 # %% ../nbs/00b_schema.ipynb #89520949af
@@ -148,47 +155,76 @@ def stated_share(reports:list, # the reports of the inputs that give the field
     folds = StratifiedKFold(2, shuffle=True, random_state=seed)
     return float(cross_val_score(LogisticRegression(C=10, max_iter=1000), X, [v for _, v in pairs], cv=folds).mean())
 
+# %% ../nbs/00b_schema.ipynb #sc30b03
+@dataclass
+class _Tally:
+    "What one pass over the pairs counts, per key."
+    n: int = 0                                         # pairs read (parseable inputs)
+    given: Counter = field(default_factory=Counter)    # key -> inputs with a non-empty value
+    values: dict = field(default_factory=dict)         # key -> Counter of its values
+    copied: Counter = field(default_factory=Counter)   # key -> reports that repeat the value verbatim
+    order: list = field(default_factory=list)          # the keys in the lines' own order
+    said: dict = field(default_factory=dict)           # key -> [(report, value)]
+    reports: list = field(default_factory=list)        # the reports read
+    where: dict = field(default_factory=dict)          # (key, value) -> indices of the reports whose input gives it
+    heads: Counter = field(default_factory=Counter)    # key -> lines it heads
+
+    def add(self, meta:dict, out:str):
+        "Count one pair: its parsed input `meta` and its report `out`."
+        self.n += 1; self.reports.append(out)
+        if meta: self.heads[next(iter(meta))] += 1
+        prev = None
+        for k, v in meta.items():
+            if k not in self.values:  # a new key goes right after the key before it in this line: the lines' own order
+                self.order.insert(self.order.index(prev) + 1 if prev is not None else 0, k); self.values[k] = Counter()
+            prev = k
+            if not v: continue
+            self.given[k] += 1; self.values[k][v] += 1; self.said.setdefault(k, []).append((out, v))
+            self.where.setdefault((k, v), set()).add(self.n - 1)
+            if verbatim_in(v, out): self.copied[k] += 1
+
+# %% ../nbs/00b_schema.ipynb #sc30b06
+def _field_role(k:str, t:_Tally) -> dict:
+    "The kind of key `k` from the tally `t`, with the shares that decided it."
+    g, d = t.given[k], len(t.values[k])
+    verbatim, open_set, stated = t.copied[k] / g, d > MAX_CATEGORIES or g < 2 * d, None
+    elsewhere = None if open_set or verbatim < MIN_VERBATIM else _elsewhere(k, t.values[k], t.where, t.reports)
+    kind = "copy" if verbatim >= MIN_VERBATIM and (elsewhere or 0) <= MAX_ELSEWHERE else "category"  # however few its values
+    act = g == t.n and t.heads[k] == t.n and verbatim <= MAX_ACT_VERBATIM  # `act=inform; name=...`: what the sentence does, not what it says
+    if kind == "category" and verbatim < MIN_VERBATIM and 1 < d <= MAX_CATEGORIES:
+        stated = stated_share(*zip(*t.said[k]))
+        if act or (g == t.n and stated < MIN_STATED): kind = "context"  # an optional field is a fact of the item however it is worded
+    return dict(kind=kind, act=act, values=d, verbatim=verbatim, open_set=open_set, elsewhere=elsewhere, stated=stated)
+
+# %% ../nbs/00b_schema.ipynb #sc30b08
+def _why(kind:str, act:bool, values:int, verbatim:float, open_set:bool, elsewhere:float|None, stated:float|None) -> str:
+    "The reason `field_evidence` gives for a key's role, in words."
+    if kind == "copy": return f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({values} value{'s' if values != 1 else ''})"
+    if kind == "context" and act: return (f"not a fact the reports state: it heads every input (a dialogue act that frames the sentence), "
+                                          f"reworded (verbatim in {verbatim:.0%})")
+    if kind == "context": return (f"not a fact the reports state: reworded (verbatim in {verbatim:.0%}), its value read back from only "
+                                  f"{stated:.0%} of them")
+    if stated is not None: return f"reworded in reports (verbatim in {verbatim:.0%}), its value read back from {stated:.0%} of them"
+    if verbatim < MIN_VERBATIM: return f"reworded in reports (verbatim in {verbatim:.0%})"
+    return f"repeated verbatim in {verbatim:.0%}, but a common word: also in {elsewhere:.0%} of the reports whose input does not give it"
+
+# %% ../nbs/00b_schema.ipynb #sc30b10
 def field_evidence(inputs:list, # training metadata lines (unparseable ones are skipped: validation reports them)
                    outputs:list, # their reports
                    progress:bool=True, # a progress bar when it takes more than a few seconds
                   ) -> list:
     "Per key seen in `inputs`, in the inputs' order: how often it is given, its distinct values, how often reports repeat (or tell) it, and the role that implies."
-    n, given, values, copied, order, said, reports, where, heads = 0, Counter(), {}, Counter(), [], {}, [], {}, Counter()
+    t = _Tally()
     for inp, out in _bar(zip(inputs, outputs), "reading the schema", progress, total=len(inputs)):
         if not (isinstance(inp, str) and isinstance(out, str)): continue
-        try: meta = parse_metadata(inp, require=False)
+        try: t.add(parse_metadata(inp, require=False), out)
         except MetadataError: continue
-        n += 1; reports.append(out)
-        prev = None
-        if meta: heads[next(iter(meta))] += 1
-        for k, v in meta.items():
-            if k not in values:  # a new key goes right after the key before it in this line: the lines' own order
-                order.insert(order.index(prev) + 1 if prev is not None else 0, k); values[k] = Counter()
-            prev = k
-            if not v: continue
-            given[k] += 1; values[k][v] += 1; said.setdefault(k, []).append((out, v)); where.setdefault((k, v), set()).add(n - 1)
-            if verbatim_in(v, out): copied[k] += 1
     rows = []
-    for k in order:
-        g, d = given[k], len(values[k])
-        if not g: continue  # a key given only empty
-        verbatim, open_set, stated = copied[k] / g, d > MAX_CATEGORIES or g < 2 * d, None
-        elsewhere = None if open_set or verbatim < MIN_VERBATIM else _elsewhere(k, values[k], where, reports)
-        kind = "copy" if verbatim >= MIN_VERBATIM and (elsewhere or 0) <= MAX_ELSEWHERE else "category"  # however few its values
-        act = g == n and heads[k] == n and verbatim <= MAX_ACT_VERBATIM  # `act=inform; name=...`: what the sentence does, not what it says
-        if kind == "category" and verbatim < MIN_VERBATIM and 1 < d <= MAX_CATEGORIES:
-            stated = stated_share(*zip(*said[k]))
-            if act or (g == n and stated < MIN_STATED): kind = "context"  # an optional field is a fact of the item however it is worded
-        why = (f"repeated verbatim in {verbatim:.0%}, {'open set' if open_set else 'short list'} ({d} value{'s' if d != 1 else ''})" if kind == "copy" else
-               f"not a fact the reports state: it heads every input (a dialogue act that frames the sentence), reworded (verbatim in "
-               f"{verbatim:.0%})" if kind == "context" and act else
-               f"not a fact the reports state: reworded (verbatim in {verbatim:.0%}), its value read back from only "
-               f"{stated:.0%} of them" if kind == "context" else
-               f"reworded in reports (verbatim in {verbatim:.0%}), its value read back from {stated:.0%} of them"
-               if stated is not None else f"reworded in reports (verbatim in {verbatim:.0%})" if verbatim < MIN_VERBATIM
-               else f"repeated verbatim in {verbatim:.0%}, but a common word: also in {elsewhere:.0%} of the reports whose input does not give it")
-        rows.append(dict(name=k, required=g == n, kind=kind, given=g / n, values=d, verbatim=verbatim, elsewhere=elsewhere, stated=stated,
-                         why=why, rows=n))
+    for k in t.order:
+        if not t.given[k]: continue  # a key given only empty
+        r = _field_role(k, t)
+        rows.append(dict(name=k, required=t.given[k] == t.n, kind=r["kind"], given=t.given[k] / t.n, values=r["values"],
+                         verbatim=r["verbatim"], elsewhere=r["elsewhere"], stated=r["stated"], why=_why(**r), rows=t.n))
     return rows
 
 # %% ../nbs/00b_schema.ipynb #1d1bef4ef6

@@ -8,14 +8,16 @@ import json, math, os, shutil, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, make_config, step_plan, resolve_precision, generation_kwargs, parse_set, in_nbdev_test
-from .data import load_claim_data, tokenize_splits, rouge_scores, data_stats, resolve_fields, fields_table, write_fields
+from .config import ClaimT5Config, ConfigError, FIELDS_FILE, make_config, step_plan, resolve_precision, parse_set
+from .data import DataValidationError, load_claim_data, tokenize_splits, data_stats, resolve_fields, split_references
+from .rouge import rouge_scores
+from .schema import fields_table, write_fields
 from .reviews import add_review_pairs
-from .config import FIELDS_FILE
 from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
 from .model import (load_base_model, add_lora, training_label, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
                             ADAPTER_WEIGHTS, MODEL_WEIGHTS, base_of)
 from .model import set_generation_config, missing_model_files
+from .util import fail, pad_ignored
 
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
@@ -102,8 +104,8 @@ def make_compute_metrics(tokenizer,
     def compute_metrics(eval_pred):
         preds, labels = eval_pred
         if isinstance(preds, tuple): preds = preds[0]
-        preds = np.where(preds < 0, tokenizer.pad_token_id, preds)
-        labels = np.where(labels < 0, tokenizer.pad_token_id, labels)
+        pad = tokenizer.pad_token_id
+        preds, labels = pad_ignored(preds, pad), pad_ignored(labels, pad)
         if inputs is not None and cfg is not None:  # restored reports against the original references
             p, r = decode_generated(tokenizer, preds, inputs, cfg), list(references)
         else:
@@ -113,7 +115,7 @@ def make_compute_metrics(tokenizer,
         if checker is not None and inputs is not None:
             fa = fact_accuracy(inputs, p, checker)
             out.update(all_facts_correct=fa["all_facts_correct"], fact_accuracy=fa["overall"], invented=fa["any_invented"])
-        out["gen_len"] = float(np.mean([(x != tokenizer.pad_token_id).sum() for x in preds]))
+        out["gen_len"] = float(np.mean([sum(i != pad for i in x) for x in preds]))
         return out
     return compute_metrics
 
@@ -175,10 +177,6 @@ _CKPT_ARG = next(a for a in ("activation_checkpointing", "gradient_checkpointing
 
 def _select(ds, n): return ds if n is None or n >= len(ds) else ds.select(range(n))
 
-def _references(d) -> list:
-    "Each example's references (several where an input was written up more than once), else its output."
-    return list(d["references"]) if "references" in d.column_names else [[o] for o in d["output"]]
-
 # %% ../nbs/02_lora_train.ipynb #s20train001
 class TimeBudget(TrainerCallback):
     "Stops training after an evaluation (an epoch's end, without one) when another epoch and its evaluation would end after `minutes`; the slowest so far is the guess."
@@ -231,33 +229,51 @@ def build_trainer(cfg:ClaimT5Config, model, tokenizer,
     return ClaimTrainer(model=model, args=args, train_dataset=_select(tok["train"], cfg.max_train_samples),
                         eval_dataset=_select(tok["validation"], cfg.max_eval_samples), data_collator=collator,
                         processing_class=tokenizer, compute_metrics=make_compute_metrics(tokenizer, cfg, list(val["input"]),
-                                                                                 _references(val), checker),
+                                                                                 split_references(val), checker),
                         callbacks=list(callbacks or []) + early_stopping(cfg))
 
 # %% ../nbs/02_lora_train.ipynb #a075a56132
-def train(cfg:ClaimT5Config, # the run's configuration
-          resume_from_checkpoint=None, # a checkpoint folder, True for the latest complete one, or None
-          callbacks:list|None=None, # extra TrainerCallbacks
-          verbose:bool=True) -> TrainResult:
-    "Fine-tune the config's base model (LoRA, or every weight with `finetune: full`) and save the model, history and curves."
-    from datasets import DatasetDict
-    from transformers import set_seed
-    set_seed(cfg.seed)
-    resume = prepare_resume(cfg.paths["checkpoints"], resume_from_checkpoint)
+def _run_splits(cfg:ClaimT5Config, verbose:bool=True) -> tuple:
+    "(config with a concrete schema, the schema's evidence or None, the splits with any approved reviews, the fact checker)."
     cfg, evidence = resolve_fields(cfg, cfg.data_dir, progress=verbose)  # fields: auto is read off the train split here
     if verbose and evidence: print(f"field schema inferred from the train split:\n{fields_table(evidence).to_string()}")
     dsd = load_claim_data(cfg.data_dir, cfg=cfg, progress=verbose)
     dsd, _, _ = add_review_pairs(dsd, cfg.review_data, cfg, verbose)  # `review_data`: approved reviews join the train split
     if "validation" not in dsd: raise ValueError(f"{cfg.data_dir}: a validation split is needed to evaluate each epoch")
-    checker = learn_from_splits(dsd, cfg.fields)  # learned on train, tuned on validation
+    return cfg, evidence, dsd, learn_from_splits(dsd, cfg.fields)  # the checker: learned on train, tuned on validation
+
+# %% ../nbs/02_lora_train.ipynb #tr30a02
+def _trainable_model(cfg:ClaimT5Config, dsd) -> tuple:
+    "(model to train, tokenizer, base path): the base model (its tokenizer learns what the model reads), with LoRA unless `finetune: full`."
+    from datasets import DatasetDict
+    from transformers import set_seed
     seen = model_splits(DatasetDict(train=dsd["train"]), cfg)["train"]  # what the model reads: the tiny tokenizer learns it
-    train_texts = list(seen["input"]) + list(seen["output"])
-    model, tokenizer, base_path = load_base_model(cfg, train_texts)
+    model, tokenizer, base_path = load_base_model(cfg, list(seen["input"]) + list(seen["output"]))
     set_seed(cfg.seed)  # LoRA starts from the same numbers whether the base was just built or found in the cache
     if cfg.finetune == "lora": model = add_lora(model, cfg)  # full: every weight of the base trains
-    params = count_parameters(model)
     cut = data_stats(model_splits(dsd, cfg), tokenizer, cfg)[["inputs_truncated", "outputs_truncated"]]
     if cut.values.sum(): warnings.warn(f"examples longer than max_input_length/max_target_length are truncated:\n{cut}")
+    return model, tokenizer, base_path
+
+# %% ../nbs/02_lora_train.ipynb #tr30a05
+def _stop_reason(cfg:ClaimT5Config, callbacks:list) -> str:
+    "Why training stopped before num_epochs: the time budget (a `TimeBudget` that fired) or early stopping."
+    if any(c.fired for c in callbacks if isinstance(c, TimeBudget)):
+        return f"another epoch would pass max_train_minutes={cfg.max_train_minutes:g}"
+    return f"{cfg.metric_for_best_model} did not improve for {cfg.early_stopping_patience} evaluation(s)"
+
+# %% ../nbs/02_lora_train.ipynb #tr30a07
+def train(cfg:ClaimT5Config, # the run's configuration
+          resume_from_checkpoint=None, # a checkpoint folder, True for the latest complete one, or None
+          callbacks:list|None=None, # extra TrainerCallbacks
+          verbose:bool=True) -> TrainResult:
+    "Fine-tune the config's base model (LoRA, or every weight with `finetune: full`) and save the model, history and curves."
+    from transformers import set_seed
+    set_seed(cfg.seed)
+    resume = prepare_resume(cfg.paths["checkpoints"], resume_from_checkpoint)
+    cfg, evidence, dsd, checker = _run_splits(cfg, verbose)
+    model, tokenizer, base_path = _trainable_model(cfg, dsd)
+    params = count_parameters(model)
     trainer = build_trainer(cfg, model, tokenizer, dsd, callbacks, checker)
     if verbose:
         print(f"model: {cfg.model_label}; training: {training_label(cfg)}; "
@@ -267,11 +283,8 @@ def train(cfg:ClaimT5Config, # the run's configuration
     out = trainer.train(resume_from_checkpoint=resume)
     history = epoch_history(trainer.state.log_history)
     if verbose and history and history[-1]["epoch"] < cfg.num_epochs - 1e-6:
-        timed = any(getattr(c, "fired", False) for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget))
-        why = (f"another epoch would pass max_train_minutes={cfg.max_train_minutes:g}" if timed else
-               f"{cfg.metric_for_best_model} did not improve for {cfg.early_stopping_patience} evaluation(s)")
-        print(f"stopped early after epoch {history[-1]['epoch']:g} of at most {cfg.num_epochs}: {why}; best checkpoint: "
-              f"{trainer.state.best_model_checkpoint}")
+        print(f"stopped early after epoch {history[-1]['epoch']:g} of at most {cfg.num_epochs}: "
+              f"{_stop_reason(cfg, trainer.callback_handler.callbacks)}; best checkpoint: {trainer.state.best_model_checkpoint}")
     model_dir = Path(cfg.paths["fine_tuned_model"])
     if trainer.is_world_process_zero():  # the best model (load_best_model_at_end) with the settings used to evaluate it
         model_dir = save_fine_tuned(trainer.model, tokenizer, cfg, model_dir, history, base_path, trainer.args.generation_config,
@@ -312,9 +325,6 @@ def main(config:str="flan-t5-base", # preset name (tiny, scratch, flan-t5-base) 
          set:str=None, # any other config keys: "lora_r=16 mixed_precision=bf16"
         ):
     "Fine-tune FLAN-T5 (or the tiny offline model) with LoRA to write claim reports."
-    import sys
-    from claim_t5.config import ConfigError
-    from claim_t5.data import DataValidationError
     try:
         flags = dict(data_dir=data_dir, output_dir=output_dir, num_epochs=num_epochs, max_train_samples=max_train_samples,
                      max_eval_samples=max_eval_samples, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
@@ -323,6 +333,6 @@ def main(config:str="flan-t5-base", # preset name (tiny, scratch, flan-t5-base) 
         res = train(cfg, resume_from_checkpoint=resume_from_checkpoint)
     except (ConfigError, DataValidationError, HubUnavailableError, NonFiniteLossError, FileExistsError,
             FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(1)
+        fail(e)
     print(f"saved {res.model_dir}")
     for r in res.history: print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})

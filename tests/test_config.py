@@ -288,11 +288,24 @@ def test_step_plan_accumulation_devices_and_sample_cap():
 
 
 def test_best_metric_direction_must_match_the_metric():
-    with pytest.raises(ConfigError, match="greater_is_better"):
-        make_config(metric_for_best_model="loss")            # greater_is_better stays True: would keep the worst
-    assert make_config(metric_for_best_model="loss", greater_is_better=False).greater_is_better is False
+    # greater_is_better is no longer a key (issue 30): it follows from the metric, so it cannot keep the worst
+    assert make_config(metric_for_best_model="loss").greater_is_better is False
+    with pytest.warns(UserWarning, match="'greater_is_better' in overrides was removed"):
+        assert make_config(metric_for_best_model="loss", greater_is_better=False).greater_is_better is False
     with pytest.raises(ConfigError, match="greater_is_better"):
         make_config(greater_is_better=False)                 # rougeL, lower is better: would keep the worst
+
+
+def test_an_old_yaml_with_removed_keys_still_loads_and_says_so(tmp_path):
+    old = _write(tmp_path/"old.yaml", "model_name: tiny\nlora_task_type: SEQ_2_SEQ_LM\ngreater_is_better: true\n")
+    with pytest.warns(UserWarning) as seen:
+        cfg = make_config(old)
+    assert cfg == ClaimT5Config(model_name="tiny")
+    assert sorted(str(w.message).split("'")[1] for w in seen) == ["greater_is_better", "lora_task_type"]
+    assert all("was removed" in str(w.message) and "old.yaml" in str(w.message) for w in seen)
+    assert "greater_is_better" not in save_config(cfg, tmp_path/"new.yaml").read_text()
+    with pytest.raises(ConfigError, match="old.yaml: config key 'lora_task_type'"):
+        make_config(_write(tmp_path/"old.yaml", "lora_task_type: CAUSAL_LM\n"))
 
 
 @pytest.mark.parametrize("eval_strategy,save_strategy", [("epoch", "steps"), ("steps", "epoch"), ("no", "no"),

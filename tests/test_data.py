@@ -8,10 +8,11 @@ import pytest
 from conftest import run_cli as conftest_run_cli
 
 from claim_t5.config import ClaimT5Config
-from claim_t5.data import (REQUIRED_FIELDS, ROUGE_KEYS, SPLIT_FILES, SPLIT_SIZES, DataValidationError, MetadataError,
-                           Problem, check_record, find_split_files, format_metadata, generate_dataset, load_claim_data,
-                           parse_metadata, read_records, rouge_per_example, rouge_scores, unknown_fields,
-                           validate_splits, write_bundled_dataset, write_jsonl)
+from claim_t5.schema import REQUIRED_FIELDS, MetadataError, format_metadata, parse_metadata, unknown_fields
+from claim_t5.rouge import ROUGE_KEYS, rouge_per_example, rouge_scores
+from claim_t5.data import (SPLIT_FILES, DataValidationError, Problem, check_record, find_split_files,
+                           load_claim_data, read_records, validate_splits, write_bundled_dataset, write_jsonl)
+from claim_t5.synth import SPLIT_SIZES, generate_dataset
 
 CLI = Path(sys.executable).parent/"claim_t5_data"
 
@@ -229,8 +230,8 @@ def test_generate_dataset_covers_every_missing_optional_pattern(bundled):
 def test_generate_dataset_references_never_mention_an_absent_fact(bundled):
     "Without a vendor, photo id or stage in the input, the reference names none: no vendor, no image id, no stage or liable party."
     import re
-    from claim_t5.data import STAGES, VENDORS
-    stage_words = [w for where, party in STAGES.values() for w in (where, party)]
+    from claim_t5.synth import SHIPMENT_STAGES, VENDORS
+    stage_words = [w for where, party in SHIPMENT_STAGES.values() for w in (where, party)]
     checked = {"vendor": 0, "image_id": 0, "shipment_stage": 0}
     for rows in bundled.values():
         for r in rows:

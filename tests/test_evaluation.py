@@ -14,7 +14,9 @@ import pytest
 from conftest import cli_env, copy_model, run_cli
 
 from claim_t5.config import generation_kwargs
-from claim_t5.data import FIELDS, ROUGE_KEYS, format_metadata, load_claim_data, rouge_per_example, rouge_scores
+from claim_t5.schema import FIELDS, format_metadata
+from claim_t5.rouge import ROUGE_KEYS, rouge_per_example, rouge_scores
+from claim_t5.data import load_claim_data
 from claim_t5.evaluation import compare_runs, plot_comparison, evaluate_and_report, evaluate_model
 from claim_t5.facts import FactChecker, fact_accuracy
 from claim_t5.model import ModelLoadError, generate_reports, load_fine_tuned, machine_description
@@ -94,7 +96,7 @@ def test_rouge_lsum_uses_sentences():
 @pytest.fixture(scope="module")
 def checker():
     "The fact checker learned from the bundled training split, tuned on its validation split (as training does)."
-    from claim_t5.data import generate_dataset
+    from claim_t5.synth import generate_dataset
     from claim_t5.facts import learn_from_splits
     return learn_from_splits(generate_dataset())
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from claim_t5.config import FIELDS_FILE, ConfigError, make_config, quick_config
-from claim_t5.data import (RETURN_FIELDS, SPLIT_FILES, DataValidationError, best_reference, field_evidence,
-                           infer_fields, load_claim_data, reference_counts, resolve_fields,
-                           returns_dataset, rouge_per_example, rouge_scores, validate_splits, write_jsonl)
+from claim_t5.synth import RETURN_FIELDS, returns_dataset
+from claim_t5.data import (SPLIT_FILES, DataValidationError, load_claim_data, resolve_fields, validate_splits,
+                           write_jsonl)
+from claim_t5.rouge import best_reference, reference_counts, rouge_per_example, rouge_scores
+from claim_t5.schema import field_evidence, infer_fields
 from claim_t5.serve import request_model  # moved with the service (issue 30)
 
 from conftest import run_cli
