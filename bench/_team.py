@@ -50,7 +50,8 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
              review_pause:float=0.0, batch_only_s:float=10.0) -> dict:
     "Run the scenario against a fresh service; its figures."
     import httpx
-    from claim_t5.data import format_metadata, load_claim_data, parse_metadata
+    from claim_t5.schema import format_metadata, parse_metadata
+    from claim_t5.data import load_claim_data
     from claim_t5.serve import add_user
     work = Path(work)
     names = ["reviewer-1", "reviewer-2", "reviewer-3", "reviewer-4"]

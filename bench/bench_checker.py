@@ -41,7 +41,7 @@ def load(data_dir):
 
 def corruptions(meta:dict, fields:list, seen:dict, rng:random.Random):
     "(error type, field, corrupted fields) for each eligible field of one input: one error each."
-    from claim_t5.data import parse_metadata  # noqa (kept for symmetry with the checker's reading)
+    from claim_t5.schema import parse_metadata# noqa (kept for symmetry with the checker's reading)
     for f in fields:
         name, kind, v = f["name"], f["kind"], meta.get(f["name"])
         if kind not in ("copy", "category"):  # fields the schema does not call facts are not checked: counted apart
@@ -58,7 +58,7 @@ def corruptions(meta:dict, fields:list, seen:dict, rng:random.Random):
 
 def add_noise(pairs:list, fields:list, seen:dict, share:float, rng:random.Random) -> tuple:
     "(pairs, how many changed): one field of `share` of the pairs' inputs replaced by another value seen for it; the texts stay."
-    from claim_t5.data import format_metadata, parse_metadata
+    from claim_t5.schema import format_metadata, parse_metadata
     out, changed, lenient = [], 0, [{**f, "required": False} for f in fields]
     for inp, txt in pairs:
         meta = parse_metadata(inp, require=False, fields=fields)
@@ -72,7 +72,7 @@ def add_noise(pairs:list, fields:list, seen:dict, share:float, rng:random.Random
 
 def measure(data_dir=None, repeats:int=3, learn_50k:bool=True, seed:int=0, limit:int|None=None, dev:bool=False, noise:float=0.0) -> dict:
     import claim_t5.facts as facts
-    from claim_t5.data import format_metadata, parse_metadata
+    from claim_t5.schema import format_metadata, parse_metadata
     fields, train, val, test, evidence = load(data_dir)
     seen = {}
     for i, _ in train:

@@ -23,8 +23,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     import datasets
     from claim_t5.config import make_config
-    from claim_t5.data import (SPLIT_FILES, WordCounter, data_stats, generate_dataset, load_claim_data, resolve_fields,
-                               write_jsonl)
+    from claim_t5.data import SPLIT_FILES, WordCounter, data_stats, load_claim_data, resolve_fields, write_jsonl
+    from claim_t5.synth import generate_dataset
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as d:
         ds = generate_dataset(sizes={"train": a.train, "validation": a.eval, "test": a.eval})

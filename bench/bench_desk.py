@@ -64,8 +64,9 @@ def main():
     if a.scenario == "team": return save_team(a)
     import httpx
     from playwright.sync_api import sync_playwright
-    from claim_t5.data import load_claim_data, parse_metadata
-    from claim_t5.model import load_model_config
+    from claim_t5.data import load_claim_data
+    from claim_t5.schema import parse_metadata
+    from claim_t5.folders import load_model_config
     claims = [parse_metadata(r["input"]) for r in load_claim_data()["test"].select(range(a.repeats))]
     env = environment()
     proc, url = start_service(a.model_dir, a.threads)

@@ -39,7 +39,7 @@ def tiny_model(a, test_inputs):
                      ("ct2_int8", dict(engine="ct2", compute_type="int8", ct2_dir=ct2_dir))]:
         gen = ClaimReportGenerator(a.model_dir, device="cpu", batch_size=64, **kw)
         outs[name], speed = timed(lambda: gen(test_inputs), len(test_inputs), a.repeats)
-        fa = fact_accuracy(test_inputs, outs[name], gen.model.claim_t5_facts)  # the checker saved with the model
+        fa = fact_accuracy(test_inputs, outs[name], gen.checker)  # the checker saved with the model
         res[name] = dict(reports_per_s=speed, fact_accuracy=round(fa["overall"], 4), all_facts_correct=round(fa["all_facts_correct"], 4),
                          per_field={k: None if v is None else round(v, 4) for k, v in fa["per_field"].items()},
                          identical_to_transformers=f"{sum(x == y for x, y in zip(outs[name], outs['transformers']))}/{len(test_inputs)}")
@@ -56,7 +56,7 @@ def base_shape(a, test_inputs, tok_dir):
     import torch
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
     from claim_t5.engines import convert_ct2, CT2Engine
-    from claim_t5.model import generate_reports
+    from claim_t5.generate import generate_reports
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
     vocab = 32128
     tok.add_tokens([f"<pad_piece_{i}>" for i in range(vocab - len(tok))])

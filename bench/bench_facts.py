@@ -17,7 +17,7 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if hasattr(os, "sched_setaffinity"): os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     import claim_t5
-    from claim_t5.data import generate_dataset
+    from claim_t5.synth import generate_dataset
     from claim_t5.facts import FactChecker
     ds = generate_dataset()
     t0 = time.perf_counter()

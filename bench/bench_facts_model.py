@@ -18,22 +18,25 @@ if __name__ == "__main__":
     import torch
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from claim_t5.config import make_config, parse_set, generation_kwargs
-    from claim_t5.data import generate_dataset, parse_metadata, rouge_scores
+    from claim_t5.synth import generate_dataset
+    from claim_t5.schema import parse_metadata
+    from claim_t5.rouge import rouge_scores
     from claim_t5.facts import fact_accuracy
-    from claim_t5.model import generate_reports, load_fine_tuned
+    from claim_t5.fine_tuned import load_fine_tuned
     from claim_t5.train import train
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent/"tests"))
     from test_facts import unseen_inputs
     cfg = make_config("tiny", output_dir=str(Path(a.out_dir)/"model_training"), **parse_set(a.set))
     t0 = time.time(); res = train(cfg, verbose=False); train_s = time.time() - t0
-    model, tok, mcfg = load_fine_tuned(res.model_dir, device="cpu")
-    checker, gen = model.claim_t5_facts, generation_kwargs(mcfg)
+    ft = load_fine_tuned(res.model_dir, device="cpu")
+    mcfg, checker = ft.config, ft.checker
+    gen = generation_kwargs(mcfg)
     test = generate_dataset()["test"]
     inputs, refs = [r["input"] for r in test], [r["output"] for r in test]
-    t0 = time.time(); preds = generate_reports(model, tok, inputs, batch_size=64, **gen); gen_s = time.time() - t0
+    t0 = time.time(); preds = ft.reports(inputs, batch_size=64, **gen); gen_s = time.time() - t0
     fa = fact_accuracy(inputs, preds, checker)
     u = unseen_inputs()
-    up = generate_reports(model, tok, u, batch_size=64, **gen)
+    up = ft.reports(u, batch_size=64, **gen)
     fu = fact_accuracy(u, up, checker)
     copy = [r["fields"][f] == "ok" for r in fu["rows"] for f in ("shipment_id", "image_id", "vendor") if r["fields"][f] is not None]
     expect = [bool(checker.unseen(parse_metadata(i))) for i in u]

@@ -26,11 +26,12 @@ if __name__ == "__main__":
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
-    from claim_t5.data import load_claim_data, rouge_scores
-    from claim_t5.model import load_fine_tuned, generate_reports
+    from claim_t5.data import load_claim_data
+    from claim_t5.rouge import rouge_scores
+    from claim_t5.fine_tuned import load_fine_tuned
     from claim_t5.facts import fact_accuracy
     from claim_t5.config import generation_kwargs
-    model, tok, cfg = load_fine_tuned(a.model_dir, device="cpu")
+    ft = load_fine_tuned(a.model_dir, device="cpu"); cfg = ft.config
     test = load_claim_data()["test"]
     inputs, refs = list(test["input"])[:a.n], list(test["output"])[:a.n]
     gen = generation_kwargs(cfg, num_beams=a.num_beams)
@@ -39,9 +40,9 @@ if __name__ == "__main__":
     print(f"machine: {res['machine']}; torch threads {res['torch_threads']}; load {res['load_average_at_start']}; commit {res['git_commit']}")
     print(f"model: {cfg.model_label} from {a.model_dir}; {len(inputs)} test inputs; generation {gen}")
 
-    def batched(xs): return generate_reports(model, tok, xs, batch_size=a.batch_size, max_input_length=cfg.max_input_length, **gen)
+    def batched(xs): return ft.reports(xs, batch_size=a.batch_size, max_input_length=cfg.max_input_length, **gen)
     def one_at_a_time(xs):  # the reference approach: one generate() per input (same placeholders and fact check)
-        return [generate_reports(model, tok, [x], batch_size=1, max_input_length=cfg.max_input_length, **gen)[0] for x in xs]
+        return [ft.reports([x], batch_size=1, max_input_length=cfg.max_input_length, **gen)[0] for x in xs]
     sides = dict(batched=batched, one_at_a_time=one_at_a_time)
     for f in sides.values(): f(inputs[:a.warmup])
     rates, reports = {k: [] for k in sides}, {}
@@ -57,7 +58,7 @@ if __name__ == "__main__":
                speedup_per_repeat=spread([b / s for b, s in zip(rates["batched"], rates["one_at_a_time"])]),
                identical_reports=f"{same}/{len(inputs)}",
                rouge={k: {m: round(v, 4) for m, v in rouge_scores(reports[k], refs).items()} for k in sides},
-               fact_accuracy={k: round(fact_accuracy(inputs, reports[k], model.claim_t5_facts)["all_facts_correct"], 4) for k in sides},
+               fact_accuracy={k: round(fact_accuracy(inputs, reports[k], ft.checker)["all_facts_correct"], 4) for k in sides},
                peak_rss_mb_whole_run=peak_rss_mb())  # both sides in one process: not a per-side figure
     b, s = res["reports_per_s"]["batched"], res["reports_per_s"]["one_at_a_time"]
     print(f"reports/s median (min-max): batched {b['median']} ({b['min']}-{b['max']}), one at a time {s['median']} "

@@ -48,7 +48,7 @@ def spread(xs:list) -> dict:
 # ---------------------------------------------------------------------------------------------------------------- setup
 def lengths(split:str) -> list:
     "Estimated (input tokens, report tokens) of each example of the bundled split, EOS included."
-    from claim_t5.data import generate_dataset
+    from claim_t5.synth import generate_dataset
     rows = generate_dataset()[split]
     return [(math.ceil(len(r["input"]) / IN_CHARS_PER_TOKEN) + 1, math.ceil(len(r["output"]) / OUT_CHARS_PER_TOKEN) + 1) for r in rows]
 

@@ -165,7 +165,8 @@ def main():
     import torch
     torch.set_num_threads(a.threads)
     sys.path.insert(0, str(ROOT))
-    from claim_t5.data import load_claim_data, parse_metadata
+    from claim_t5.data import load_claim_data
+    from claim_t5.schema import parse_metadata
     from claim_t5.inference import ClaimReportGenerator
     test_inputs = list(load_claim_data()["test"]["input"])
     offline_inputs = test_inputs[:a.offline_n]

@@ -9,7 +9,7 @@ from importlib.resources import files
 from pathlib import Path
 from fastcore.basics import patch
 from .config import field_names
-from .data import MetadataError, parse_metadata, unknown_fields
+from .schema import MetadataError, parse_metadata, unknown_fields
 from .facts import CheckedReport, FactChecker, report_html
 from .inference import read_inputs
 

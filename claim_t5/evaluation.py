@@ -12,8 +12,11 @@ from .data import load_claim_data, DataValidationError, split_references
 from .rouge import rouge_per_example, rouge_scores, mean_rouge, best_reference, reference_counts
 from .synth import generate_dataset
 from .facts import FactChecker, fact_accuracy, learn_from_splits
-from .model import (ModelLoadError, load_fine_tuned, load_model_config, generate_reports, machine_description,
-                            plot_history, results_file, report_file, HISTORY_JSON, CURVES_PNG, MODEL_CARD)
+from .fine_tuned import ModelLoadError, load_fine_tuned
+from .folders import load_model_config, results_file, report_file
+from .model import machine_description
+from .folders import MODEL_FILES, ModelFolder
+from .history import plot_history
 from .util import fail, check_batch_size
 
 # %% auto #0
@@ -85,15 +88,15 @@ def evaluate_model(model_dir:str|Path, # fine-tuned (or merged) model folder
     model_dir = Path(model_dir)
     if max_samples is not None and max_samples < 1: raise ValueError(f"max_samples must be >= 1, got {max_samples}")
     check_batch_size(batch_size)
-    model, tok, cfg = load_fine_tuned(model_dir)
+    ft = load_fine_tuned(model_dir); cfg = ft.config
     ds = load_claim_data(data_dir, cfg=cfg)
     inputs, refs = _eval_examples(ds, split, max_samples, data_dir)
     gen, t0 = generation_kwargs(cfg, num_beams=num_beams), time.time()
-    preds = generate_reports(model, tok, inputs, batch_size=batch_size or cfg.eval_batch_size,
-                             max_input_length=cfg.max_input_length, progress=progress, rerank=rerank, **gen)
+    preds = ft.reports(inputs, batch_size=batch_size or cfg.eval_batch_size,
+                       max_input_length=cfg.max_input_length, progress=progress, rerank=rerank, **gen)
     gen, secs = dict(gen, rerank=cfg.gen_rerank if rerank is None else rerank), time.time() - t0
     per = rouge_per_example(preds, refs)  # ROUGE once: the mean in the results, each example's in the report
-    facts = fact_accuracy(inputs, preds, model_fact_checker(model.claim_t5_facts, cfg, ds))
+    facts = fact_accuracy(inputs, preds, model_fact_checker(ft.checker, cfg, ds))
     results = _results(model_dir, cfg, split, data_dir, refs, per, facts, gen, secs)
     name, report_name = results_file(split), report_file(split)
     atomic_write(model_dir/name, json.dumps(results, indent=2))
@@ -150,19 +153,19 @@ def _card_scores(results:dict, curves:bool) -> list:
     lines += [f"| {f} | {v:.4f} |" for f, v in fa["per_field"].items() if v is not None]
     return lines + [f"| reports with an invented fact | {f4(fa['any_invented'])} |",
                     f"| reports with a category value unseen in training | {f4(fa['unseen_flagged'])} |", "",
-                    f"![training curves]({CURVES_PNG})\n" if curves else ""]
+                    f"![training curves]({MODEL_FILES['curves']})\n" if curves else ""]
 
 # %% ../nbs/03_eval.ipynb #ev30b06
 def write_model_card(model_dir:str|Path, results:dict) -> Path:
     "Write README.md (a model card) into the model folder from the evaluation results."
     model_dir = Path(model_dir)
     cfg = load_model_config(model_dir)
-    hist = json.loads((model_dir/HISTORY_JSON).read_text()) if (model_dir/HISTORY_JSON).exists() else []
-    lines = _card_header(cfg) + _card_training(cfg, hist, results["data"]) + _card_scores(results, (model_dir/CURVES_PNG).exists())
+    hist = json.loads(ModelFolder(model_dir).history_json.read_text()) if ModelFolder(model_dir).history_json.exists() else []
+    lines = _card_header(cfg) + _card_training(cfg, hist, results["data"]) + _card_scores(results, ModelFolder(model_dir).curves.exists())
     lines += ["## Use\n", "```python", "from claim_t5.inference import ClaimReportGenerator",
               f"gen = ClaimReportGenerator('{model_dir.name}')",
               "gen('shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=TestCo; shipment_stage=transit')", "```"]
-    return atomic_write(model_dir/MODEL_CARD, "\n".join(lines) + "\n")
+    return atomic_write(ModelFolder(model_dir).card, "\n".join(lines) + "\n")
 
 # %% ../nbs/03_eval.ipynb #f8d619f024
 def compare_runs(model_dirs:dict, # run name -> model folder holding test_results.json (and history.json)
@@ -189,7 +192,7 @@ def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     table[["rouge1", "rouge2", "rougeL"]].plot.bar(ax=a, rot=0); a.set_ylim(0, 1); a.set_title("Test ROUGE")
     for k, t in TARGETS.items(): a.axhline(t, ls=":", lw=0.8, color="gray")
     for name, d in model_dirs.items():
-        h = Path(d)/HISTORY_JSON
+        h = ModelFolder(d).history_json
         if h.exists():
             hist = json.loads(h.read_text()); b.plot([x["epoch"] for x in hist], [x["rougeL"] for x in hist], marker="o", label=name)
     b.set_xlabel("epoch"); b.set_title("Validation ROUGE-L"); b.set_ylim(0, 1); b.legend(); b.grid(alpha=0.3)
@@ -256,9 +259,9 @@ def evaluate_and_report(model_dir, data_dir=None, split="test", max_samples=None
     import matplotlib.pyplot as plt
     res = evaluate_model(model_dir, data_dir, split=split, max_samples=max_samples, batch_size=batch_size,
                          num_beams=num_beams, progress=progress, rerank=rerank)
-    h = Path(model_dir)/HISTORY_JSON
+    h = ModelFolder(model_dir).history_json
     if h.exists():
-        plt.close(plot_history(json.loads(h.read_text()), Path(model_dir)/CURVES_PNG,
+        plt.close(plot_history(json.loads(h.read_text()), ModelFolder(model_dir).curves,
                                title=res["base_model"]))
     write_model_card(model_dir, res)
     return res

@@ -870,7 +870,7 @@ def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written 
 # %% ../nbs/01a_facts.ipynb #1e1f332f
 import html as _html
 from fastcore.basics import patch
-from .data import MetadataError
+from .schema import MetadataError
 
 _ICON = {"ok": "✓", "missing": "✗", "wrong": "✗", "invented": "✗", "unseen": "?"}  # never colour alone: an icon and a word
 _REPORT_CSS = """<style>

@@ -10,13 +10,16 @@ from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs, field_names
-from .data import format_metadata, parse_metadata, unknown_fields, MetadataError, write_jsonl, _decode_lines
+from .schema import format_metadata, parse_metadata, unknown_fields, MetadataError
+from .data import write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
-from .model import load_fine_tuned, generate_reports, merge_adapter, merge_lora, ModelLoadError
+from .fine_tuned import load_fine_tuned, merge_adapter, ModelLoadError
+from .generate import generate_reports
+from .model import merge_lora
 from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError, model_fingerprint
 from .config import atomic_write
 from .data import Problem
-from .model import load_model_config
+from .folders import load_model_config
 
 # %% auto #0
 __all__ = ['ReportGenerator', 'ClaimReportGenerator', 'input_format', 'input_records', 'metadata_of', 'read_inputs', 'Shard',

@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from fastcore.script import call_parse, store_true
 from .util import fail
 from .config import ClaimT5Config, make_config
-from .data import (Problem, MetadataError, check_record, parse_metadata, format_metadata, find_split_files,
-                           read_records, generate_dataset, resolve_fields, write_jsonl, write_problem_report)
+from .data import Problem, check_record, find_split_files, read_records, resolve_fields, write_jsonl, write_problem_report
+from .schema import MetadataError, parse_metadata, format_metadata
+from .synth import generate_dataset
 from .data import main as _data_main
 
 # %% auto #0

@@ -13,10 +13,11 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .util import check_batch_size, fail
 from .config import check_fields, generation_kwargs
-from .data import MetadataError, unknown_fields
+from .schema import MetadataError, unknown_fields
 from .engines import EngineError, check_engine
 from .facts import FACTS_FILE, CheckedReport, FactChecker, FactCheckError
-from .model import ModelLoadError, load_model_config
+from .fine_tuned import ModelLoadError
+from .folders import load_model_config
 from .inference import ClaimReportGenerator, ReportGenerator
 from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable, MAX_TEXT_CHARS, MAX_REVIEWER_CHARS,
                               MAX_NOTE_CHARS)

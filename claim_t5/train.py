@@ -14,9 +14,10 @@ from .rouge import rouge_scores
 from .schema import fields_table, write_fields
 from .reviews import add_review_pairs
 from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
-from .model import (load_base_model, add_lora, training_label, count_parameters, save_fine_tuned, epoch_history, HubUnavailableError,
-                            ADAPTER_WEIGHTS, MODEL_WEIGHTS, base_of)
-from .model import set_generation_config, missing_model_files
+from .model import load_base_model, add_lora, training_label, count_parameters, HubUnavailableError, base_of, set_generation_config
+from .folders import MODEL_FILES, missing_model_files
+from .fine_tuned import save_fine_tuned
+from .history import epoch_history
 from .util import fail, pad_ignored
 
 # %% auto #0
@@ -125,7 +126,7 @@ def checkpoint_complete(path:str|Path) -> bool:
     path = Path(path)
     try: json.loads((path/"trainer_state.json").read_text())
     except (OSError, ValueError): return False
-    return any((path/f).exists() for f in (ADAPTER_WEIGHTS, MODEL_WEIGHTS))
+    return any((path/f).exists() for f in (MODEL_FILES["adapter_weights"], MODEL_FILES["weights"]))
 
 # %% ../nbs/02_lora_train.ipynb #f0f5af0fa7
 def _checkpoints(folder:Path) -> list:

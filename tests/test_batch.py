@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, cli_env, cli_subprocess, copy_model, no_warnings, run_cli
 
-from claim_t5.data import MetadataError, load_claim_data
+from claim_t5.schema import MetadataError
+from claim_t5.data import load_claim_data
 from claim_t5.inference import BatchError, ClaimReportGenerator, generate_file, generate_file_ray, problems_file
 
 

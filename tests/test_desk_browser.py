@@ -36,7 +36,8 @@ KEY = "desk-test-key-1234-abcdefghijklmnopq"  # 32+ characters: shorter keys are
 
 def claims(n:int) -> list:
     "n real claims (the bundled test split) as metadata dicts."
-    from claim_t5.data import load_claim_data, parse_metadata
+    from claim_t5.data import load_claim_data
+    from claim_t5.schema import parse_metadata
     rows = load_claim_data()["test"]
     return [parse_metadata(rows[i % len(rows)]["input"]) for i in range(n)]
 
@@ -50,7 +51,8 @@ class ReferenceWriter(_Generator):
     report for a known claim, or a plain template for any other, each checked by the model's own fact checker. The
     service around it (create_app, the batcher, the desk) is the real one; `use_model = True` generates with the model."""
     def __init__(self, gen):
-        from claim_t5.data import format_metadata, load_claim_data, parse_metadata
+        from claim_t5.schema import format_metadata, parse_metadata
+        from claim_t5.data import load_claim_data
         from claim_t5.facts import FactChecker
         self.inner, self.use_model, self.parse = gen, False, parse_metadata
         self.cfg, self.model_dir, self.tokenizer, self.gen_kwargs, self.engine = gen.cfg, gen.model_dir, gen.tokenizer, gen.gen_kwargs, gen.engine
@@ -401,7 +403,7 @@ def test_approve_stores_and_trains(guarded, browser, tmp_path):
     out = tmp_path/"from_reviews"
     r = data_command("--from_reviews", db, "--out", out, tmp=tmp_path)
     assert r.returncode == 0, r.stderr
-    from claim_t5.data import format_metadata
+    from claim_t5.schema import format_metadata
     pairs = lambda out: [json.loads(l) for l in (out/"train.jsonl").read_text().splitlines() if l.strip()]
     if not row["facts_after"]["ok"]:  # the seconds-trained model's draft is noise: its facts fail, so an admin looks again first
         look = [json.loads(l) for l in (out/"needs_second_look.jsonl").read_text().splitlines()]

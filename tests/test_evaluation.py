@@ -19,7 +19,8 @@ from claim_t5.rouge import ROUGE_KEYS, rouge_per_example, rouge_scores
 from claim_t5.data import load_claim_data
 from claim_t5.evaluation import compare_runs, plot_comparison, evaluate_and_report, evaluate_model
 from claim_t5.facts import FactChecker, fact_accuracy
-from claim_t5.model import ModelLoadError, generate_reports, load_fine_tuned, machine_description
+from claim_t5.fine_tuned import ModelLoadError, load_fine_tuned
+from claim_t5.model import machine_description
 
 CLI = Path(sys.executable).parent/"claim_t5_eval"
 CSV_COLUMNS = ["input", "reference", "prediction", "rougeL", "missing_facts", "invented_facts", "references"]
@@ -163,7 +164,7 @@ def test_evaluate_model_results_json(evaluated):
 
 def test_evaluate_model_rouge_by_hand(model_copy, tmp_path, monkeypatch):
     "With the generated reports fixed, evaluate_model's ROUGE, per-row scores and row order are the hand-computed ones."
-    import claim_t5.evaluation as ev
+    from claim_t5.fine_tuned import FineTuned
     ref_a = "Shipment SHP-10001 was found with a dent in transit."
     ref_b = "Shipment SHP-10002 was found with a crack in transit. Severity is high."
     rows = [{"input": format_metadata(dict(shipment_id="SHP-10001", damage_type="dent", severity="low")), "output": ref_a},
@@ -171,7 +172,7 @@ def test_evaluate_model_rouge_by_hand(model_copy, tmp_path, monkeypatch):
     d = tmp_path/"data"; d.mkdir()
     (d/"clean_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     reports = {rows[0]["input"]: ref_a.replace("dent", "crack"), rows[1]["input"]: ref_b}  # one word wrong; exact
-    monkeypatch.setattr(ev, "generate_reports", lambda model, tok, inputs, **kw: [reports[i] for i in inputs])
+    monkeypatch.setattr(FineTuned, "reports", lambda self, inputs, **kw: [reports[i] for i in inputs])
     res = evaluate_model(model_copy, data_dir=d, progress=False)
     # row A: 10 ROUGE tokens (shipment shp 10001 was found with a dent in transit), 9 shared, in order; 9 bigrams, 7
     # shared (a-dent, dent-in are not). Row B: identical, 1.0 everywhere.
@@ -269,7 +270,9 @@ def test_compare_runs_unevaluated_folder(evaluated, tmp_path):
 # ---------------------------------------------------------------- load_fine_tuned: good and damaged folders
 
 def test_load_fine_tuned_ok(loaded):
-    model, tok, cfg = loaded
+    model, tok, cfg = loaded.model, loaded.tokenizer, loaded.config
+    assert loaded.checker is not None  # the fact check comes back with the model, not on it
+    assert not hasattr(model, "claim_t5_facts") and not hasattr(model, "claim_t5_config")
     assert cfg.is_tiny
     assert not model.training
     assert str(next(model.parameters()).device) == "cpu"
@@ -361,7 +364,7 @@ def test_load_damaged_generation_config(model_copy):
 # ---------------------------------------------------------------- generate_reports
 
 def test_generate_reports_keeps_input_order(loaded):
-    model, tok, cfg = loaded
+    tok, cfg = loaded.tokenizer, loaded.config
     test = list(load_claim_data()["test"].select(range(6))["input"])
     inputs = [test[0],
               "shipment_id=SHP-1; damage_type=dent; severity=low",                            # short
@@ -372,25 +375,25 @@ def test_generate_reports_keeps_input_order(loaded):
     lengths = [len(x) for x in tok(inputs)["input_ids"]]
     assert lengths != sorted(lengths, reverse=True), "the inputs should not already be in length order"
     kw = generation_kwargs(cfg, max_new_tokens=24)
-    batched = generate_reports(model, tok, inputs, batch_size=3, max_input_length=cfg.max_input_length, **kw)
-    alone = [generate_reports(model, tok, [x], batch_size=1, max_input_length=cfg.max_input_length, **kw)[0]
+    batched = loaded.reports(inputs, batch_size=3, max_input_length=cfg.max_input_length, **kw)
+    alone = [loaded.reports([x], batch_size=1, max_input_length=cfg.max_input_length, **kw)[0]
              for x in inputs]
     assert len(set(alone)) > 1, "every input gives the same report: the order would not show"
     assert batched == alone
-    assert generate_reports(model, tok, [], **kw) == []
+    assert loaded.reports([], **kw) == []
 
 
 def test_generate_reports_warns_on_truncation(loaded):
-    model, tok, cfg = loaded
+    tok, cfg = loaded.tokenizer, loaded.config
     inputs = ["shipment_id=SHP-1; damage_type=dent; severity=low",
               "shipment_id=SHP-2; damage_type=crack; severity=high; vendor=Globex"]
     kw = generation_kwargs(cfg, max_new_tokens=4)
     with pytest.warns(UserWarning, match=r"2 input\(s\) longer than 4 tokens"):
-        out = generate_reports(model, tok, inputs, batch_size=2, max_input_length=4, **kw)
+        out = loaded.reports(inputs, batch_size=2, max_input_length=4, **kw)
     assert len(out) == 2
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        generate_reports(model, tok, inputs, batch_size=2, max_input_length=128, **kw)
+        loaded.reports(inputs, batch_size=2, max_input_length=128, **kw)
     assert not [w for w in rec if "truncated" in str(w.message)]
 
 

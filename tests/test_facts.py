@@ -5,9 +5,10 @@ import random
 import pytest
 
 from claim_t5.config import ClaimT5Config
-from claim_t5.data import format_metadata, generate_dataset, parse_metadata
-from claim_t5.facts import (FactChecker, decode_reports, fact_accuracy, mask_input, mask_pair, placeholders, restore,
-                            value_spans)
+from claim_t5.schema import format_metadata, parse_metadata
+from claim_t5.synth import generate_dataset
+from claim_t5.facts import FactChecker, decode_reports, fact_accuracy, mask_input, mask_pair, placeholders, restore
+from claim_t5.schema import value_spans
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_restore_absent_field_is_marked():
 
 
 def _tiny_tokenizer(texts):
-    from claim_t5.model import train_tiny_tokenizer
+    from claim_t5.tiny import train_tiny_tokenizer
     return train_tiny_tokenizer(texts, 500)
 
 
@@ -280,7 +281,8 @@ def test_trained_model_with_and_without_placeholders(on, tmp_path):
     on, it reads placeholders, facts.json travels with it, and every report carries its verdict."""
     import torch
     from claim_t5.config import quick_config
-    from claim_t5.model import generate_reports, load_fine_tuned
+    from claim_t5.generate import generate_reports
+    from claim_t5.fine_tuned import load_fine_tuned
     from claim_t5.train import train
     from claim_t5.facts import FACTS_FILE
     res = train(quick_config(tmp_path/"model_training", copy_placeholders=on), verbose=False)
@@ -291,7 +293,7 @@ def test_trained_model_with_and_without_placeholders(on, tmp_path):
     reports = generate_reports(model, tok, inputs, max_new_tokens=12, num_beams=1, do_sample=False)
     assert all(r.facts is not None for r in reports)
     enc = tok(inputs if not on else [mask_input(i) for i in inputs], return_tensors="pt", padding=True)
-    from claim_t5.model import ForbidPerRow, absent_placeholder_ids  # on: the sentinels an input cannot fill are banned, as generate_reports does
+    from claim_t5.generate import ForbidPerRow, absent_placeholder_ids# on: the sentinels an input cannot fill are banned, as generate_reports does
     ban = {"logits_processor": [ForbidPerRow(absent_placeholder_ids(tok, inputs, cfg))]} if on else {}
     with torch.inference_mode(): ids = model.generate(**enc, max_new_tokens=12, num_beams=1, do_sample=False, **ban)
     if not on:  # exactly the reference recipe's decode
@@ -306,7 +308,7 @@ def test_old_facts_json_names_the_command_that_relearns_it(tiny_model_dir, tmp_p
     "A model folder whose facts.json has the format of claim_t5 < 0.2 fails to load with the one command that mends it; that command does."
     import json, shutil
     from claim_t5.facts import FACTS_FORMAT, main as relearn
-    from claim_t5.model import ModelLoadError, load_fine_tuned
+    from claim_t5.fine_tuned import ModelLoadError, load_fine_tuned
     d = shutil.copytree(tiny_model_dir, tmp_path/"model")
     old = json.loads((d/"facts.json").read_text())
     assert old["format"] == FACTS_FORMAT

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import cli_env, copy_model, run_cli
 
-from claim_t5.data import MetadataError, format_metadata, load_claim_data
+from claim_t5.schema import MetadataError, format_metadata
+from claim_t5.data import load_claim_data
 from claim_t5.inference import ClaimReportGenerator, generate_file
-from claim_t5.model import merge_adapter
+from claim_t5.fine_tuned import merge_adapter
 
 CLI = Path(sys.executable).parent/"claim_t5_generate"
 
@@ -156,7 +157,7 @@ def test_merged_loads_with_plain_transformers(merged, gen):
     tok = AutoTokenizer.from_pretrained(str(merged))
     assert not hasattr(model, "peft_config")
     from claim_t5.facts import decode_generated, model_inputs  # plain transformers, plus the placeholders in and out
-    from claim_t5.model import ForbidPerRow, absent_placeholder_ids  # and the sentinels the input cannot fill banned
+    from claim_t5.generate import ForbidPerRow, absent_placeholder_ids# and the sentinels the input cannot fill banned
     enc = tok(model_inputs([META_STR], gen.cfg), return_tensors="pt")
     out = model.generate(**enc, logits_processor=[ForbidPerRow(absent_placeholder_ids(tok, [META_STR], gen.cfg))], **gen.gen_kwargs)
     assert decode_generated(tok, out, [META_STR], gen.cfg)[0] == gen(META)

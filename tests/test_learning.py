@@ -7,7 +7,8 @@ import pytest
 from claim_t5.config import quick_config
 
 
-from claim_t5.data import ROUGE_KEYS, tokenize_splits
+from claim_t5.rouge import ROUGE_KEYS
+from claim_t5.data import tokenize_splits
 
 # ---------------------------------------------------------------- a quick run learns
 
@@ -79,7 +80,8 @@ def trainer(tiny_model_dir, tmp_path_factory):
     "The Trainer `build_trainer` makes for the quick recipe on ROWS (nothing trained): its collator is the one in use."
     from transformers import AutoTokenizer
     from claim_t5.model import load_seq2seq
-    from claim_t5.train import add_lora, build_trainer
+    from claim_t5.model import add_lora
+    from claim_t5.train import build_trainer
     cfg = quick_config(tmp_path_factory.mktemp("collator")/"mt")
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     model = add_lora(load_seq2seq(tiny_model_dir/"base_model"), cfg)  # as training loads it (the file's own tie setting)

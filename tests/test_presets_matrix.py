@@ -41,7 +41,7 @@ def preset_run(request, tmp_path_factory, hub_model_dir):
 
 @pytest.mark.slow
 def test_pipeline_runs_all_five_stages(preset_run):
-    from claim_t5.model import load_model_config, missing_model_files
+    from claim_t5.folders import load_model_config, missing_model_files
     from claim_t5.pipeline import STAGES
     r, run_dir, model_dir = preset_run["run"], preset_run["run_dir"], preset_run["model_dir"]
     assert r.returncode == 0, f"{preset_run['preset']}: {r.stderr[-3000:]}"
@@ -105,7 +105,7 @@ def test_import_from_a_users_notebook(preset_run):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_train_killed_then_resumed(preset, tmp_path, hub_model_dir):
     "claim_t5_train killed after its first complete checkpoint, then resumed: it ends with a complete model folder."
-    from claim_t5.model import load_model_config, missing_model_files
+    from claim_t5.folders import load_model_config, missing_model_files
     from claim_t5.train import checkpoint_complete
     out = tmp_path/"model_training"
     args = ["--config", preset, "--output_dir", out, "--set", _sets(preset, hub_model_dir, num_epochs=4)]

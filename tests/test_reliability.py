@@ -25,7 +25,8 @@ from conftest import run_cli
 
 import claim_t5
 from claim_t5.config import ConfigError, make_config, step_plan
-from claim_t5.data import DataValidationError, MetadataError, load_claim_data, validate_splits
+from claim_t5.data import DataValidationError, load_claim_data, validate_splits
+from claim_t5.schema import MetadataError
 from claim_t5.train import (NonFiniteLossError, checkpoint_complete, latest_checkpoint, prepare_resume, train)
 
 BIN = Path(sys.executable).parent
@@ -387,7 +388,7 @@ def _loader(d: Path):
 
 
 def _ModelLoadError():
-    from claim_t5.model import ModelLoadError
+    from claim_t5.fine_tuned import ModelLoadError
     return ModelLoadError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from claim_t5.data import generate_dataset
+from claim_t5.synth import generate_dataset
 from claim_t5.reviews import (ReviewConflict, ReviewError, ReviewStore, StoreUnavailable, data_main, export_reviews,
                               reviews_table)
 from conftest import BIN, cli_env, cli_subprocess, free_port

@@ -161,10 +161,10 @@ def returns_run(returns_dir, tmp_path_factory):
 
 def test_other_schema_trains_with_its_schema_saved(returns_run):
     from claim_t5.config import load_fields
-    from claim_t5.model import RUN_CONFIG
+    from claim_t5.folders import MODEL_FILES
     d = Path(returns_run.model_dir)
     assert returns_run.config.fields == RETURN_FIELDS
-    assert make_config(d/RUN_CONFIG).fields == RETURN_FIELDS                # with the model: the config it trained with
+    assert make_config(d/MODEL_FILES["run_config"]).fields == RETURN_FIELDS                # with the model: the config it trained with
     assert load_fields(d/FIELDS_FILE) == RETURN_FIELDS                      # and the schema on its own
     assert "given in" in (d/FIELDS_FILE).read_text()                        # with the evidence it was inferred from
     assert json.loads((d/"facts.json").read_text())["fields"] == RETURN_FIELDS

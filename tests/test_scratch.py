@@ -5,7 +5,8 @@ import pytest
 from transformers import TrainerCallback
 
 from claim_t5.config import make_config, quick_config
-from claim_t5.data import field_evidence, infer_fields, write_jsonl
+from claim_t5.schema import field_evidence, infer_fields
+from claim_t5.data import write_jsonl
 from claim_t5.facts import decode_generated, model_inputs, mask_pair
 
 FAMILIES = ["satellite", "tecra", "portege", "kirabook"]  # a short list the reports repeat verbatim

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from claim_t5.data import MetadataError, load_claim_data
+from claim_t5.schema import MetadataError
+from claim_t5.data import load_claim_data
 from claim_t5.facts import CheckedReport, FactCheckError
 from claim_t5.inference import ClaimReportGenerator, ReportGenerator
 from claim_t5.serve import MicroBatcher, create_app

@@ -7,7 +7,9 @@ from claim_t5.config import QUICK_RUN, quick_config
 from claim_t5.config import make_config
 from claim_t5.config import parse_set, ConfigError
 from claim_t5.train import train, NonFiniteLossError, latest_checkpoint
-from claim_t5.model import load_base_model, HubUnavailableError, epoch_history, tiny_cache_key
+from claim_t5.model import load_base_model, HubUnavailableError
+from claim_t5.history import epoch_history
+from claim_t5.tiny import tiny_cache_key
 
 def test_training_writes_every_file(tiny_run):
     out = Path(tiny_run.config.output_dir)
