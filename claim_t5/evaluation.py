@@ -15,6 +15,7 @@ from .facts import FactChecker, fact_accuracy, learn_from_splits
 from .fine_tuned import ModelLoadError, load_fine_tuned
 from .folders import load_model_config, results_file, report_file
 from .model import machine_description
+import claim_t5.generate  # adds FineTuned.reports (@patch)
 from .folders import MODEL_FILES, ModelFolder
 from .history import plot_history
 from .util import fail, check_batch_size
