@@ -20,6 +20,7 @@ from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_
 from .config import atomic_write
 from .data import Problem
 from .folders import load_model_config
+from .util import fail, check_batch_size
 
 # %% auto #0
 __all__ = ['ReportGenerator', 'ClaimReportGenerator', 'input_format', 'input_records', 'metadata_of', 'read_inputs', 'Shard',
@@ -34,6 +35,7 @@ class ReportGenerator:
     restarts = 0           # generation processes replaced after one died
     on_restart = None      # called after such a replacement (the service counts them)
     _fingerprint = None
+    rerank, strict, compute_type = 0, False, "float32"  # the settings a run key reads: a subclass that has none gets these
 
     def start(self):
         "Get ready to generate (a child process starts loading the model); returns self."
@@ -70,7 +72,7 @@ class ReportGenerator:
 
     def describe(self) -> dict:
         "What `/status` shows about the generator."
-        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": getattr(self, "rerank", 0)}, "engine": self.engine,
+        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": self.rerank}, "engine": self.engine,
                 "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
 
 # %% ../nbs/04_inference.ipynb #2ebe8fae09
@@ -89,7 +91,7 @@ class ClaimReportGenerator(ReportGenerator):
                  merge:bool=True, # fold a LoRA adapter into the base weights in memory (faster, the same reports)
                  verbose:bool=False, # say on stderr when the model is converted for CTranslate2 (the commands do)
                 ):
-        if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_batch_size(batch_size)
         engine, self.compute_type = check_engine(engine, compute_type)
         self.model_dir = Path(model_dir)
         self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
@@ -383,7 +385,7 @@ def run_key(fingerprint:str, # the model's (`model_fingerprint`)
 
 def generator_key(gen:ReportGenerator, shard_size:int) -> dict:
     "`run_key` of a loaded generator."
-    return run_key(gen.fingerprint, gen.gen_kwargs, getattr(gen, "rerank", 0), getattr(gen, "strict", False), getattr(gen, "compute_type", "float32"), shard_size)
+    return run_key(gen.fingerprint, gen.gen_kwargs, gen.rerank, gen.strict, gen.compute_type, shard_size)
 
 # %% ../nbs/04_inference.ipynb #b28run05
 class ShardRun:
@@ -574,9 +576,9 @@ def generate_file_ray(model_dir:str|Path, in_path:str|Path, out_path:str|Path,
             # max_restarts=0: a lost actor fails the run (--resume continues it); with Ray's default every actor logs a C++ error line on
             # the terminal. Ray 2.60 calls this way of passing it deprecated (hence claim_t5[ray] pins ray < 2.64)
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-            # one shard in flight per actor: the next shard goes to whichever actor is free (Ray's default queues 4 per actor,
-            # which leaves one actor with a long tail at the end of a run)
-            ds = ds.map_batches(ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1), num_cpus=threads, num_gpus=gpus_per_worker or None,
+            # two shards in flight per actor: the next one waits in the actor, so it never idles while Ray hands it out (measured: 1 in
+            # flight left each actor ~7% idle); Ray's default, 4, leaves one actor with a long tail at the end of a run
+            ds = ds.map_batches(ShardWriter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=2), num_cpus=threads, num_gpus=gpus_per_worker or None,
                                 fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), settings=settings, plan=dataclasses.asdict(plan),
                                                            folder=str(run.parts.resolve()), fmt=run.fmt, threads=threads), max_restarts=0)
         with _progress_bar(plan, run, progress) as bar:
@@ -585,18 +587,15 @@ def generate_file_ray(model_dir:str|Path, in_path:str|Path, out_path:str|Path,
             except ray.exceptions.RayError as e: raise BatchError(f"a Ray worker failed: {_ray_error(e)} (rerun with --resume to keep the shards written)") from None
     return run.finish()
 
-# %% ../nbs/04_inference.ipynb #f302848017
-def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
-
 # %% ../nbs/04_inference.ipynb #b28cli01
 def _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads):
     "Fail at once, with one line, on --batch options that cannot work (before a model is loaded)."
     used = [n for n, v in (("--resume", resume), ("--skip_bad", skip_bad), ("--workers", workers), ("--ray_address", ray_address)) if v]
-    if used and not batch: _fail(f"{', '.join(used)}: only with --batch")
-    if workers is not None and workers < 1: _fail(f"--workers must be >= 1, got {workers}")
-    if shard_size < 1: _fail(f"--shard_size must be >= 1, got {shard_size}")
-    if threads < 1: _fail(f"--threads_per_worker must be >= 1, got {threads}")
-    if output_format not in (None, "jsonl", "parquet"): _fail(f"--output_format must be jsonl or parquet, got {output_format}")
+    if used and not batch: fail(f"{', '.join(used)}: only with --batch")
+    if workers is not None and workers < 1: fail(f"--workers must be >= 1, got {workers}")
+    if shard_size < 1: fail(f"--shard_size must be >= 1, got {shard_size}")
+    if threads < 1: fail(f"--threads_per_worker must be >= 1, got {threads}")
+    if output_format not in (None, "jsonl", "parquet"): fail(f"--output_format must be jsonl or parquet, got {output_format}")
 
 # %% ../nbs/04_inference.ipynb #b28cli02
 def _run_batch(gen, model_dir, batch, output, settings, on_ray, workers=None, address=None, threads=1, gpus_per_worker=0, **opts):
@@ -639,13 +638,14 @@ def main(model_dir:str=None, # fine-tuned model folder
          gpus_per_worker:float=0, # GPUs per Ray actor (1 on GPU nodes)
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
-    if not model_dir: _fail("--model_dir is required")
+    if not model_dir: fail("--model_dir is required")
     if not any([input, input_file, batch, interactive, merge_to]):
-        _fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
-    if batch and not output: _fail("--batch needs --output")
+        fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
+    if batch and not output: fail("--batch needs --output")
     if output and Path(output).is_dir() and not output.endswith(("/", os.sep)):
-        _fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
-    if batch_size is not None and batch_size < 1: _fail(f"--batch_size must be >= 1, got {batch_size}")
+        fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
+    try: check_batch_size(batch_size, "--batch_size")
+    except ValueError as e: fail(e)
     _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads_per_worker)
     settings = dict(device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
                     strict=bool(strict), engine=engine, compute_type=compute_type)
@@ -660,12 +660,12 @@ def main(model_dir:str=None, # fine-tuned model folder
         if input: show(gen(input))
         if input_file:
             try: obj = json.loads(Path(input_file).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: _fail(f"{input_file}: {e}")
-            if not isinstance(obj, dict): _fail(f"{input_file}: expected a JSON object of metadata fields")
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: fail(f"{input_file}: {e}")
+            if not isinstance(obj, dict): fail(f"{input_file}: expected a JSON object of metadata fields")
             if "input" in obj and not isinstance(obj["input"], str):
-                _fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
+                fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
             try: show(gen(obj["input"] if "input" in obj else obj))
-            except MetadataError as e: _fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
+            except MetadataError as e: fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
         if batch: _run_batch(gen, model_dir, batch, output, settings, on_ray, resume=bool(resume), skip_bad=bool(skip_bad), problems=problems,
                              shard_size=shard_size, fmt=output_format, workers=workers, address=ray_address, threads=threads_per_worker, gpus_per_worker=gpus_per_worker)
         if interactive:
@@ -674,4 +674,4 @@ def main(model_dir:str=None, # fine-tuned model folder
                 if not line.strip(): break
                 try: show(gen(line.strip()))
                 except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
-    except (MetadataError, ModelLoadError, EngineError, FactCheckError, BatchError, ValueError, OSError) as e: _fail(e)
+    except (MetadataError, ModelLoadError, EngineError, FactCheckError, BatchError, ValueError, OSError) as e: fail(e)
