@@ -15,7 +15,7 @@ from .data import write_jsonl, _decode_lines
 from .facts import CheckedReport, FactCheckError
 from .fine_tuned import load_fine_tuned, merge_adapter, ModelLoadError
 from .generate import generate_reports
-from .model import merge_lora
+from .model import merge_lora, is_adapter
 from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError, model_fingerprint
 from .config import atomic_write
 from .data import Problem
@@ -92,68 +92,84 @@ class ClaimReportGenerator(ReportGenerator):
                  verbose:bool=False, # say on stderr when the model is converted for CTranslate2 (the commands do)
                 ):
         check_batch_size(batch_size)
-        engine, self.compute_type = check_engine(engine, compute_type)
-        self.model_dir = Path(model_dir)
-        self.model, self.tokenizer, self.cfg = load_fine_tuned(model_dir, device)
-        if merge: self.model = merge_lora(self.model)
+        self.model_dir, self.verbose = Path(model_dir), verbose
+        self.ft = load_fine_tuned(model_dir, device)  # model, tokenizer, config and fact check, as saved
+        self.tokenizer, self.cfg = self.ft.tokenizer, self.ft.config
+        self.model = merge_lora(self.ft.model) if merge else self.ft.model
         self.batch_size = batch_size or self.cfg.eval_batch_size
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=num_beams, max_new_tokens=max_new_tokens)
         self.strict, self.rerank = strict, (self.cfg.gen_rerank if rerank is None else rerank)
         self._lock = threading.Lock()  # one generate() at a time per model (the service calls from threads)
-        self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
-        if self.engine == "ct2" and (ignored := ct2_ignored_settings(self.model.generation_config)):  # from generation_config.json
-            if engine == "auto": self.engine = "transformers"  # auto promises the same reports
-            else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
-        if self.engine == "ct2" and self.rerank > 1:  # CTranslate2's beam search ranks candidates its own way
-            if engine == "auto": self.engine = "transformers"  # auto promises the same reports
-            else: warnings.warn(f"engine ct2 with rerank {self.rerank}: its beam candidates, and so its reports, may differ from transformers'")
-        if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
-            import torch
-            merged = lambda: (merge_lora(copy.deepcopy(self.model)) if hasattr(self.model, "merge_and_unload") else self.model, self.tokenizer)
-            note = (lambda m: print(m, file=sys.stderr, flush=True)) if verbose else None
-            try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir, note=note), self.tokenizer, compute_type,
-                                       threads=torch.get_num_threads())
-            except Exception as e:  # auto: a folder we may not write to, a model the converter refuses: transformers still serves
-                if engine != "auto": raise
-                warnings.warn(f"engine auto: CTranslate2 could not be used ({type(e).__name__}: {e}); generating with transformers")
-                self.engine = "transformers"
+        self._setup_engine(engine, compute_type, ct2_dir)
 
     @property
     def device(self): return next(self.model.parameters()).device
 
     @property
-    def checker(self): return getattr(self.model, "claim_t5_facts", None)  # the FactChecker saved with the model, or None
+    def checker(self): return self.ft.checker  # the FactChecker saved with the model, or None
 
-    def generate(self, items:list, progress:bool=False,
-                 strict:bool|None=None, # None: the generator's setting
-                ) -> list:
-        "A `CheckedReport` (a str with `.facts`, its verdict) per input, in input order."
-        texts = []
-        for i, it in enumerate(items):
-            try: texts.append(self.prepare(it))
-            except MetadataError as e: raise MetadataError(f"input {i}: {e}") from None
-        with self._lock:
-            out = generate_reports(self.model, self.tokenizer, texts, batch_size=self.batch_size, engine=self._ct2,
-                                   max_input_length=self.cfg.max_input_length, progress=progress, rerank=self.rerank, **self.gen_kwargs)
-            strict = self.strict if strict is None else strict
-            bad = [i for i, r in enumerate(out) if r.facts is not None and not r.facts["ok"]]
-            if strict and bad:  # one retry with beam search, which often repairs a greedy slip
-                beams = max(4, self.gen_kwargs["num_beams"])
-                again = generate_reports(self.model, self.tokenizer, [texts[i] for i in bad], batch_size=self.batch_size, engine=self._ct2,
-                                         max_input_length=self.cfg.max_input_length, rerank=max(beams, self.rerank), **{**self.gen_kwargs, **generation_kwargs(
-                                             self.cfg, num_beams=beams, max_new_tokens=self.gen_kwargs["max_new_tokens"])})
-                for i, r in zip(bad, again): out[i] = r
-                still = [(i, texts[i], out[i].facts["problems"]) for i in bad if not out[i].facts["ok"]]
-                if still: raise FactCheckError(still)
-        return out
+# %% ../nbs/04_inference.ipynb #i30gen0
+@patch
+def _setup_engine(self:ClaimReportGenerator, engine:str, # "transformers", "ct2" or "auto" (see `__init__`)
+                  compute_type:str, # ct2 only: "float32" or "int8"
+                  ct2_dir, # ct2 only: the conversion's cache folder; None: <model_dir>/ct2_model
+                 ):
+    "Choose the engine: ct2 where asked (auto: only where it gives the same reports), converted once and cached."
+    engine, self.compute_type = check_engine(engine, compute_type)
+    self.engine, self._ct2 = resolve_engine(engine, self.device.type), None
+    if self.engine == "ct2" and (ignored := ct2_ignored_settings(self.model.generation_config)):  # from generation_config.json
+        if engine == "auto": self.engine = "transformers"  # auto promises the same reports
+        else: warnings.warn(f"engine ct2 does not apply the model's generation setting(s) {ignored}: its reports may differ")
+    if self.engine == "ct2" and self.rerank > 1:  # CTranslate2's beam search ranks candidates its own way
+        if engine == "auto": self.engine = "transformers"  # auto promises the same reports
+        else: warnings.warn(f"engine ct2 with rerank {self.rerank}: its beam candidates, and so its reports, may differ from transformers'")
+    if self.engine == "ct2":  # merged in memory (a copy, unless merged above) and converted once, then cached
+        import torch
+        merged = lambda: (merge_lora(copy.deepcopy(self.model)) if is_adapter(self.model) else self.model, self.tokenizer)
+        note = (lambda m: print(m, file=sys.stderr, flush=True)) if self.verbose else None
+        try: self._ct2 = CT2Engine(ensure_ct2(self.model_dir, merged, ct2_dir, note=note), self.tokenizer, compute_type,
+                                   threads=torch.get_num_threads())
+        except Exception as e:  # auto: a folder we may not write to, a model the converter refuses: transformers still serves
+            if engine != "auto": raise
+            warnings.warn(f"engine auto: CTranslate2 could not be used ({type(e).__name__}: {e}); generating with transformers")
+            self.engine = "transformers"
 
-    def __call__(self, x, progress:bool=False, strict:bool|None=None):
-        "A report for one input (dict or string), or a list of reports for a list."
-        if isinstance(x, (list, tuple)): return self.generate(list(x), progress=progress, strict=strict)
-        return self.generate([x], strict=strict)[0]
+# %% ../nbs/04_inference.ipynb #i30gen1
+@patch
+def generate(self:ClaimReportGenerator, items:list, progress:bool=False,
+             strict:bool|None=None, # None: the generator's setting
+            ) -> list:
+    "A `CheckedReport` (a str with `.facts`, its verdict) per input, in input order."
+    texts = []
+    for i, it in enumerate(items):
+        try: texts.append(self.prepare(it))
+        except MetadataError as e: raise MetadataError(f"input {i}: {e}") from None
+    with self._lock:
+        out = generate_reports(self.model, self.tokenizer, texts, cfg=self.cfg, checker=self.checker, batch_size=self.batch_size, engine=self._ct2,
+                               max_input_length=self.cfg.max_input_length, progress=progress, rerank=self.rerank, **self.gen_kwargs)
+        strict = self.strict if strict is None else strict
+        bad = [i for i, r in enumerate(out) if r.facts is not None and not r.facts["ok"]]
+        if strict and bad:  # one retry with beam search, which often repairs a greedy slip
+            beams = max(4, self.gen_kwargs["num_beams"])
+            again = generate_reports(self.model, self.tokenizer, [texts[i] for i in bad], cfg=self.cfg, checker=self.checker,
+                                 batch_size=self.batch_size, engine=self._ct2,
+                                     max_input_length=self.cfg.max_input_length, rerank=max(beams, self.rerank), **{**self.gen_kwargs, **generation_kwargs(
+                                         self.cfg, num_beams=beams, max_new_tokens=self.gen_kwargs["max_new_tokens"])})
+            for i, r in zip(bad, again): out[i] = r
+            still = [(i, texts[i], out[i].facts["problems"]) for i in bad if not out[i].facts["ok"]]
+            if still: raise FactCheckError(still)
+    return out
 
-    def __repr__(self):
-        return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, engine={self.engine}/{self.compute_type}, {self.gen_kwargs})"
+# %% ../nbs/04_inference.ipynb #i30gen2
+@patch
+def __call__(self:ClaimReportGenerator, x, progress:bool=False, strict:bool|None=None):
+    "A report for one input (dict or string), or a list of reports for a list."
+    if isinstance(x, (list, tuple)): return self.generate(list(x), progress=progress, strict=strict)
+    return self.generate([x], strict=strict)[0]
+
+@patch
+def __repr__(self:ClaimReportGenerator):
+    return f"ClaimReportGenerator({self.model_dir}, base={self.cfg.model_label}, device={self.device}, engine={self.engine}/{self.compute_type}, {self.gen_kwargs})"
 
 # %% ../nbs/04_inference.ipynb #b28rec01
 def input_format(path:str|Path) -> str:
