@@ -626,6 +626,53 @@ def _run_batch(gen, model_dir, batch, output, settings, on_ray, workers=None, ad
         with open(bad, encoding="utf-8") as f: print(f"skipped {sum(1 for _ in f)} bad line(s): listed in {bad}", file=sys.stderr)
     print(f"wrote {out}")
 
+# %% ../nbs/04_inference.ipynb #i30main0
+def _show(r):
+    "A report on stdout; a failed fact check's problems on stderr."
+    print(r, flush=True)
+    if r.facts and not r.facts["ok"]: print("facts: " + "; ".join(r.facts["problems"]), file=sys.stderr, flush=True)
+
+def _check_main_args(model_dir, input, input_file, batch, output, interactive, merge_to, batch_size):
+    "Stop, naming the flag, when `claim_t5_generate` has nothing to do or its arguments cannot go together."
+    if not model_dir: fail("--model_dir is required")
+    if not any([input, input_file, batch, interactive, merge_to]):
+        fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
+    if batch and not output: fail("--batch needs --output")
+    if output and Path(output).is_dir() and not output.endswith(("/", os.sep)):
+        fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
+    try: check_batch_size(batch_size, "--batch_size")
+    except ValueError as e: fail(e)
+
+# %% ../nbs/04_inference.ipynb #i30main2
+def _report_input_file(gen, input_file:str):
+    "The report for a JSON file holding one metadata object (or {\"input\": \"...\"}); bad input names the file and the field."
+    try: obj = json.loads(Path(input_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: fail(f"{input_file}: {e}")
+    if not isinstance(obj, dict): fail(f"{input_file}: expected a JSON object of metadata fields")
+    if "input" in obj and not isinstance(obj["input"], str):
+        fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
+    try: _show(gen(obj["input"] if "input" in obj else obj))
+    except MetadataError as e: fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
+
+def _interactive(gen):
+    "Reports for metadata lines read from stdin until an empty line; a bad line is named and the next one read."
+    print("metadata line (key=value; ...), empty line to stop:", file=sys.stderr)
+    for line in sys.stdin:
+        if not line.strip(): break
+        try: _show(gen(line.strip()))
+        except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
+
+def _main_run(model_dir, settings:dict, input, input_file, batch, output, interactive, merge_to, batch_opts:dict):
+    "What `main` was asked, in order: merge, one input, an input file, a batch file, then stdin."
+    if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
+    on_ray = bool(batch and (batch_opts["workers"] or batch_opts["address"]))
+    local = input or input_file or interactive or (batch and not on_ray)
+    gen = ClaimReportGenerator(model_dir, **settings, verbose=True) if local else None
+    if input: _show(gen(input))
+    if input_file: _report_input_file(gen, input_file)
+    if batch: _run_batch(gen, model_dir, batch, output, settings, on_ray, **batch_opts)
+    if interactive: _interactive(gen)
+
 # %% ../nbs/04_inference.ipynb #65cfcc6d1a
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
@@ -654,40 +701,11 @@ def main(model_dir:str=None, # fine-tuned model folder
          gpus_per_worker:float=0, # GPUs per Ray actor (1 on GPU nodes)
         ):
     "Generate claim reports with a fine-tuned claim_t5 model."
-    if not model_dir: fail("--model_dir is required")
-    if not any([input, input_file, batch, interactive, merge_to]):
-        fail("nothing to do: pass --input, --input_file, --batch (with --output), --interactive or --merge_to")
-    if batch and not output: fail("--batch needs --output")
-    if output and Path(output).is_dir() and not output.endswith(("/", os.sep)):
-        fail(f"--output {output} is a folder; give a file path, or end it with / to keep the shards in it")
-    try: check_batch_size(batch_size, "--batch_size")
-    except ValueError as e: fail(e)
+    _check_main_args(model_dir, input, input_file, batch, output, interactive, merge_to, batch_size)
     _check_batch_args(batch, resume, skip_bad, workers, ray_address, shard_size, output_format, threads_per_worker)
     settings = dict(device=device, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens, rerank=rerank,
                     strict=bool(strict), engine=engine, compute_type=compute_type)
-    on_ray = bool(batch and (workers or ray_address))
-    try:
-        if merge_to: print(f"merged model saved to {merge_adapter(model_dir, merge_to)}")
-        if not any([input, input_file, batch, interactive]): return
-        gen = ClaimReportGenerator(model_dir, **settings, verbose=True) if (input or input_file or interactive or (batch and not on_ray)) else None
-        def show(r):  # the report on stdout, a failed fact check on stderr
-            print(r, flush=True)
-            if r.facts and not r.facts["ok"]: print("facts: " + "; ".join(r.facts["problems"]), file=sys.stderr, flush=True)
-        if input: show(gen(input))
-        if input_file:
-            try: obj = json.loads(Path(input_file).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: fail(f"{input_file}: {e}")
-            if not isinstance(obj, dict): fail(f"{input_file}: expected a JSON object of metadata fields")
-            if "input" in obj and not isinstance(obj["input"], str):
-                fail(f"{input_file}: field 'input': expected a string, got {type(obj['input']).__name__}")
-            try: show(gen(obj["input"] if "input" in obj else obj))
-            except MetadataError as e: fail(f"{input_file}: {str(e).removeprefix('input 0: ')}")
-        if batch: _run_batch(gen, model_dir, batch, output, settings, on_ray, resume=bool(resume), skip_bad=bool(skip_bad), problems=problems,
-                             shard_size=shard_size, fmt=output_format, workers=workers, address=ray_address, threads=threads_per_worker, gpus_per_worker=gpus_per_worker)
-        if interactive:
-            print("metadata line (key=value; ...), empty line to stop:", file=sys.stderr)
-            for line in sys.stdin:
-                if not line.strip(): break
-                try: show(gen(line.strip()))
-                except (MetadataError, FactCheckError) as e: print(f"error: {e}", file=sys.stderr, flush=True)
+    batch_opts = dict(resume=bool(resume), skip_bad=bool(skip_bad), problems=problems, shard_size=shard_size, fmt=output_format,
+                      workers=workers, address=ray_address, threads=threads_per_worker, gpus_per_worker=gpus_per_worker)
+    try: _main_run(model_dir, settings, input, input_file, batch, output, interactive, merge_to, batch_opts)
     except (MetadataError, ModelLoadError, EngineError, FactCheckError, BatchError, ValueError, OSError) as e: fail(e)
