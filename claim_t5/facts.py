@@ -14,9 +14,9 @@ from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'LIST_SHARE', 'MIN_PHRASE', 'PHRASE_PRECISION',
-           'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair', 'restore',
-           'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like', 'id_shape',
-           'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
+           'LIFT_TIE', 'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair',
+           'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like',
+           'id_shape', 'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
            'check_reports', 'fact_accuracy', 'learn_from_splits', 'main', 'report_html']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
@@ -193,15 +193,23 @@ RELEARN = "claim_t5_facts"  # the command that learns the check again for a mode
 LIST_SHARE = 0.1  # a category field is a list when at least this share of its distinct training values hold ", " (`genres=shooter, tactical`)
 MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in the reports of at least this many training inputs
 PHRASE_PRECISION = 0.9  # ... and at least this share of all training reports that have it give that value
+LIFT_TIE = 2.0  # an n-gram stating values of several fields is kept for each whose lift is within this factor of the highest (`fps`: shooter and first person)
 COMMON = 0.25  # a name found, outside its inputs, in at least this many reports per input that gives it (and 3+) is a common word: never "invented"
 
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
+
+def _loose_spans(value:str, text:str) -> list:
+    "(start, end) of `value` in `text` in any case and spacing (`4a Games`, `Konami  Computer`), not part of a longer word: a name as people type it."
+    words = value.split()
+    if not any(c.isalpha() for c in value) or not words or words[0].lower() not in text.lower(): return []
+    pat = r"(?<![\w-])" + r"\s+".join(map(re.escape, words)) + r"(?![\w-])"
+    return [m.span() for m in re.finditer(pat, text, re.I)]
 
 def _own_spans(text:str, meta:dict, names) -> list:
     "(start, end) of the verbatim copy values of `meta` in `text`, longest value first: names and ids that are not read as words."
     out = []
     for n in sorted((n for n in names if meta.get(n)), key=lambda n: -len(meta[n])):
-        out += [(s, e) for s, e in value_spans(meta[n], text) if not any(a < e and s < b for a, b in out)]
+        out += [(s, e) for s, e in value_spans(meta[n], text) or _loose_spans(meta[n], text) if not any(a < e and s < b for a, b in out)]
     return out
 
 # %% ../nbs/01a_facts.ipynb #g1shortfn01
@@ -268,6 +276,7 @@ class FactChecker:
         self._values_by_length = {f: sorted((v for v in d if len(v) > 2 and any(ch.isalpha() for ch in v)), key=len, reverse=True)
                                   for f, d in self.categories_lower.items()}  # a bare number (hdmiport=2) or `a` could be anything's
         self._value_ids = {x.lower() for vals in [*self.categories.values(), *self.short.values()] for v in vals for _, _, x in id_like(v)}
+        self._negated = set(self.model.get("negated_lists", ()))  # list fields whose items a report names under a negation
         self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
         self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
         for f, m in self.model["fields"].items():
@@ -354,16 +363,34 @@ def _phrases(X, vocab, labels:list, subjects:list|None=None) -> dict:
         if grams: out[c] = grams
     return out
 
-def _one_field_each(phrases:dict) -> dict:
-    "Field -> class -> [n-grams], each n-gram kept only for the field it is most precise for: `not on Linux` states has_linux_release=no, not platforms=PC (which most such games are)."
+def _one_field_each(phrases:dict, # field -> class -> {n-gram: precision}
+                    bases:dict|None=None, # field -> class -> its share of the training inputs: then by lift (precision / share)
+                   ) -> dict:
+    "Field -> class -> [n-grams], each n-gram kept only for the field it is most specific to: the most precise (or, with `bases`, within `LIFT_TIE` of the highest lift): `for linux` states has_linux_release=yes, not platforms=PC (which most games are)."
+    score = (lambda f, c, p: p / max(bases[f][c], 1e-9)) if bases else (lambda f, c, p: p)
     best = {}
     for f, by_class in phrases.items():
         for c, grams in by_class.items():
-            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), p)
-    out = {}
+            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), score(f, c, p))
+    near = (lambda s, b: s * LIFT_TIE >= b) if bases else (lambda s, b: s >= b - 0.01)
+    items = Counter((f.split("[")[0], g) for f, by_class in phrases.items() if "[" in f for grams in by_class.values() for g in grams)
+    out = {}  # an n-gram of several items of one list (`also available`: PC, Xbox, PlayStation) states none of them
     for f, by_class in phrases.items():
-        kept = {c: sorted(g for g, p in grams.items() if p >= best[g] - 0.01) for c, grams in by_class.items()}
+        kept = {c: sorted(g for g, p in grams.items() if near(score(f, c, p), best[g]) and items[f.split("[")[0], g] < 2)
+                for c, grams in by_class.items()}
         out[f] = {c: g for c, g in kept.items() if g}
+    return out
+
+def _negated_lists(lists:dict, metas:list, docs:list) -> list:
+    "The list fields whose items the reports name under a negation and still hold (`not a fan of simulation games` for genres=simulation): in `PHRASE_PRECISION`+ of `MIN_PHRASE`+ training reports."
+    out = []
+    for f, items in lists.items():
+        keys = {"¬" + k: x for x in items if (k := _value_key(x))}
+        held = not_held = 0
+        for m, d in zip(metas, docs):
+            mine = set(list_items(m.get(f) or ""))
+            for g in set(d) & keys.keys(): held += keys[g] in mine; not_held += keys[g] not in mine
+        if held >= MIN_PHRASE and held >= PHRASE_PRECISION * (held + not_held): out.append(f)
     return out
 
 def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
@@ -434,7 +461,9 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
             model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
                                       weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
         model["vocab"] = sorted(str(vocab[r]) for r in keep)
-        model["phrases"] = _one_field_each(model["phrases"])
+        bases = {f: {c: n / len(pick) for c, n in Counter(judged[f][k] for k in pick).items()} for f in model["phrases"]}
+        model["phrases"] = _one_field_each(model["phrases"], bases)
+        model["negated_lists"] = _negated_lists(lists, metas, docs)
     checker = cls(fields, categories, known, id_shapes, template, model, short, lists)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
@@ -531,7 +560,7 @@ def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     for f in self._copy:
         val = meta.get(f)
         if not val: v.status[f] = None; continue
-        spans = [(s, e) for s, e in value_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
+        spans = [(s, e) for s, e in value_spans(val, report) or _loose_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
         own += spans
         if not spans and self._in_words(f, val): v.status[f] = None; continue  # `47 inches`: _judged_facts reads it
         longer = self._longer_value(f, val, spans, report) if spans else None
@@ -630,14 +659,18 @@ def _named_other(self:FactChecker, f:str, meta:dict, report:str, seen:dict|None=
     return None
 
 # %% ../nbs/01a_facts.ipynb #p27phrases2
+def _value_key(value:str) -> str:
+    "A value's words as the n-gram a report has for them (`Role-Playing` -> `role playing`); empty for one or two letters, a bare number or 4+ words."
+    grams = [g for g, _, _ in text_grams(value, 1)]
+    return " ".join(grams) if len(value) > 2 and any(c.isalpha() for c in value) and len(grams) <= 3 else ""
+
 @patch
-def _own_words(self:FactChecker, value:str, seen:dict, report:str):
+def _own_words(self:FactChecker, value:str, seen:dict, report:str, negated:bool=False):
     "(start, end) where the report states `value` in its own words, not negated (`is a restaurant`, `role-playing`); None otherwise. One or two letters, or a bare number, could be anything's."
     key = self._value_key.get(value)
-    if key is None:
-        grams = [g for g, _, _ in text_grams(value, 1)]
-        key = self._value_key[value] = " ".join(grams) if len(value) > 2 and any(c.isalpha() for c in value) and len(grams) <= 3 else ""
-    if key: return seen.get(key)
+    if key is None: key = self._value_key[value] = _value_key(value)
+    if key: return seen.get("¬" + key if negated else key)
+    if negated: return None
     if len(value) > 2 and any(c.isalpha() for c in value):  # longer values: verbatim, any case
         spans = value_spans(value.lower(), report.lower()) if len(report.lower()) == len(report) else value_spans(value, report)
         if spans: return spans[0]
@@ -745,6 +778,7 @@ def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, p
         for x in mine:
             key = f"{f}[{x}]"
             at = self._own_words(x, seen, report) or said.get(key, {}).get("yes")
+            if at is None and f in self._negated: at = self._own_words(x, seen, report, negated=True)  # "not a fan of simulation games"
             if at is None and key in self._judged:  # no phrase: the item's classifier
                 a, classes, t = self._judged[key]
                 p = probs[a + classes.index("yes")]; v.confidence[key] = round(p, 3)
