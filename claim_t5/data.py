@@ -22,7 +22,7 @@ __all__ = ['SPLIT_SIZES', 'SPLIT_FILES', 'DAMAGE', 'SEVERITIES', 'STAGES', 'VEND
            'DataValidationError', 'read_records', 'check_record', 'validate_splits', 'find_split_files',
            'write_problem_report', 'load_claim_data', 'as_pairs', 'train_pairs', 'resolve_fields', 'WordCounter',
            'data_stats', 'plot_lengths', 'tokenize_splits', 'rouge_per_example', 'rouge_scores', 'best_reference',
-           'reference_counts', 'return_note', 'returns_dataset', 'request_model', 'main']
+           'reference_counts', 'return_note', 'returns_dataset', 'main']
 
 # %% ../nbs/01_data.ipynb #3d64872412
 SPLIT_SIZES = {"train": 5289, "validation": 661, "test": 662}
@@ -512,30 +512,6 @@ def returns_dataset(seed:int=0, # fixes every input and phrasing
 RETURN_FIELDS = [dict(name="order_no", required=True, kind="copy"), dict(name="item", required=True, kind="copy"),
                  dict(name="reason", required=True, kind="category"), dict(name="condition", required=False, kind="copy"),
                  dict(name="refund", required=True, kind="category"), dict(name="return method", required=False, kind="copy")]  # short lists the notes repeat verbatim: copied
-
-# %% ../nbs/01_data.ipynb #5c0e1a7b31
-def _attr_name(name:str, taken:set) -> str:
-    "A Python attribute name for field `name` (the field keeps its own name as the alias)."
-    import keyword
-    from pydantic import BaseModel
-    a = re.sub(r"\W+", "_", name.strip()).strip("_") or "field"
-    if a[0].isdigit() or keyword.iskeyword(a) or a.startswith("model_") or hasattr(BaseModel, a): a = f"f_{a}"
-    while a in taken: a += "_"
-    taken.add(a); return a
-
-def request_model(fields, # the schema (`cfg.fields`, as saved with the model)
-                  max_value_chars:int=200, # longest accepted value
-                  name:str="ClaimRequest", # the model's name in the OpenAPI schema
-                 ):
-    "A pydantic model of one request: a string per schema field (required ones non-empty), extra keys allowed; dump with `by_alias=True`."
-    from pydantic import ConfigDict, Field, StrictStr, create_model
-    taken, defs = set(), {}
-    for f in check_fields(fields):
-        desc = f"{f['kind']} field: " + {"copy": "repeated verbatim in the report", "category": "one of the values seen in training",
-                                         "context": "shapes the report, not a fact checked in it"}[f["kind"]]
-        if f["required"]: defs[_attr_name(f["name"], taken)] = (StrictStr, Field(min_length=1, max_length=max_value_chars, alias=f["name"], description=desc))
-        else: defs[_attr_name(f["name"], taken)] = (StrictStr|None, Field(None, max_length=max_value_chars, alias=f["name"], description=desc))
-    return create_model(name, __config__=ConfigDict(extra="allow", str_strip_whitespace=True), **defs)
 
 # %% ../nbs/01_data.ipynb #d222bb8832
 @call_parse

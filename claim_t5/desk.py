@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio, csv, datetime, io, json, re, tempfile, time, uuid
 from importlib.resources import files
 from pathlib import Path
+from fastcore.basics import patch
 from .config import field_names
 from .data import MetadataError, parse_metadata, unknown_fields
-from .facts import FactChecker, report_html
+from .facts import CheckedReport, FactChecker, report_html
 from .inference import read_inputs
 
 # %% auto #0
@@ -36,9 +37,11 @@ def clean_meta(meta) -> dict:
         raise MetadataError(f"field(s) {bad}: a line break, a NUL byte or another control character is not allowed")
     return {str(k).strip(): v.strip() for k, v in meta.items() if v is not None and v.strip()}
 
+
+# %% ../nbs/04c_desk.ipynb #8f8dcc63s1
 def field_errors(meta:dict, # the cleaned form values
                  fields, # the model's schema
-                 detail:str="", # an error message from the request check, to be shown at the fields it names
+                 detail:str="", # an error message from the request validation, to be shown at the fields it names
                 ) -> dict:
     "field -> message: each required field left empty, and each field `detail` names."
     errs = {f: "required: enter a value" for f in field_names(fields, required=True) if not meta.get(f)}
@@ -62,6 +65,8 @@ def _csv_as_jsonl(data:bytes, name:str) -> str:
     if errors: raise MetadataError(f"{len(errors)} bad line(s) in {name}:\n  " + "\n  ".join(errors[:20]))
     return "\n".join(lines) + "\n"
 
+
+# %% ../nbs/04c_desk.ipynb #cd6bb63es1
 def read_upload(data:bytes, # the uploaded file's bytes
                 filename:str, # its name: .csv, or .jsonl/.json (JSON lines)
                 fields=None, # the model's schema (`gen.cfg.fields`)
@@ -86,6 +91,8 @@ class JobLimit(RuntimeError):
     "Too many batch jobs running (in all, or for one user): answer 429 with Retry-After."
     def __init__(self, msg:str, retry_after:int=5): super().__init__(msg); self.retry_after = retry_after
 
+
+# %% ../nbs/04c_desk.ipynb #58d6dadbs1
 class BatchJobs:
     "The desk's batch jobs: each runs its claims in chunks through `run(texts)`, counting progress; bounded in number, the last `keep` kept."
     def __init__(self, run, # async run(texts) -> reports (the service's micro-batched generation, its batch lane)
@@ -97,67 +104,85 @@ class BatchJobs:
         self.run, self.chunk, self.keep, self.jobs = run, chunk, keep, {}
         self.max_running, self.max_per_user = max_running, max_per_user
 
-    def running(self, owner:str|None=None) -> list:
-        "The jobs still running (of `owner` only, if given)."
-        return [j for j in self.jobs.values() if not j["task"].done() and (owner is None or j["owner"] == owner)]
+# %% ../nbs/04c_desk.ipynb #58d6dadbp0
+@patch
+def running(self:BatchJobs, owner:str|None=None) -> list:
+    "The jobs still running (of `owner` only, if given)."
+    return [j for j in self.jobs.values() if not j["task"].done() and (owner is None or j["owner"] == owner)]
 
-    def _retry_after(self, jobs:list) -> int:
-        "Seconds until the first of `jobs` should finish, from its pace so far."
-        left = [(j["total"] - j["done"]) * (time.time() - j["started"]) / j["done"] for j in jobs if j["done"]]
-        return int(min(300, max(1, min(left, default=5))))
+@patch
+def _retry_after(self:BatchJobs, jobs:list) -> int:
+    "Seconds until the first of `jobs` should finish, from its pace so far."
+    left = [(j["total"] - j["done"]) * (time.time() - j["started"]) / j["done"] for j in jobs if j["done"]]
+    return int(min(300, max(1, min(left, default=5))))
 
-    def start(self, rows:list, name:str="", owner:str="") -> dict:
-        "Start a job for `rows` (from `read_upload`) in the running event loop; the job (id, total, done...); JobLimit if too many run."
-        if len(run := self.running()) >= self.max_running:
-            raise JobLimit(f"{len(run)} batch jobs are running, the most at once: try again when one has finished", self._retry_after(run))
-        if len(mine := self.running(owner)) >= self.max_per_user:
-            raise JobLimit(f"{owner or 'you'} already run(s) {len(mine)} batch job(s), the most per user: wait for it or cancel it",
-                           self._retry_after(mine))
-        job = dict(id=uuid.uuid4().hex[:12], name=name, owner=owner, total=len(rows), done=0, rows=None, error=None, records=None,
-                   started=time.time(), seconds=None)
-        self.jobs[job["id"]] = job
-        job["task"] = asyncio.get_running_loop().create_task(self._work(job, rows))
-        for old in list(self.jobs)[:-self.keep]: self.cancel(old); self.jobs.pop(old)  # evicted: its work stops too
-        return job
+# %% ../nbs/04c_desk.ipynb #58d6dadbp1
+@patch
+def start(self:BatchJobs, rows:list, name:str="", owner:str="") -> dict:
+    "Start a job for `rows` (from `read_upload`) in the running event loop; the job (id, total, done...); JobLimit if too many run."
+    if len(run := self.running()) >= self.max_running:
+        raise JobLimit(f"{len(run)} batch jobs are running, the most at once: try again when one has finished", self._retry_after(run))
+    if len(mine := self.running(owner)) >= self.max_per_user:
+        raise JobLimit(f"{owner or 'you'} already run(s) {len(mine)} batch job(s), the most per user: wait for it or cancel it",
+                       self._retry_after(mine))
+    job = dict(id=uuid.uuid4().hex[:12], name=name, owner=owner, total=len(rows), done=0, rows=None, error=None, records=None,
+               started=time.time(), seconds=None)
+    self.jobs[job["id"]] = job
+    job["task"] = asyncio.get_running_loop().create_task(self._work(job, rows))
+    for old in list(self.jobs)[:-self.keep]: self.cancel(old); self.jobs.pop(old)  # evicted: its work stops too
+    return job
 
-    def cancel(self, job_id:str) -> dict:
-        "Cancel a job (its queued chunk is dropped from the batcher's queue); the job."
-        job = self.jobs[job_id]
-        if not job["task"].done():
-            job["task"].cancel()  # a task not started yet never runs `_work`'s own handler: say so here too
-            job["error"], job["seconds"] = f"the batch was cancelled after {job['done']} of {job['total']} claims", time.time() - job["started"]
-            if job["rows"] is None: job["rows"] = []
-        return job
+# %% ../nbs/04c_desk.ipynb #58d6dadbp2
+@patch
+def cancel(self:BatchJobs, job_id:str) -> dict:
+    "Cancel a job (its queued chunk is dropped from the batcher's queue); the job."
+    job = self.jobs[job_id]
+    if not job["task"].done():
+        job["task"].cancel()  # a task not started yet never runs `_work`'s own handler: say so here too
+        job["error"], job["seconds"] = f"the batch was cancelled after {job['done']} of {job['total']} claims", time.time() - job["started"]
+        if job["rows"] is None: job["rows"] = []
+    return job
 
-    def cancel_all(self):
-        for j in list(self.jobs): self.cancel(j)
 
-    async def _send(self, texts:list, tries:int=30, failures:int=3) -> list:
-        "run(texts), sent again while the queue is full (503) or late (504), and up to `failures` times after a 500 (a generation process replaced)."
-        failed = 0
-        for i in range(tries):
-            try: return await self.run(texts)
-            except Exception as e:
-                code = getattr(e, "status_code", None)
-                failed += code == 500
-                if code not in (500, 503, 504) or failed >= failures or i == tries - 1: raise
-                await asyncio.sleep(float((getattr(e, "headers", None) or {}).get("Retry-After", 1)))
+# %% ../nbs/04c_desk.ipynb #58d6dadbp2s1
+@patch
+def cancel_all(self:BatchJobs):
+    for j in list(self.jobs): self.cancel(j)
 
-    async def _one(self, text:str):
-        "A report for one claim, or the refusal's message (a strict fact check that failed)."
-        try: return (await self._send([text]))[0]
-        except Exception as e:
-            if getattr(e, "status_code", None) == 422: return str(getattr(e, "detail", e))
-            raise
+# %% ../nbs/04c_desk.ipynb #58d6dadbp3
+@patch
+async def _send(self:BatchJobs, texts:list, tries:int=30, failures:int=3) -> list:
+    "run(texts), sent again while the queue is full (503) or late (504), and up to `failures` times after a 500 (a generation process replaced)."
+    from fastapi import HTTPException
+    failed = 0
+    for i in range(tries):
+        try: return await self.run(texts)
+        except HTTPException as e:
+            failed += e.status_code == 500
+            if e.status_code not in (500, 503, 504) or failed >= failures or i == tries - 1: raise
+            await asyncio.sleep(float((e.headers or {}).get("Retry-After", 1)))
+
+# %% ../nbs/04c_desk.ipynb #58d6dadbp4
+@patch
+async def _one(self:BatchJobs, text:str):
+    "A report for one claim, or the refusal's message (a strict fact check that failed)."
+    from fastapi import HTTPException
+    try: return (await self._send([text]))[0]
+    except HTTPException as e:
+        if e.status_code == 422: return str(e.detail)
+        raise
 
 # %% ../nbs/04c_desk.ipynb #091a60fd
 def _row(line:int, rec:dict, text:str, r) -> dict:
     "One row of a batch's table: the line, the id, the input, the report and its verdict (or the refusal)."
-    if isinstance(r, str) and not hasattr(r, "facts"): return dict(line=line, id=rec.get("id"), input=text, report="", ok=False, problems=[r], facts=None)
+    if not isinstance(r, CheckedReport): return dict(line=line, id=rec.get("id"), input=text, report="", ok=False, problems=[r], facts=None)
     f = r.facts
     return dict(line=line, id=rec.get("id"), input=text, report=str(r), ok=None if f is None else bool(f["ok"]),
                 problems=[] if f is None else list(f["problems"]), facts=f)
 
+
+# %% ../nbs/04c_desk.ipynb #091a60fds1
+@patch
 async def _work(self:BatchJobs, job:dict, rows:list):
     "Run a job's chunks; on a failure or a cancel the job keeps the error and the rows done so far."
     out = []
@@ -174,9 +199,10 @@ async def _work(self:BatchJobs, job:dict, rows:list):
         job["error"] = f"the batch was cancelled after {len(out)} of {len(rows)} claims"
         job["rows"], job["seconds"] = out, time.time() - job["started"]
         raise
-    except Exception as e: job["error"] = f"the batch stopped after {len(out)} of {len(rows)} claims: {getattr(e, 'detail', None) or e}"
+    except Exception as e:
+        from fastapi import HTTPException
+        job["error"] = f"the batch stopped after {len(out)} of {len(rows)} claims: {e.detail if isinstance(e, HTTPException) else e}"
     job["rows"], job["seconds"] = out, time.time() - job["started"]
-BatchJobs._work = _work
 
 # %% ../nbs/04c_desk.ipynb #66daaa20
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts with one of these (OWASP: CSV injection)
@@ -185,6 +211,8 @@ def safe_cell(v):
     "`v` as a spreadsheet shows it, never runs it: a string starting with = + - @ tab or CR gets a leading `'`."
     return "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v
 
+
+# %% ../nbs/04c_desk.ipynb #66daaa20s1
 def batch_download(job:dict, # a finished job
                    format:str="csv", # csv or jsonl
                    failing:bool=False, # only the reports whose fact check failed
@@ -203,6 +231,8 @@ def batch_download(job:dict, # a finished job
         w.writerow([safe_cell(c) for c in (r["line"], r["id"] or "", r["input"], r["report"], "" if r["ok"] is None else r["ok"], "; ".join(r["problems"]), now)])
     return buf.getvalue()
 
+
+# %% ../nbs/04c_desk.ipynb #66daaa20s2
 def content_disposition(name:str) -> str:
     "An attachment header for any file name (RFC 6266): an ASCII fallback `filename=` and the name itself as UTF-8 in `filename*=`."
     from urllib.parse import quote
@@ -218,19 +248,18 @@ def static_file(name:str) -> str:
     "A file of the page, from the installed package (`claim_t5/static/`)."
     return (files("claim_t5")/"static"/name).read_text(encoding="utf-8")
 
-def _allow_upload(app, path:str, limit:int):
-    "Let request bodies to `path` reach `limit` bytes under the service's BodyLimit middleware (its per-path limits); a file, not JSON."
-    uploads = getattr(app.state, "upload_paths", None)  # the service's WriteGuard lets any type but a form's through here
-    if uploads is not None: uploads.add(path)
-    limits = getattr(app.state, "body_limits", None)  # the service's path -> bytes, read by its BodyLimit
-    if limits is not None: limits[path] = limit; return
-    for m in app.user_middleware:  # the stack is built at the first request: its arguments can still be changed
-        if getattr(m.cls, "__name__", "") == "BodyLimit": m.kwargs.setdefault("per_path", {})[path] = limit
 
-def _open_page(app):
+# %% ../nbs/04c_desk.ipynb #d6e289b6s1
+def _allow_upload(guards:dict, path:str, limit:int):
+    "Let request bodies to `path` reach `limit` bytes under the service's BodyLimit (`guards['body_limits']`), as a file, not JSON."
+    guards.get("upload_paths", set()).add(path)  # the service's WriteGuard lets any type but a form's through here
+    guards.get("body_limits", {})[path] = limit  # the service's path -> bytes, read by its BodyLimit
+
+
+# %% ../nbs/04c_desk.ipynb #d6e289b6s2
+def _open_page(guards:dict):
     "The page and its files load without the API key (a browser cannot send it when navigating); they hold no data."
-    paths = getattr(app.state, "open_paths", None)  # GET paths the service's key guard lets through
-    if paths is not None: paths.update({"/", *(f"/desk/{n}" for n in _STATIC)})
+    guards.get("open_paths", set()).update({"/", *(f"/desk/{n}" for n in _STATIC)})  # GET paths the service's key guard lets through
 
 # %% ../nbs/04c_desk.ipynb #9b6f3608
 async def _json_body(request) -> dict:
@@ -242,17 +271,21 @@ async def _json_body(request) -> dict:
     if not isinstance(d, dict): raise HTTPException(422, "the request body must be a JSON object")
     return d
 
+
+# %% ../nbs/04c_desk.ipynb #9b6f3608s1
 def _post(app, path:str, fn):
     "Route POST `path` to `fn(request, ...)`: its annotation is set here, as fastapi.Request is imported lazily."
     from fastapi import Request
     fn.__annotations__ = {**fn.__annotations__, "request": Request}
     app.post(path)(fn)
 
-def _page_routes(app):
+
+# %% ../nbs/04c_desk.ipynb #9b6f3608s2
+def _page_routes(app, guards:dict):
     "GET / (the page) and /desk/{name} (its files), open without the API key, with headers that keep other sites' content out."
     from fastapi import HTTPException
     from fastapi.responses import HTMLResponse, Response
-    _open_page(app)
+    _open_page(guards)
     @app.get("/", include_in_schema=False)
     def page(): return HTMLResponse(static_file("index.html"), headers=PAGE_HEADERS)
     @app.get("/desk/{name}", include_in_schema=False)
@@ -261,7 +294,7 @@ def _page_routes(app):
         return Response(static_file(name), media_type=_STATIC[name], headers=PAGE_HEADERS)
 
 # %% ../nbs/04c_desk.ipynb #46c24a3c
-async def _draft(request, gen, run, check) -> dict:
+async def _draft(request, gen, run, validate) -> dict:
     "POST /api/draft: one report with its verdict, marked HTML and unseen values; 422 with `field_errors` for a bad claim."
     from fastapi import HTTPException
     from fastapi.responses import JSONResponse
@@ -270,7 +303,7 @@ async def _draft(request, gen, run, check) -> dict:
     except MetadataError as e: raise HTTPException(422, str(e))
     if errs := field_errors(meta, fields):
         return JSONResponse({"detail": f"missing required field(s): {', '.join(errs)}", "field_errors": errs}, status_code=422)
-    try: text, meta = check(meta) if check is not None else (gen.prepare(meta), meta)
+    try: text, meta = validate(meta) if validate is not None else (gen.prepare(meta), meta)
     except MetadataError as e: text, err = None, str(e)
     except HTTPException as e: text, err = None, str(e.detail)
     if text is None: return JSONResponse({"detail": err, "field_errors": field_errors(meta, fields, err)}, status_code=422)
@@ -279,6 +312,8 @@ async def _draft(request, gen, run, check) -> dict:
     return {"input": text, "report": str(r), "facts": facts, "html": report_html(r, facts, meta), "field_errors": {},
             "unseen": checker.unseen(meta) if checker is not None else [], "unknown_fields": unknown_fields(meta, fields)}
 
+
+# %% ../nbs/04c_desk.ipynb #46c24a3cs1
 async def _recheck(request, gen) -> dict:
     "POST /api/check: the verdict on an edited report (no generation), and its marked HTML."
     from fastapi import HTTPException
@@ -296,6 +331,8 @@ def _user(request):
     from types import SimpleNamespace
     return getattr(request.state, "user", None) or SimpleNamespace(name="", role="admin", admin=True)
 
+
+# %% ../nbs/04c_desk.ipynb #b44c1b1ds1
 def _upload_name(filename:str) -> str:
     "The upload's file name, checked: no path, no control character (a NUL), at most 200 characters; HTTPException 422 otherwise."
     from fastapi import HTTPException
@@ -304,23 +341,24 @@ def _upload_name(filename:str) -> str:
         raise HTTPException(422, f"filename {filename[:80]!r}: a file name of 1 to 200 characters without control characters")
     return name
 
-def _checked_rows(rows:list, check, fields, name:str) -> list:
-    "`rows` after the service's own request check (value sizes, token limit); HTTPException 422 naming every bad line."
+
+# %% ../nbs/04c_desk.ipynb #b44c1b1ds2
+def _validated_rows(rows:list, validate, fields, name:str) -> list:
+    "`rows` after the service's own request validation (value sizes, token limit); HTTPException 422 naming every bad line."
     from fastapi import HTTPException
-    if check is None: return rows
+    if validate is None: return rows
     out, bad = [], []
     for line, rec, text in rows:
-        try: t, _ = check(parse_metadata(text, require=False, fields=fields), f"{name}:{line}: "); out.append((line, rec, t))
+        try: t, _ = validate(parse_metadata(text, require=False, fields=fields), f"{name}:{line}: "); out.append((line, rec, t))
         except HTTPException as e: bad.append(str(e.detail))
     if bad: raise HTTPException(422, f"{len(bad)} bad line(s) in {name}:\n  " + "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""))
     return out
 
-def _batch_routes(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:int, check=None):
-    "POST /api/batch (the file's bytes, ?filename=), GET /api/batch/{id} (progress; rows when done), its download, DELETE to cancel."
-    from fastapi import HTTPException, Request
-    from fastapi.responses import Response
-    _allow_upload(app, "/api/batch", max_upload_bytes + 1)  # the desk says more clearly what is over the limit
-
+# %% ../nbs/04c_desk.ipynb #b44c1b1e
+def _upload_route(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:int, validate=None, guards:dict|None=None):
+    "POST /api/batch: the file's bytes (?filename=) read, validated and started as a job of the request's user."
+    from fastapi import HTTPException
+    _allow_upload(guards or {}, "/api/batch", max_upload_bytes + 1)  # the desk says more clearly what is over the limit
     async def batch(request, filename:str="upload.jsonl"):
         name = _upload_name(filename)
         data = await request.body()
@@ -328,64 +366,74 @@ def _batch_routes(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:in
             raise HTTPException(413, f"{name} is {len(data):,} bytes, over the upload limit of {max_upload_bytes:,} bytes; split the file")
         try: rows = await asyncio.to_thread(read_upload, data, name, fields, max_rows)
         except MetadataError as e: raise HTTPException(422, str(e))
-        rows = await asyncio.to_thread(_checked_rows, rows, check, fields, name)
+        rows = await asyncio.to_thread(_validated_rows, rows, validate, fields, name)
         try: job = jobs.start(rows, name, _user(request).name)
         except JobLimit as e: raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)})
         return {"job": job["id"], "total": job["total"]}
     batch.__annotations__ = {"filename": str}
     _post(app, "/api/batch", batch)
 
-    def find(job_id:str, request) -> dict:
-        j, u = jobs.jobs.get(job_id), _user(request)
-        if j is None or not (u.admin or j["owner"] == u.name): raise HTTPException(404, f"no batch {job_id} of yours (only the last {jobs.keep} are kept)")
-        return j
+# %% ../nbs/04c_desk.ipynb #b44c1b1f
+def _find_job(jobs:BatchJobs, job_id:str, request) -> dict:
+    "The job of this id if the request's user may see it (theirs, or any for an admin); HTTPException 404 otherwise."
+    from fastapi import HTTPException
+    j, u = jobs.jobs.get(job_id), _user(request)
+    if j is None or not (u.admin or j["owner"] == u.name): raise HTTPException(404, f"no batch {job_id} of yours (only the last {jobs.keep} are kept)")
+    return j
 
+
+# %% ../nbs/04c_desk.ipynb #b44c1b1fs1
+def _job_file(j:dict, format:str, failing:bool):
+    "A finished job's download (CSV or JSONL) as a response; HTTPException 409 while it runs, 422 for another format."
+    from fastapi import HTTPException
+    from fastapi.responses import Response
+    if j["rows"] is None: raise HTTPException(409, f"batch {j['id']} is still running ({j['done']} of {j['total']})")
+    if format not in ("csv", "jsonl"): raise HTTPException(422, f"format must be csv or jsonl, got {format!r}")
+    name = f"{Path(j['name']).stem or 'claims'}-reports{'-failing' if failing else ''}.{format}"
+    return Response(batch_download(j, format, failing), media_type="text/csv; charset=utf-8" if format == "csv" else "application/jsonl",
+                    headers={"Content-Disposition": content_disposition(name), "X-Content-Type-Options": "nosniff"})
+
+# %% ../nbs/04c_desk.ipynb #b44c1b20
+def _batch_routes(app, jobs:BatchJobs, fields, max_upload_bytes:int, max_rows:int, validate=None, guards:dict|None=None):
+    "POST /api/batch (the file's bytes, ?filename=), GET /api/batch/{id} (progress; rows when done), its download, DELETE to cancel."
+    from fastapi import Request
+    _upload_route(app, jobs, fields, max_upload_bytes, max_rows, validate, guards)
     def batch_status(job_id:str, request):
-        j = find(job_id, request)
+        j = _find_job(jobs, job_id, request)
         return {k: j[k] for k in ("id", "name", "owner", "total", "done", "error", "rows", "seconds")}
-    batch_status.__annotations__ = {"job_id": str, "request": Request}
-    app.get("/api/batch/{job_id}")(batch_status)
-
     def batch_cancel(job_id:str, request):
-        j = jobs.cancel(find(job_id, request)["id"])
+        j = jobs.cancel(_find_job(jobs, job_id, request)["id"])
         return {"id": j["id"], "cancelled": not j["task"].done() or j["task"].cancelled()}
-    batch_cancel.__annotations__ = {"job_id": str, "request": Request}
-    app.delete("/api/batch/{job_id}")(batch_cancel)
-
-    def batch_file(job_id:str, request, format:str="csv", failing:bool=False):
-        j = find(job_id, request)
-        if j["rows"] is None: raise HTTPException(409, f"batch {job_id} is still running ({j['done']} of {j['total']})")
-        if format not in ("csv", "jsonl"): raise HTTPException(422, f"format must be csv or jsonl, got {format!r}")
-        name = f"{Path(j['name']).stem or 'claims'}-reports{'-failing' if failing else ''}.{format}"
-        return Response(batch_download(j, format, failing), media_type="text/csv; charset=utf-8" if format == "csv" else "application/jsonl",
-                        headers={"Content-Disposition": content_disposition(name), "X-Content-Type-Options": "nosniff"})
+    def batch_file(job_id:str, request, format:str="csv", failing:bool=False): return _job_file(_find_job(jobs, job_id, request), format, failing)
+    for f in (batch_status, batch_cancel): f.__annotations__ = {"job_id": str, "request": Request}
     batch_file.__annotations__ = {"job_id": str, "request": Request, "format": str, "failing": bool}
+    app.get("/api/batch/{job_id}")(batch_status); app.delete("/api/batch/{job_id}")(batch_cancel)
     app.get("/api/batch/{job_id}/download")(batch_file)
 
 # %% ../nbs/04c_desk.ipynb #3a2e083a
 def add_desk_routes(app, # the service's FastAPI app
                     gen, # its generator (`claim_t5.inference.ReportGenerator`: cfg, prepare, checker, check, fingerprint)
                     run, # async run(texts[, lane]) -> reports: the service's micro-batched generation
-                    check=None, # the service's request check: check(meta, where) -> (metadata line, meta), or HTTPException 422
+                    validate=None, # the service's request validation: validate(meta, where) -> (metadata line, meta), or HTTPException 422
                     max_upload_bytes:int=2_000_000, # largest batch file
                     max_rows:int=1000, # most claims in one batch file
-                    chunk:int|None=None, # claims per batch chunk (progress is reported per chunk); default: the batcher's batch_lane, else 16
+                    chunk:int=16, # claims per batch chunk (progress is reported per chunk): the service gives its batch lane
                     max_jobs:int=2, # most batch jobs running at once
                     max_jobs_per_user:int=1, # most batch jobs one user runs at once
+                    guards:dict|None=None, # the service's open_paths, upload_paths and body_limits, which the desk's paths join
                    ):
     "Add the review desk to `app`: the page at `/`, its files, and the desk's JSON endpoints."
     import inspect
-    _page_routes(app)
+    guards = guards or {}
+    _page_routes(app, guards)
     @app.get("/api/schema")
     def schema(): return desk_schema(gen.cfg.fields, gen.checker, model=gen.cfg.model_label, tiny=gen.cfg.is_tiny, fingerprint=gen.fingerprint,
                                      checked=gen.checker is not None, limits={"upload_bytes": max_upload_bytes, "rows": max_rows})
-    async def draft(request): return await _draft(request, gen, run, check)
+    async def draft(request): return await _draft(request, gen, run, validate)
     async def recheck(request): return await _recheck(request, gen)
     _post(app, "/api/draft", draft); _post(app, "/api/check", recheck)
-    batcher = getattr(app.state, "batcher", None)
-    chunk = chunk or getattr(batcher, "batch_lane", 16)
     async def batch_run(texts): return await run(texts, lane="batch")  # after every interactive request, in the lane's own room
     app.state.desk_jobs = BatchJobs(batch_run if "lane" in inspect.signature(run).parameters else run, chunk=chunk,
                                     max_running=max_jobs, max_per_user=max_jobs_per_user)
-    _batch_routes(app, app.state.desk_jobs, gen.cfg.fields, max_upload_bytes, max_rows, check)
+    _batch_routes(app, app.state.desk_jobs, gen.cfg.fields, max_upload_bytes, max_rows, validate, guards)
     return app

@@ -4,9 +4,11 @@
 
 # %% ../nbs/01c_engines.ipynb #d7ddded604
 from __future__ import annotations
-import copy, hashlib, json, os, shutil, warnings
+import copy, hashlib, json
 from pathlib import Path
+from fastcore.basics import patch
 from .config import atomic_folder
+from .folders import MODEL_FILES
 
 # %% auto #0
 __all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'CT2_IGNORES', 'CT2_FORMAT', 'EngineError', 'check_engine', 'ct2_installed',
@@ -15,11 +17,12 @@ __all__ = ['ENGINES', 'COMPUTE_TYPES', 'CT2_CACHE', 'CT2_IGNORES', 'CT2_FORMAT',
 # %% ../nbs/01c_engines.ipynb #d7ddded606
 ENGINES = ("auto", "transformers", "ct2")
 COMPUTE_TYPES = ("float32", "int8")
-CT2_CACHE = "ct2_model"  # the converted model's folder inside the model folder
+CT2_CACHE = MODEL_FILES["ct2"]  # the converted model's folder inside the model folder
 
 class EngineError(RuntimeError):
     "The requested engine cannot run: unknown name, or its optional package is not installed."
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6e1
 def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (ct2 on a CPU when installed, else transformers)
                  compute_type:str="float32", # "float32" or "int8" (ct2 only)
                 ) -> tuple:
@@ -30,12 +33,14 @@ def check_engine(engine:str="transformers", # "transformers", "ct2", or "auto" (
     if engine == "ct2" and not ct2_installed(): raise EngineError("engine 'ct2' needs CTranslate2: pip install 'claim_t5[fast]'")
     return engine, compute_type
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6a2
 def ct2_installed() -> bool:
     "Whether CTranslate2 (the `fast` extra) imports (a broken install counts as not installed)."
     try: import ctranslate2  # noqa: F401
     except Exception: return False
     return True
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6a4
 # generation settings `CT2Engine` does not apply, with the value that means "off"
 CT2_IGNORES = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0,
                    min_length=0, min_new_tokens=None, bad_words_ids=None, suppress_tokens=None, forced_bos_token_id=None,
@@ -44,8 +49,10 @@ CT2_IGNORES = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_re
 def ct2_ignored_settings(generation_config) -> list:
     "The settings of a transformers `GenerationConfig` that CTranslate2 here would not apply (so its reports could differ)."
     set_ = lambda v, off: v is not None and v != off and v != []  # None and [] mean "not set"
-    return sorted(k for k, off in CT2_IGNORES.items() if set_(getattr(generation_config, k, None), off))
+    given = generation_config.to_dict()
+    return sorted(k for k, off in CT2_IGNORES.items() if set_(given.get(k), off))
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6a6
 def resolve_engine(engine:str, # a checked engine name
                    device:str="cpu", # where the model runs: "cpu" or "cuda"
                   ) -> str:
@@ -54,8 +61,8 @@ def resolve_engine(engine:str, # a checked engine name
     return "ct2" if str(device).startswith("cpu") and ct2_installed() else "transformers"
 
 # %% ../nbs/01c_engines.ipynb #d7ddded609
-_SOURCE_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
-                 "generation_config.json", "tokenizer.json", "tokenizer_config.json", "claim_t5_config.yaml")
+_SOURCE_FILES = tuple(MODEL_FILES[k] for k in ("adapter_weights", "adapter_config", "weights", "model_config", "generation_config",
+                                                "tokenizer", "tokenizer_config", "run_config"))  # what decides the reports
 
 def model_fingerprint(model_dir:str|Path) -> str:
     "A hash of the files that decide a model folder's outputs (weights, configs, tokenizer), its base model's included."
@@ -68,15 +75,17 @@ def model_fingerprint(model_dir:str|Path) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/01c_engines.ipynb #d7ddded611
-class _RowNames:
-    "A tokenizer as the converter sees it: each row of the model's vocabulary past the tokenizer named once, `<unused_N>`."
-    def __init__(self, tokenizer, rows:int): self.tokenizer, self.rows = tokenizer, rows
-    def get_vocab(self) -> dict:
-        v = dict(self.tokenizer.get_vocab())
-        for i in range(max(v.values()) + 1, self.rows): v[f"<unused_{i}>"] = i
-        return v
-    def __getattr__(self, name): return getattr(self.tokenizer, name)
+def _row_names(tokenizer, # the model's tokenizer (left as it is)
+               rows:int, # the model's vocabulary size
+              ):
+    "A copy of `tokenizer` as the converter sees it: each row of the model's vocabulary past the tokenizer named once, `<unused_N>`."
+    v = dict(tokenizer.get_vocab())
+    for i in range(max(v.values()) + 1, rows): v[f"<unused_{i}>"] = i
+    named = copy.copy(tokenizer)
+    named.get_vocab = lambda: v
+    return named
 
+# %% ../nbs/01c_engines.ipynb #d7ddded6b2
 def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
                 tokenizer, # its tokenizer
                 out_dir:str|Path, # the CTranslate2 model folder to write (replaced if it exists)
@@ -86,7 +95,7 @@ def convert_ct2(model, # a merged (plain) T5ForConditionalGeneration
     from ctranslate2.converters import TransformersConverter
     class _InMemory(TransformersConverter):  # the converter reads config and tokenizer from a folder, the weights from memory
         def load_model(self, model_class, path, **kwargs): return model
-        def load_tokenizer(self, tokenizer_class, path, **kwargs): return _RowNames(tokenizer, model.config.vocab_size)
+        def load_tokenizer(self, tokenizer_class, path, **kwargs): return _row_names(tokenizer, model.config.vocab_size)
     with _tf.TemporaryDirectory() as src, atomic_folder(out_dir) as tmp:  # the old folder stays until the new one is complete
         config = copy.deepcopy(model.config)
         config.dtype = "float32"  # stated, so the converter does not fall back to the deprecated `torch_dtype`
@@ -132,27 +141,31 @@ class CT2Engine:
         known = tokenizer.get_vocab()
         self._rows = {t: i for i, t in enumerate(json.loads(names.read_text()) if names.exists() else []) if t not in known}
 
-    def generate_ids(self, texts:list, # inputs as the model sees them (placeholders already in)
-                     batch_size:int=64, max_input_length:int=128, max_new_tokens:int=96, num_beams:int=1,
-                     suppress_ids:list|None=None, # per input, token ids it must not generate (CTranslate2 suppresses per call: inputs are grouped by them)
-                     num_return_sequences:int=1, # hypotheses per input (<= num_beams), best first
-                     **ignored) -> list: # do_sample=False, early_stopping: what transformers' path also gets
-        "Generated token ids, `num_return_sequences` lists per input, in input order (inputs longer than `max_input_length` are truncated)."
-        if not texts: return []
-        ids = self.tokenizer(list(texts), truncation=True, max_length=max_input_length)["input_ids"]
-        src = [self.tokenizer.convert_ids_to_tokens(x) for x in ids]
-        groups = {}  # one translate_batch call per set of suppressed tokens
-        for i, s in enumerate(suppress_ids or [[]] * len(src)): groups.setdefault(tuple(s), []).append(i)
-        out = [None] * len(src)
-        for sup, rows in groups.items():
-            res = self.translator.translate_batch([src[i] for i in rows], max_batch_size=batch_size, beam_size=num_beams,
-                                                  num_hypotheses=num_return_sequences, max_decoding_length=max_new_tokens,
-                                                  suppress_sequences=[[t] for t in self.tokenizer.convert_ids_to_tokens(list(sup))] or None)
-            for i, r in zip(rows, res): out[i] = r.hypotheses[:num_return_sequences]
-        return [[self._rows.get(t, i) for t, i in zip(h, self.tokenizer.convert_tokens_to_ids(h))] for hs in out for h in hs]
-
-    def generate(self, texts:list, **kwargs) -> list:
-        "Plain decoded reports for `texts` (claim_t5's own path, `generate_reports(..., engine=self)`, adds placeholders and the fact check)."
-        return [t.strip() for t in self.tokenizer.batch_decode(self.generate_ids(texts, **kwargs), skip_special_tokens=True)]
-
     def __repr__(self): return f"CT2Engine({self.ct2_dir}, {self.compute_type})"
+
+# %% ../nbs/01c_engines.ipynb #d7ddded6c1
+@patch
+def generate_ids(self:CT2Engine, texts:list, # inputs as the model sees them (placeholders already in)
+                 batch_size:int=64, max_input_length:int=128, max_new_tokens:int=96, num_beams:int=1,
+                 suppress_ids:list|None=None, # per input, token ids it must not generate (CTranslate2 suppresses per call: inputs are grouped by them)
+                 num_return_sequences:int=1, # hypotheses per input (<= num_beams), best first
+                 **ignored) -> list: # do_sample=False, early_stopping: what transformers' path also gets
+    "Generated token ids, `num_return_sequences` lists per input, in input order (inputs longer than `max_input_length` are truncated)."
+    if not texts: return []
+    ids = self.tokenizer(list(texts), truncation=True, max_length=max_input_length)["input_ids"]
+    src = [self.tokenizer.convert_ids_to_tokens(x) for x in ids]
+    groups = {}  # one translate_batch call per set of suppressed tokens
+    for i, s in enumerate(suppress_ids or [[]] * len(src)): groups.setdefault(tuple(s), []).append(i)
+    out = [None] * len(src)
+    for sup, rows in groups.items():
+        res = self.translator.translate_batch([src[i] for i in rows], max_batch_size=batch_size, beam_size=num_beams,
+                                              num_hypotheses=num_return_sequences, max_decoding_length=max_new_tokens,
+                                              suppress_sequences=[[t] for t in self.tokenizer.convert_ids_to_tokens(list(sup))] or None)
+        for i, r in zip(rows, res): out[i] = r.hypotheses[:num_return_sequences]
+    return [[self._rows.get(t, i) for t, i in zip(h, self.tokenizer.convert_tokens_to_ids(h))] for hs in out for h in hs]
+
+# %% ../nbs/01c_engines.ipynb #d7ddded6c2
+@patch
+def generate(self:CT2Engine, texts:list, **kwargs) -> list:
+    "Plain decoded reports for `texts` (claim_t5's own path, `generate_reports(..., engine=self)`, adds placeholders and the fact check)."
+    return [t.strip() for t in self.tokenizer.batch_decode(self.generate_ids(texts, **kwargs), skip_special_tokens=True)]

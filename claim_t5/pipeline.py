@@ -4,11 +4,13 @@
 
 # %% ../nbs/05_pipeline.ipynb #45f951c707
 from __future__ import annotations
-import json, os, shutil, sys, tempfile, time
+import json, os, shutil, tempfile, time
 from pathlib import Path
 from fastcore.script import call_parse, store_true
 from .config import make_config, ConfigError
-from .model import results_file, report_file, CURVES_PNG, MODEL_CARD, load_model_config, missing_model_files
+from .util import fail
+from .data import SPLIT_FILES
+from .folders import RunFolder, load_model_config, missing_model_files
 
 # %% auto #0
 __all__ = ['STAGES', 'PipelineStageError', 'find_nbs_dir', 'resolve_stage', 'stage_parameters', 'restart_advice', 'run_pipeline',
@@ -44,31 +46,34 @@ def resolve_stage(stage) -> int:
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 # %% ../nbs/05_pipeline.ipynb #5a41850611
-def stage_parameters(run_dir:Path, config:str, overrides:dict, data_dir:str|None=None,
-                     resume_from_checkpoint=None, max_test_samples:int|None=None) -> dict:
+def stage_parameters(run_dir:Path, # the run folder
+                     config:str, # preset name or YAML path, for 00_config
+                     overrides:dict, # config keys to change, for 00_config
+                     data_dir:str|None=None, # your data, for 01_data; None: the bundled dataset
+                     resume_from_checkpoint=None, # for 02_lora_train
+                     max_test_samples:int|None=None, # for 03_eval
+                    ) -> dict:
     "The papermill parameters of each stage for one run folder."
-    run_dir = Path(run_dir).resolve()
-    model_dir = str(run_dir/"model_training"/"fine_tuned_model")
-    data = str(run_dir/"data")
+    run = RunFolder(Path(run_dir).resolve())
+    model_dir, data, cfg = str(run.model.path), str(run.data), str(run.config)
     return {
-        "00_config": dict(config=str(config), overrides=dict(overrides), config_out=str(run_dir/"config.yaml")),
-        "01_data": dict(data_dir=data_dir, out_dir=data, strict=True, config=str(run_dir/"config.yaml")),  # its field schema
-        "02_lora_train": dict(config=str(run_dir/"config.yaml"), data_dir=data, output_dir=str(run_dir/"model_training"),
-                              resume_from_checkpoint=resume_from_checkpoint),
+        "00_config": dict(config=str(config), overrides=dict(overrides), config_out=cfg),
+        "01_data": dict(data_dir=data_dir, out_dir=data, strict=True, config=cfg),  # its field schema
+        "02_lora_train": dict(config=cfg, data_dir=data, output_dir=str(run.training), resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),
-        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run_dir/"sample_reports.jsonl"), ray_workers=0),  # no Ray demo in a run
+        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run.sample_reports), ray_workers=0),  # no Ray demo in a run
     }
 
-_NEEDS = {"01_data": "config.yaml", "02_lora_train": "data/clean_train.jsonl",
-          "03_eval": "model_training/fine_tuned_model/claim_t5_config.yaml",
-          "04_inference": "model_training/fine_tuned_model/claim_t5_config.yaml"}
+_NEEDS = {"01_data": lambda run: run.config, "02_lora_train": lambda run: run.data/SPLIT_FILES["train"],  # what each later stage reads
+          "03_eval": lambda run: run.model.run_config, "04_inference": lambda run: run.model.run_config}
 
 # %% ../nbs/05_pipeline.ipynb #617dc12b80
 def restart_advice(run_dir:Path, # the run folder
                    stage:str, # the stage that failed
                   ) -> str:
     "How to continue a run whose `stage` failed without redoing what it saved; empty when there is nothing to keep."
-    model_dir, cks = Path(run_dir)/"model_training"/"fine_tuned_model", Path(run_dir)/"model_training"/"checkpoints"
+    run = RunFolder(run_dir)
+    model_dir, cks = run.model.path, run.checkpoints
     i = STAGES.index(stage)
     if i < STAGES.index("02_lora_train"): return ""
     try: complete = model_dir.is_dir() and not missing_model_files(model_dir, load_model_config(model_dir))
@@ -91,6 +96,50 @@ def _kernel_manager(socket_dir:str):
     return LocalKernelManager
 
 # %% ../nbs/05_pipeline.ipynb #28a4cb42c1
+def _check_restart(first:int, overrides:dict, data_dir):
+    "Overrides and data only where they take effect: a run that starts later uses its saved config.yaml and data/."
+    if first > STAGES.index("00_config") and overrides:
+        raise ValueError(f"config overrides {sorted(overrides)} only take effect in 00_config; this run starts at {STAGES[first]} "
+                         "and uses its config.yaml: start at 00_config or use another run folder")
+    if first > STAGES.index("01_data") and data_dir is not None:
+        raise ValueError(f"data_dir only takes effect in 01_data; this run starts at {STAGES[first]} and uses its data/")
+
+# %% ../nbs/05_pipeline.ipynb #28a4cb42c2
+def _check_run_folder(first:int, last:int, run:RunFolder, resume_from_checkpoint):
+    "What the first stage reads is there, and a new training run never mixes with one the folder already holds."
+    if first > 0 and not (need := _NEEDS[STAGES[first]](run)).exists():
+        raise FileNotFoundError(f"cannot start at {STAGES[first]}: {need} is missing; run the earlier stages first")
+    cks = run.checkpoints
+    if first <= STAGES.index("02_lora_train") <= last and not resume_from_checkpoint and cks.exists() and any(cks.glob("checkpoint-*")):
+        raise FileExistsError(f"{run.path} already holds a training run ({cks}); resume it (--resume), restart after "
+                              "training (--start_at 03_eval), or choose another run folder")
+
+# %% ../nbs/05_pipeline.ipynb #28a4cb42e1
+def _run_stage(i:int, nbs:Path, run:RunFolder, params:dict, sockets:str, log) -> float:
+    "Execute stage `i`'s notebook into the run folder; its seconds, or a PipelineStageError with the restart advice."
+    import papermill as pm
+    stage, out_nb = STAGES[i], run.notebook(STAGES[i])
+    log(f"[{i+1}/{len(STAGES)}] {stage} ...", flush=True) if log is print else log(f"[{i+1}/{len(STAGES)}] {stage} ...")
+    t0 = time.time()
+    try:
+        pm.execute_notebook(str(nbs/f"{stage}.ipynb"), str(out_nb), parameters=params[stage], kernel_name="python3",
+                            progress_bar=False, cwd=str(run.path), kernel_manager_class=_kernel_manager(sockets))
+    except pm.PapermillExecutionError as e:
+        raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}", restart_advice(run.path, stage)) from None
+    except Exception as e:
+        raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}", restart_advice(run.path, stage)) from None
+    secs = round(time.time() - t0, 1)
+    log(f"      {stage} done in {secs} s")
+    return secs
+
+# %% ../nbs/05_pipeline.ipynb #28a4cb42f1
+def _outputs(run:RunFolder, timings:dict) -> dict:
+    "The paths of what a run made, and its stages' seconds."
+    m = run.model
+    return dict(run_dir=run.path, notebooks=run.notebooks, model_dir=m.path, test_results=m.results("test"), curves=m.curves,
+                report=m.report("test"), model_card=m.card, sample_reports=run.sample_reports, timings=timings)
+
+# %% ../nbs/05_pipeline.ipynb #28a4cb42g1
 def run_pipeline(config:str="tiny", # preset name or YAML path
                  run_dir:str|Path="runs/tiny", # the run folder
                  overrides:dict|None=None, # config keys to change, e.g. {"num_epochs": 1}
@@ -102,7 +151,6 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
                  nbs_dir:str|Path|None=None, # where the numbered notebooks are
                  log=print) -> dict:
     "Execute the numbered notebooks in order with papermill into `run_dir`; returns the paths of what they made."
-    import papermill as pm
     overrides = dict(overrides or {})
     make_config(config, **overrides)  # a bad config fails here, before any stage runs
     # the stages run inside the run folder: paths the caller gave relative to where they are must not change meaning
@@ -110,42 +158,16 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
     if data_dir is not None: data_dir = str(Path(data_dir).resolve())
     if start_at is None and resume_from_checkpoint: start_at = "02_lora_train"  # keep the run's config.yaml and data/
     first, last = resolve_stage(start_at), resolve_stage(stop_after) if stop_after is not None else len(STAGES) - 1
-    if first > STAGES.index("00_config") and overrides:
-        raise ValueError(f"config overrides {sorted(overrides)} only take effect in 00_config; this run starts at {STAGES[first]} "
-                         "and uses its config.yaml: start at 00_config or use another run folder")
-    if first > STAGES.index("01_data") and data_dir is not None:
-        raise ValueError(f"data_dir only takes effect in 01_data; this run starts at {STAGES[first]} and uses its data/")
-    run_dir = Path(run_dir).resolve(); (run_dir/"notebooks").mkdir(parents=True, exist_ok=True)
+    _check_restart(first, overrides, data_dir)
+    run = RunFolder(Path(run_dir).resolve()); run.notebooks.mkdir(parents=True, exist_ok=True)
     nbs = Path(nbs_dir) if nbs_dir else find_nbs_dir()
-    if first > 0 and not (run_dir/_NEEDS[STAGES[first]]).exists():
-        raise FileNotFoundError(f"cannot start at {STAGES[first]}: {run_dir/_NEEDS[STAGES[first]]} is missing; run the earlier stages first")
-    cks = run_dir/"model_training"/"checkpoints"
-    if first <= STAGES.index("02_lora_train") <= last and not resume_from_checkpoint and cks.exists() and any(cks.glob("checkpoint-*")):
-        raise FileExistsError(f"{run_dir} already holds a training run ({cks}); resume it (--resume), restart after "
-                              "training (--start_at 03_eval), or choose another run folder")
-    params = stage_parameters(run_dir, config, overrides, data_dir, resume_from_checkpoint, max_test_samples)
+    _check_run_folder(first, last, run, resume_from_checkpoint)
+    params = stage_parameters(run.path, config, overrides, data_dir, resume_from_checkpoint, max_test_samples)
     timings, sockets = {}, tempfile.mkdtemp(prefix="claim_t5_kernels_")
     try:
-        for i in range(first, last + 1):
-            stage = STAGES[i]
-            out_nb = run_dir/"notebooks"/f"{stage}.ipynb"
-            log(f"[{i+1}/{len(STAGES)}] {stage} ...", flush=True) if log is print else log(f"[{i+1}/{len(STAGES)}] {stage} ...")
-            t0 = time.time()
-            try:
-                pm.execute_notebook(str(nbs/f"{stage}.ipynb"), str(out_nb), parameters=params[stage], kernel_name="python3",
-                                    progress_bar=False, cwd=str(run_dir), kernel_manager_class=_kernel_manager(sockets))
-            except pm.PapermillExecutionError as e:
-                raise PipelineStageError(stage, out_nb, f"{e.ename}: {e.evalue}", restart_advice(run_dir, stage)) from None
-            except Exception as e:
-                raise PipelineStageError(stage, out_nb, f"{type(e).__name__}: {e}", restart_advice(run_dir, stage)) from None
-            timings[stage] = round(time.time() - t0, 1)
-            log(f"      {stage} done in {timings[stage]} s")
+        for i in range(first, last + 1): timings[STAGES[i]] = _run_stage(i, nbs, run, params, sockets, log)
     finally: shutil.rmtree(sockets, ignore_errors=True)
-    model_dir = run_dir/"model_training"/"fine_tuned_model"
-    return dict(run_dir=run_dir, notebooks=run_dir/"notebooks", model_dir=model_dir,
-                test_results=model_dir/results_file("test"), curves=model_dir/CURVES_PNG,
-                report=model_dir/report_file("test"), model_card=model_dir/MODEL_CARD,
-                sample_reports=run_dir/"sample_reports.jsonl", timings=timings)
+    return _outputs(run, timings)
 
 # %% ../nbs/05_pipeline.ipynb #ae00939414
 def summary(out:dict) -> str:
@@ -180,5 +202,5 @@ def main(config:str="tiny", # preset name (tiny, scratch, flan-t5-base) or YAML 
         out = run_pipeline(config, run_dir, parse_set(set), data_dir, start_at, stop_after, True if resume else None,
                            max_test_samples)
     except (PipelineStageError, ConfigError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(1)
+        fail(str(e))
     print(f"\npipeline finished in {time.time() - t0:.0f} s\n" + summary(out))

@@ -6,8 +6,10 @@
 from __future__ import annotations
 import datetime, json, re, sys, uuid
 from pathlib import Path
+from fastcore.basics import patch
 import sqlalchemy as sa
 from fastcore.script import call_parse, store_true
+from .util import fail
 from .config import ClaimT5Config, make_config
 from .data import (Problem, MetadataError, check_record, parse_metadata, format_metadata, find_split_files,
                            read_records, generate_dataset, resolve_fields, write_jsonl, write_problem_report)
@@ -25,9 +27,14 @@ MAX_REVIEWER_CHARS = 100
 MAX_NOTE_CHARS = 2_000
 
 class ReviewError(ValueError): "A review that cannot be stored, or a store that cannot be opened; the message names the field or the store."
+
+# %% ../nbs/01d_reviews.ipynb #a7e5c00006s1
 class ReviewConflict(ReviewError): "A request_id already used for a different decision."
+
+# %% ../nbs/01d_reviews.ipynb #a7e5c00006s2
 class StoreUnavailable(ReviewError): "The database failed (unreachable, disk full, locked too long): the review was NOT stored."
 
+# %% ../nbs/01d_reviews.ipynb #a7e5c00006s3
 _METADATA = sa.MetaData()
 reviews_table = sa.Table("reviews", _METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -83,6 +90,7 @@ def store_url(url_or_path:str|Path) -> str:
     if not s.strip(): raise ReviewError("the review store is empty: give a SQLite file path or a database URL")
     return "sqlite:///" + str(Path(s).expanduser().resolve())
 
+# %% ../nbs/01d_reviews.ipynb #a7e5c00010s1
 def _sqlite_pragmas(dbapi_conn, _record):
     "Every new SQLite connection: WAL, synchronous=FULL (the commit is on disk when it returns)."
     cur = dbapi_conn.cursor()
@@ -133,9 +141,11 @@ def _row(r) -> dict:
     d["created_at"] = t.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return d
 
+# %% ../nbs/01d_reviews.ipynb #a7e5c00014s1
 _SAME = ("input", "generated", "final", "decision", "reviewer", "note")  # a retry must be the same decision
 
-def _add(self:ReviewStore, input:str, generated:str, final:str, decision:str, reviewer:str, # see `check_review`
+@patch
+def add(self:ReviewStore, input:str, generated:str, final:str, decision:str, reviewer:str, # see `check_review`
          note:str|None=None, # optional words for the next reader
          facts_before:dict|None=None, # the fact check of the draft
          facts_after:dict|None=None, # the fact check of the final text
@@ -161,17 +171,18 @@ def _add(self:ReviewStore, input:str, generated:str, final:str, decision:str, re
     except sa.exc.SQLAlchemyError as e:
         raise StoreUnavailable(f"{self.display}: the review was NOT stored ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
 
-def _get(self:ReviewStore, id:int|None=None, request_id:str|None=None) -> dict|None:
+# %% ../nbs/01d_reviews.ipynb #a7e5c00014s2
+@patch
+def get(self:ReviewStore, id:int|None=None, request_id:str|None=None) -> dict|None:
     "The row with this id or request_id, or None."
     t = reviews_table
     cond = t.c.id == id if id is not None else t.c.request_id == request_id
     with self.engine.connect() as c: r = c.execute(sa.select(t).where(cond)).first()
     return None if r is None else _row(r)
 
-ReviewStore.add, ReviewStore.get = _add, _get
-
 # %% ../nbs/01d_reviews.ipynb #a7e5c00017
-def _rows(self:ReviewStore, limit:int|None=None, # at most this many; None: all
+@patch
+def rows(self:ReviewStore, limit:int|None=None, # at most this many; None: all
           newest_first:bool=True, # False: in the order they were stored
           decision:str|None=None, # only "approved" or only "rejected"
           reviewer:str|None=None, # only this reviewer's
@@ -184,15 +195,16 @@ def _rows(self:ReviewStore, limit:int|None=None, # at most this many; None: all
     if limit is not None: q = q.limit(limit)
     with self.engine.connect() as c: return [_row(r) for r in c.execute(q)]
 
-def _count(self:ReviewStore, reviewer:str|None=None) -> int:
+# %% ../nbs/01d_reviews.ipynb #a7e5c00017s1
+@patch
+def count(self:ReviewStore, reviewer:str|None=None) -> int:
     q = sa.select(sa.func.count()).select_from(reviews_table)
     if reviewer is not None: q = q.where(reviews_table.c.reviewer == reviewer)
     with self.engine.connect() as c: return c.execute(q).scalar_one()
 
-ReviewStore.rows, ReviewStore.count = _rows, _count
-
 # %% ../nbs/01d_reviews.ipynb #a7e5c00041
-def _confirm(self:ReviewStore, review_id:int, # the approved review
+@patch
+def confirm(self:ReviewStore, review_id:int, # the approved review
              admin:str, # who confirms it (an admin's name)
             ) -> dict:
     "Record an admin's second look at an approved review (once; again is a no-op): the review's row with `confirmed_by`."
@@ -206,11 +218,11 @@ def _confirm(self:ReviewStore, review_id:int, # the approved review
     except sa.exc.SQLAlchemyError as e: raise StoreUnavailable(f"{self.display}: the confirmation was NOT stored ({type(e).__name__})") from None
     return {**row, "confirmed_by": self.confirmed()[review_id]}
 
-def _confirmed(self:ReviewStore) -> dict:
+# %% ../nbs/01d_reviews.ipynb #a7e5c00041s1
+@patch
+def confirmed(self:ReviewStore) -> dict:
     "review id -> the admin who confirmed it."
     with self.engine.connect() as c: return dict(c.execute(sa.select(confirmations_table.c.review_id, confirmations_table.c.admin)).all())
-
-ReviewStore.confirm, ReviewStore.confirmed = _confirm, _confirmed
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00020
 def _norm(inp:str, fields=None) -> str:
@@ -218,6 +230,7 @@ def _norm(inp:str, fields=None) -> str:
     try: return format_metadata(parse_metadata(inp, require=False, fields=fields), fields)
     except MetadataError: return inp.strip()
 
+# %% ../nbs/01d_reviews.ipynb #a7e5c00020s1
 def eval_inputs(data=None, # a data folder (its validation and test splits); None: the bundled dataset
                 fields=None, # the schema, for normalising
                ) -> dict:
@@ -259,6 +272,7 @@ def review_pairs(rows:list, # review rows, in the order they were stored
         pairs.append({**rec, "review_id": r["id"], "edited": r["final"] != r["generated"]})
     return pairs, problems
 
+# %% ../nbs/01d_reviews.ipynb #a7e5c00021s1
 def second_look(rows:list, # review rows
                 confirmed:dict, # review id -> admin (`ReviewStore.confirmed`)
                 source:str="reviews", # the store's name, for the problems
@@ -274,14 +288,15 @@ def second_look(rows:list, # review rows
         else: keep.append(r)
     return keep, look
 
-def _approved_pairs(self:ReviewStore, fields=None, held:dict|None=None,
+# %% ../nbs/01d_reviews.ipynb #a7e5c00021s2
+@patch
+def approved_pairs(self:ReviewStore, fields=None, held:dict|None=None,
                     include_unconfirmed:bool=False, # True: reviews the fact check disagrees with count without an admin's second look
                    ) -> tuple:
     "`review_pairs` of every stored decision: (pairs, problems, [Problem] of the reviews waiting for a second look)."
     rows = self.rows(newest_first=False)
     rows, look = (rows, []) if include_unconfirmed else second_look(rows, self.confirmed(), self.display)
     return (*review_pairs(rows, fields, held, self.display), look)
-ReviewStore.approved_pairs = _approved_pairs
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00024
 def export_reviews(store:str|Path|ReviewStore, # the review store: a SQLite file or a database URL
@@ -301,9 +316,7 @@ def export_reviews(store:str|Path|ReviewStore, # the review store: a SQLite file
     write_problem_report(look, out/"needs_second_look.jsonl")  # the reason, and the review's row (facts_after included)
     return path, pairs, problems, look
 
-# %% ../nbs/01d_reviews.ipynb #a7e5c00026
-def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
-
+# %% ../nbs/01d_reviews.ipynb #a7e5c00026s1
 @call_parse
 def data_main(out:str=None, # write the bundled dataset (clean_train/val/test.jsonl) into this folder; with --from_reviews: the pairs' folder
               check:str=None, # validate this file or folder of splits and report every problem
@@ -317,14 +330,14 @@ def data_main(out:str=None, # write the bundled dataset (clean_train/val/test.js
              ):
     "Write the bundled claim dataset, check a data file or folder against a field schema, or turn approved reviews into training pairs."
     if from_reviews is None:
-        if data_dir or include_unconfirmed: _fail("--data_dir and --include_unconfirmed go with --from_reviews (to check a folder, use --check)")
+        if data_dir or include_unconfirmed: fail("--data_dir and --include_unconfirmed go with --from_reviews (to check a folder, use --check)")
         return _data_main.__wrapped__(out=out, check=check, seed=seed, config=config, fields=fields, fields_out=fields_out)
-    if not out: _fail("--from_reviews needs --out DIR (where train.jsonl goes)")
-    if check: _fail("--from_reviews and --check are separate commands: run --check on the --out folder afterwards")
+    if not out: fail("--from_reviews needs --out DIR (where train.jsonl goes)")
+    if check: fail("--from_reviews and --check are separate commands: run --check on the --out folder afterwards")
     try:
         cfg, _ = resolve_fields(make_config(config, fields=fields), data_dir, progress=False)
         path, pairs, problems, look = export_reviews(from_reviews, out, data_dir, cfg.fields, bool(include_unconfirmed))
-    except (ReviewError, FileNotFoundError, ValueError, OSError) as e: _fail(e)
+    except (ReviewError, FileNotFoundError, ValueError, OSError) as e: fail(e)
     edited = sum(p["edited"] for p in pairs)
     print(f"wrote {len(pairs)} training pair(s) from approved reviews ({edited} edited, {len(pairs) - edited} unedited) to {path}")
     if problems:

@@ -5,13 +5,15 @@
 # %% ../nbs/04b_serve.ipynb #34d338e504
 from __future__ import annotations
 import asyncio, collections, copy, dataclasses, hashlib, hmac, ipaddress, logging, math, multiprocessing, os, pickle, re, secrets, sys, threading, time, warnings
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from importlib import import_module
 from pathlib import Path
+from types import SimpleNamespace
 from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
-from .config import generation_kwargs
-from .data import MetadataError, unknown_fields, request_model
+from .util import check_batch_size, fail
+from .config import check_fields, generation_kwargs
+from .data import MetadataError, unknown_fields
 from .engines import EngineError, check_engine
 from .facts import FACTS_FILE, CheckedReport, FactChecker, FactCheckError
 from .model import ModelLoadError, load_model_config
@@ -24,7 +26,7 @@ __all__ = ['LANES', 'API_KEY_ENV', 'API_KEY_HEADER', 'MIN_KEY_CHARS', 'ROLES', '
            'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'GenerationProcessDied',
            'GenerationProcess', 'BodyLimit', 'is_loopback', 'check_key', 'resolve_api_key', 'hash_key', 'key_matches',
            'User', 'Users', 'add_user', 'ApiKeyGuard', 'cross_origin', 'WriteGuard', 'ServiceMetrics', 'report_body',
-           'request_user', 'create_app', 'main']
+           'request_model', 'request_user', 'create_app', 'main']
 
 # %% ../nbs/04b_serve.ipynb #34d338e506
 class QueueFull(RuntimeError):
@@ -46,6 +48,8 @@ class _Job:
     deadline: float  # time.monotonic()
     lane: str = "interactive"
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e507s1
 LANES = ("interactive", "batch")
 
 class MicroBatcher:
@@ -59,52 +63,66 @@ class MicroBatcher:
                  batch_lane:int=4, # most reports of the batch lane per generation when no interactive request came for `quiet_s`; else 1
                  max_batch_queue:int|None=None, # most batch-lane reports waiting; default max_queue
                  quiet_s:float=1.0, # interactive traffic this recent keeps the batch lane to one report a generation
+                 ride:int=0, # most batch-lane reports added to an interactive generation of fewer than `batch_lane` reports
+                 anticipate_ms:float=0.0, # after an interactive generation, how long the batch lane waits for the next draft
                 ):
-        if min(batch_size, max_queue, batch_lane) < 1 or max_wait_ms < 0: raise ValueError("batch_size, max_queue and batch_lane must be >= 1, max_wait_ms >= 0")
+        check_batch_size(batch_size)
+        if min(max_queue, batch_lane) < 1 or max_wait_ms < 0: raise ValueError("max_queue and batch_lane must be >= 1, max_wait_ms >= 0")
         self.fn, self.batch_size, self.max_wait, self.on_batch = fn, batch_size, max_wait_ms/1000, on_batch
         self.batch_lane, self.limits = batch_lane, {"interactive": max_queue, "batch": max_queue if max_batch_queue is None else max_batch_queue}
         self.max_queue, self.quiet_s, self._last_interactive = max_queue, quiet_s, -1e9
+        self.ride, self.anticipate, self._inter_done, self._inter_running = ride, anticipate_ms/1000, -1e9, False
         self._queues = {l: collections.deque() for l in LANES}
         self._waiting, self._cv = dict.fromkeys(LANES, 0), threading.Condition()
         self._closed, self._thread, self._last_jobs, self._arrivals = False, None, 1, 0
         self._per_report = 0.01  # running estimate of seconds per report, for Retry-After
         self.autostart = autostart
 
-    @property
-    def pending(self) -> int: return sum(self._waiting.values())  # reports waiting for a batch, both lanes
+# %% ../nbs/04b_serve.ipynb #34d338e507p0
+@patch(as_prop=True)
+def pending(self:MicroBatcher) -> int: return sum(self._waiting.values())  # reports waiting for a batch, both lanes
 
-    @property
-    def accepting(self) -> bool: return not self._closed and self._thread is not None and self._thread.is_alive()
 
-    def start(self):
-        "Start the worker thread (once)."
-        with self._cv:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="claim_t5-batcher", daemon=True)
-                self._thread.start()
-        return self
+# %% ../nbs/04b_serve.ipynb #34d338e507p0s1
+@patch(as_prop=True)
+def accepting(self:MicroBatcher) -> bool: return not self._closed and self._thread is not None and self._thread.is_alive()
 
-    def submit(self, texts:list, timeout_s:float=30.0, lane:str="interactive") -> Future:
-        "Queue `texts` in `lane`; a Future of their results. Raises QueueFull (that lane is full) or ShuttingDown at once."
-        if not texts: raise ValueError("nothing to generate")
-        if lane not in LANES: raise ValueError(f"lane must be one of {LANES}, got {lane!r}")
-        fut = Future()
-        if self.autostart: self.start()
-        with self._cv:
-            if self._closed: raise ShuttingDown("the service is shutting down")
-            if self._waiting[lane] + len(texts) > self.limits[lane]:
-                wait = max(1, math.ceil(self.pending * self._per_report))
-                raise QueueFull(f"queue full: {self._waiting[lane]} of {self.limits[lane]} {lane} reports waiting", retry_after=min(wait, 60))
-            self._queues[lane].append(_Job(list(texts), fut, time.monotonic() + timeout_s, lane))
-            self._waiting[lane] += len(texts); self._arrivals += 1
-            if lane == "interactive": self._last_interactive = time.monotonic()
-            self._cv.notify_all()
-        return fut
 
-    def close(self, timeout:float|None=None):
-        "Refuse new requests, finish those already queued, stop the worker."
-        with self._cv: self._closed = True; self._cv.notify_all()
-        if self._thread is not None: self._thread.join(timeout)
+# %% ../nbs/04b_serve.ipynb #34d338e507p0s2
+@patch
+def start(self:MicroBatcher):
+    "Start the worker thread (once)."
+    with self._cv:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name="claim_t5-batcher", daemon=True)
+            self._thread.start()
+    return self
+
+# %% ../nbs/04b_serve.ipynb #34d338e507p1
+@patch
+def submit(self:MicroBatcher, texts:list, timeout_s:float=30.0, lane:str="interactive") -> Future:
+    "Queue `texts` in `lane`; a Future of their results. Raises QueueFull (that lane is full) or ShuttingDown at once."
+    if not texts: raise ValueError("nothing to generate")
+    if lane not in LANES: raise ValueError(f"lane must be one of {LANES}, got {lane!r}")
+    fut = Future()
+    if self.autostart: self.start()
+    with self._cv:
+        if self._closed: raise ShuttingDown("the service is shutting down")
+        if self._waiting[lane] + len(texts) > self.limits[lane]:
+            wait = max(1, math.ceil(self.pending * self._per_report))
+            raise QueueFull(f"queue full: {self._waiting[lane]} of {self.limits[lane]} {lane} reports waiting", retry_after=min(wait, 60))
+        self._queues[lane].append(_Job(list(texts), fut, time.monotonic() + timeout_s, lane))
+        self._waiting[lane] += len(texts); self._arrivals += 1
+        if lane == "interactive": self._last_interactive = time.monotonic()
+        self._cv.notify_all()
+    return fut
+
+# %% ../nbs/04b_serve.ipynb #34d338e507p2
+@patch
+def close(self:MicroBatcher, timeout:float|None=None):
+    "Refuse new requests, finish those already queued, stop the worker."
+    with self._cv: self._closed = True; self._cv.notify_all()
+    if self._thread is not None: self._thread.join(timeout)
 
 # %% ../nbs/04b_serve.ipynb #34d338e508
 @patch
@@ -115,6 +133,8 @@ def _take(self:MicroBatcher) -> list|None:
             if self._closed: return None
             self._cv.wait()
         inter = self._queues["interactive"]
+        if not inter and (left := self._inter_done + self.anticipate - time.monotonic()) > 0:  # the client just answered
+            self._cv.wait_for(lambda: inter or self._closed, left)  # may send its next draft at once: batch work would make it wait
         if inter and (self._last_jobs > 1 or len(inter) > 1):  # other clients are active: let the batch fill
             # until it is full, or requests stop arriving for a quarter of max_wait, or max_wait has passed
             end, gap = time.monotonic() + self.max_wait, self.max_wait / 4
@@ -128,6 +148,10 @@ def _take(self:MicroBatcher) -> list|None:
         batch, n = [], 0
         while q and (not batch or n + len(q[0].texts) <= limit):
             j = q.popleft(); self._waiting[lane] -= len(j.texts); batch.append(j); n += len(j.texts)
+        b, k = self._queues["batch"], 0  # batch work rides along in a small interactive generation: it costs the draft little
+        while lane == "interactive" and b and k + len(b[0].texts) <= self.ride and n + len(b[0].texts) <= self.batch_lane:
+            j = b.popleft(); self._waiting["batch"] -= len(j.texts); batch.append(j); n += len(j.texts); k += len(j.texts)
+        self._inter_running = lane == "interactive"  # till `_run` has answered it (`wait_interactive`)
         return batch
 
 # %% ../nbs/04b_serve.ipynb #34d338e509
@@ -140,9 +164,14 @@ def _run(self:MicroBatcher):
             if not j.future.set_running_or_notify_cancel(): continue  # the caller gave up
             if now > j.deadline: j.future.set_exception(DeadlineExceeded("deadline passed while queued")); continue
             live.append(j)
-        if batch[0].lane == "interactive": self._last_jobs = len(batch)  # how many interactive clients are active
+        inter = sum(j.lane == "interactive" for j in batch)
+        if inter: self._last_jobs = inter  # how many interactive clients are active
         if live: self._run_batch(live)
+        if inter:
+            with self._cv: self._inter_done, self._inter_running = time.monotonic(), False; self._cv.notify_all()
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e509s1
 @patch
 def _run_batch(self:MicroBatcher, jobs:list):
     "One generation for `jobs`; each job's future gets its results, or the error."
@@ -166,21 +195,38 @@ def _run_batch(self:MicroBatcher, jobs:list):
         except InvalidStateError: pass
         i += len(j.texts)
 
+# %% ../nbs/04b_serve.ipynb #34d338e5a3
+@patch
+def wait_interactive(self:MicroBatcher, timeout:float=0.5, # the longest wait
+                    ) -> bool:
+    "Block until no interactive report waits, is being generated or was answered in the last `anticipate_ms` (True), or for `timeout` s (False)."
+    with self._cv:
+        end = time.monotonic() + timeout
+        while (now := time.monotonic()) < end:
+            if self._waiting["interactive"] or self._inter_running: self._cv.wait(end - now)
+            elif (pause := self._inter_done + self.anticipate - now) > 0: self._cv.wait(min(pause, end - now))  # the next draft may come
+            else: return True
+        return False
+
 # %% ../nbs/04b_serve.ipynb #34d338e511
 def _portable_error(e:BaseException):
     "`e` as something that survives the pipe: itself, (class, failures) to rebuild it, or a RuntimeError naming it."
     # pickle.dumps: can it be sent; copy.deepcopy rebuilds it the way the other end's unpickling will (__reduce_ex__)
     try: pickle.dumps(e); copy.deepcopy(e); return e
     except Exception: pass
-    if hasattr(e, "failures"):
+    if isinstance(e, FactCheckError):
         try: pickle.dumps(e.failures); type(e)(copy.deepcopy(e.failures)); return (type(e), e.failures)
         except Exception: pass
     return RuntimeError(f"{type(e).__name__}: {e}")
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e511s1
 def _rebuilt_error(x) -> BaseException:
     "The exception `_portable_error` sent."
     return x[0](x[1]) if isinstance(x, tuple) else x
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e511s2
 def _generation_child(conn, # the child's end of the pipe
                       model_dir:str, # the model folder
                       threads:int|None, # torch threads; None: torch's default
@@ -203,18 +249,22 @@ def _generation_child(conn, # the child's end of the pipe
         try: texts = conn.recv()
         except (EOFError, OSError): return  # the parent is gone
         if texts is None: return
-        try: msg = ("ok", [(str(r), getattr(r, "facts", None)) for r in gen.generate(texts)])
+        try: msg = ("ok", [(str(r), r.facts) for r in gen.generate(texts)])  # CheckedReports
         except Exception as e: msg = ("error", _portable_error(e))
         conn.send(msg)
 
 # %% ../nbs/04b_serve.ipynb #34d338e512
 class GenerationProcessDied(RuntimeError): "The generation process exited or hung during a batch; a new one has been started."
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e512s1
 def _check_timeouts(**timeouts):
     "Raise ValueError naming the first timeout that is set but not > 0."
     for k, v in timeouts.items():
         if v is not None and v <= 0: raise ValueError(f"{k} must be > 0 (or None), got {v}")
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e512s2
 _log = logging.getLogger("claim_t5.serve")
 
 class GenerationProcess(ReportGenerator):
@@ -243,31 +293,34 @@ class GenerationProcess(ReportGenerator):
         self._proc = self._conn = None
         self._ready, self._lock, self._closing = False, threading.RLock(), False
 
-    @property
-    def checker(self): return self._checker  # the FactChecker saved with the model (loaded here too: reviews are checked without the child)
-
-    @property
-    def ready(self) -> bool: return self._ready and self._proc is not None and self._proc.is_alive()
-
-    @property
-    def pid(self) -> int|None: return self._proc.pid if self._proc is not None else None
-
-    def start(self, reopen:bool=True, # False: a replacement, which must not undo a `close` in progress
-             ):
-        "Start the child (once); it loads the model in the background."
-        with self._lock:
-            if self._proc is not None and self._proc.is_alive(): return self
-            if reopen: self._closing = False  # an explicit start (a new app's lifespan) opens it again after a close
-            ctx = multiprocessing.get_context("spawn")
-            self._conn, child = ctx.Pipe()
-            target = import_module("claim_t5.serve")._generation_child  # by module path: spawn cannot pickle a notebook's own functions
-            self._proc = ctx.Process(target=target, args=(child, str(self.model_dir), self.threads, self.kwargs),
-                                     name="claim_t5-generation", daemon=True)  # daemon: stopped if this process exits
-            self._proc.start(); child.close()  # the child's end lives in the child only: its exit ends our recv
-            self._ready = False
-        return self
-
     def __repr__(self): return f"GenerationProcess({self.model_dir}, pid={self.pid}, ready={self.ready}, restarts={self.restarts})"
+
+# %% ../nbs/04b_serve.ipynb #34d338e512p0
+@patch(as_prop=True)
+def checker(self:GenerationProcess): return self._checker  # the FactChecker saved with the model (loaded here too: reviews are checked without the child)
+
+@patch(as_prop=True)
+def ready(self:GenerationProcess) -> bool: return self._ready and self._proc is not None and self._proc.is_alive()
+
+@patch(as_prop=True)
+def pid(self:GenerationProcess) -> int|None: return self._proc.pid if self._proc is not None else None
+
+# %% ../nbs/04b_serve.ipynb #34d338e512p1
+@patch
+def start(self:GenerationProcess, reopen:bool=True, # False: a replacement, which must not undo a `close` in progress
+         ):
+    "Start the child (once); it loads the model in the background."
+    with self._lock:
+        if self._proc is not None and self._proc.is_alive(): return self
+        if reopen: self._closing = False  # an explicit start (a new app's lifespan) opens it again after a close
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        target = import_module("claim_t5.serve")._generation_child  # by module path: spawn cannot pickle a notebook's own functions
+        self._proc = ctx.Process(target=target, args=(child, str(self.model_dir), self.threads, self.kwargs),
+                                 name="claim_t5-generation", daemon=True)  # daemon: stopped if this process exits
+        self._proc.start(); child.close()  # the child's end lives in the child only: its exit ends our recv
+        self._ready = False
+    return self
 
 # %% ../nbs/04b_serve.ipynb #34d338e513
 @patch
@@ -280,6 +333,8 @@ def _recv(self:GenerationProcess, timeout:float|None=None):
         if end is not None and time.monotonic() >= end: raise TimeoutError
     return self._conn.recv()
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s1
 @patch
 def _drop_child(self:GenerationProcess, kill:bool=False) -> int|None:
     "Let go of the current child (killed first if asked): reap it, close the pipe; its exit code."
@@ -288,6 +343,8 @@ def _drop_child(self:GenerationProcess, kill:bool=False) -> int|None:
     self._conn.close(); self._proc, self._ready = None, False
     return code
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s2
 @patch
 def _restart(self:GenerationProcess, hung:bool=False) -> int|None:
     "Replace a dead child, or kill a hung one first (logged and counted); its exit code."
@@ -301,12 +358,16 @@ def _restart(self:GenerationProcess, hung:bool=False) -> int|None:
     threading.Thread(target=self._load_quietly, name="claim_t5-generation-load", daemon=True).start()
     return code
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s3
 @patch
 def _load_quietly(self:GenerationProcess):
     "`wait_ready` in the background after a restart; a failure is logged (the next batch tries again and reports it)."
     try: self.wait_ready()
     except Exception as e: _log.error(f"claim_t5: the new generation process could not load the model: {type(e).__name__}: {e}")
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s4
 @patch
 def wait_ready(self:GenerationProcess):
     "Block until the child has loaded the model; raise its load error if it could not."
@@ -325,6 +386,8 @@ def wait_ready(self:GenerationProcess):
         self._ready, self.engine = True, x[1]
         return self
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s5
 @patch
 def generate(self:GenerationProcess, texts:list) -> list:
     "A `CheckedReport` per text, generated in the child; raises what the child raised, or GenerationProcessDied."
@@ -344,6 +407,8 @@ def generate(self:GenerationProcess, texts:list) -> list:
     if kind == "error": raise _rebuilt_error(x)
     return [CheckedReport(t, f) for t, f in x]
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e513s6
 @patch
 def close(self:GenerationProcess, timeout:float=10.0):
     "Stop the child: ask it, then terminate it if it has not exited within `timeout` seconds; no new child is started after."
@@ -391,6 +456,8 @@ def is_loopback(host:str) -> bool:
     try: return ipaddress.ip_address(h).is_loopback
     except ValueError: return False  # a host name: it may resolve to anything
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e561s1
 def check_key(key:str, # an API key
               what:str="the API key", # what it is, for the message
              ) -> str:
@@ -400,6 +467,8 @@ def check_key(key:str, # an API key
                          "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or use --users")
     return key
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e561s2
 def resolve_api_key(api_key:str|None, # --api_key; None: the CLAIM_T5_API_KEY environment variable
                     host:str, # the interface the service binds
                     users:bool=False, # a users file is given: it guards the service instead
@@ -426,12 +495,16 @@ def hash_key(key:str, # the key
     h = hashlib.scrypt(key.encode(), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${h.hex()}"
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e571s1
 def key_matches(key:str, stored:str) -> bool:
     "True if `key` hashes to `stored` (a `hash_key` string), compared in constant time."
     kind, n, r, p, salt, h = stored.split("$")
     got = hashlib.scrypt(key.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(h) // 2)
     return hmac.compare_digest(got.hex(), h)
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e571s2
 @dataclasses.dataclass(frozen=True)
 class User:
     "Who sent a request: the name stored with their reviews, and their role."
@@ -457,23 +530,28 @@ class Users:
         "One admin holding `key` (the `--api_key` setup)."
         return cls({name: (User(name, "admin"), hash_key(check_key(key)))}, "--api_key")
 
-    def find(self, key:str) -> User|None:
-        "The user whose key this is, or None."
-        d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
-        if d in self._known: return self._known[d]
-        if d in self._wrong: return None
-        u = next((u for u, h in self.users.values() if key_matches(key, h)), None)
-        if u is not None: self._known[d] = u
-        else:
-            self._wrong[d] = None
-            if len(self._wrong) > 1000: self._wrong.popitem(last=False)
-        return u
+# %% ../nbs/04b_serve.ipynb #34d338e573p0
+@patch
+def find(self:Users, key:str) -> User|None:
+    "The user whose key this is, or None."
+    d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+    if d in self._known: return self._known[d]
+    if d in self._wrong: return None
+    u = next((u for u, h in self.users.values() if key_matches(key, h)), None)
+    if u is not None: self._known[d] = u
+    else:
+        self._wrong[d] = None
+        if len(self._wrong) > 1000: self._wrong.popitem(last=False)
+    return u
 
-    def cached(self, key:str) -> tuple:
-        "(True, user or None) if this key was checked before, else (False, None): the guard runs scrypt off the event loop."
-        d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
-        if d in self._known: return True, self._known[d]
-        return (True, None) if d in self._wrong else (False, None)
+
+# %% ../nbs/04b_serve.ipynb #34d338e573p0s1
+@patch
+def cached(self:Users, key:str) -> tuple:
+    "(True, user or None) if this key was checked before, else (False, None): the guard runs scrypt off the event loop."
+    d = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+    if d in self._known: return True, self._known[d]
+    return (True, None) if d in self._wrong else (False, None)
 
 # %% ../nbs/04b_serve.ipynb #34d338e574
 def _read_users(path:Path) -> dict:
@@ -491,6 +569,8 @@ def _read_users(path:Path) -> dict:
             raise ValueError(f"{path}: user {name!r}: 'key' must be a hash written by --add_user (never the key itself)")
     return users
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e574s1
 @patch(cls_method=True)
 def load(cls:Users, path:str|Path) -> Users:
     "The users of a file `add_user` wrote; ValueError naming the file and the user if it is not one."
@@ -500,6 +580,8 @@ def load(cls:Users, path:str|Path) -> Users:
     if not users: raise ValueError(f"{p}: no users in it")
     return cls({n: (User(n, u["role"]), u["key"]) for n, u in users.items()}, str(p))
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e574s2
 def add_user(path:str|Path, # the users file (created if missing, mode 600)
              name:str, # the new user's name (stored with their reviews)
              role:str="reviewer", # reviewer or admin
@@ -521,6 +603,8 @@ def add_user(path:str|Path, # the users file (created if missing, mode 600)
     os.replace(tmp, p)
     return key
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e574s3
 _add_user = add_user  # `main`'s --add_user option takes the name
 
 # %% ../nbs/04b_serve.ipynb #34d338e577
@@ -545,6 +629,8 @@ class ApiKeyGuard:
         msg = f"API key required: send it in the {API_KEY_HEADER} header" if not got else f"wrong API key in the {API_KEY_HEADER} header"
         await JSONResponse({"detail": msg}, status_code=401)(scope, receive, send)
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e577s1
 _SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")  # what a page elsewhere may send unasked
 
 def cross_origin(headers:dict) -> str|None:
@@ -558,6 +644,8 @@ def cross_origin(headers:dict) -> str|None:
     if urlsplit(o).netloc.lower() != headers.get(b"host", b"").decode("latin-1").lower(): return f"Origin {o}"
     return None
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e577s2
 class WriteGuard:
     "ASGI middleware on writes (not GET/HEAD/OPTIONS): 403 from another origin's page, 415 for a body that is not JSON (`upload_paths`: not a form's type)."
     def __init__(self, app, upload_paths:set): self.app, self.upload_paths = app, upload_paths
@@ -597,15 +685,8 @@ class ServiceMetrics:
         self.batch_errors = Counter("claim_t5_batch_errors", "Generation batches that raised", registry=r)
         self.restarts = Counter("claim_t5_generation_restarts", "Generation processes started again after one died", registry=r)
 
-    def on_batch(self, n:int, seconds:float, error):
-        self.batch_size.observe(n); self.batch_seconds.observe(seconds)
-        if error is None: self.reports.inc(n)
-        else: self.batch_errors.inc()
 
-    def observe(self, endpoint:str, status:int, seconds:float):
-        self.requests.labels(endpoint, str(status)).inc(); self.latency.labels(endpoint).observe(seconds)
-        if status >= 400: self.errors.labels(_REASONS.get(status, str(status))).inc()
-
+# %% ../nbs/04b_serve.ipynb #34d338e515s1
 class _Measure:
     "ASGI middleware: status and latency of every generation request (413 and 422 included) into ServiceMetrics."
     def __init__(self, app, metrics:ServiceMetrics): self.app, self.metrics = app, metrics
@@ -618,38 +699,72 @@ class _Measure:
         try: await self.app(scope, receive, send_)
         finally: self.metrics.observe(scope["path"], status[0], time.perf_counter() - t0)
 
+# %% ../nbs/04b_serve.ipynb #34d338e515p0
+@patch
+def on_batch(self:ServiceMetrics, n:int, seconds:float, error):
+    self.batch_size.observe(n); self.batch_seconds.observe(seconds)
+    if error is None: self.reports.inc(n)
+    else: self.batch_errors.inc()
+
+@patch
+def observe(self:ServiceMetrics, endpoint:str, status:int, seconds:float):
+    self.requests.labels(endpoint, str(status)).inc(); self.latency.labels(endpoint).observe(seconds)
+    if status >= 400: self.errors.labels(_REASONS.get(status, str(status))).inc()
+
 # %% ../nbs/04b_serve.ipynb #34d338e516
 def _jsonable(x):
-    "A fact-check verdict (dataclass, dict, object with to_dict) as plain JSON data."
-    if dataclasses.is_dataclass(x) and not isinstance(x, type): return dataclasses.asdict(x)
-    if hasattr(x, "to_dict"): return x.to_dict()
+    "A fact-check verdict (`FactChecker.check`'s dict) as plain JSON data: string keys, tuples as lists."
     if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
-    if x is None or isinstance(x, (str, int, float, bool)): return x
-    return vars(x) if hasattr(x, "__dict__") else str(x)
+    return x
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e516s1
 def report_body(text:str, # the normalised metadata string
-                result, # a report: a str (a CheckedReport carries .facts), or an object with .text and .facts
+                result, # a report: a CheckedReport (its .facts, the verdict), or a plain str (no verdict)
                 meta:dict, # the request's fields
                 fields=None, # the model's schema (`gen.cfg.fields`), for the unknown-field list
                ) -> dict:
     "The JSON answer for one claim: the report, the input, unknown fields and the report's fact verdict."
-    body = {"report": str(result) if isinstance(result, str) else result.text, "input": text,
-            "unknown_fields": unknown_fields(meta, fields) if fields is not None else unknown_fields(meta)}
-    if getattr(result, "facts", None) is not None: body["facts"] = _jsonable(result.facts)
+    body = {"report": str(result), "input": text, "unknown_fields": unknown_fields(meta, fields) if fields is not None else unknown_fields(meta)}
+    if isinstance(result, CheckedReport) and result.facts is not None: body["facts"] = _jsonable(result.facts)
     return body
+
+# %% ../nbs/04b_serve.ipynb #5c0e1a7b31
+def _attr_name(name:str, taken:set) -> str:
+    "A Python attribute name for field `name` (the field keeps its own name as the alias)."
+    import keyword
+    from pydantic import BaseModel
+    a = re.sub(r"\W+", "_", name.strip()).strip("_") or "field"
+    if a[0].isdigit() or keyword.iskeyword(a) or a.startswith("model_") or hasattr(BaseModel, a): a = f"f_{a}"
+    while a in taken: a += "_"
+    taken.add(a); return a
+
+def request_model(fields, # the schema (`cfg.fields`, as saved with the model)
+                  max_value_chars:int=200, # longest accepted value
+                  name:str="ClaimRequest", # the model's name in the OpenAPI schema
+                 ):
+    "A pydantic model of one request: a string per schema field (required ones non-empty), extra keys allowed; dump with `by_alias=True`."
+    from pydantic import ConfigDict, Field, StrictStr, create_model
+    taken, defs = set(), {}
+    for f in check_fields(fields):
+        desc = f"{f['kind']} field: " + {"copy": "repeated verbatim in the report", "category": "one of the values seen in training",
+                                         "context": "shapes the report, not a fact checked in it"}[f["kind"]]
+        if f["required"]: defs[_attr_name(f["name"], taken)] = (StrictStr, Field(min_length=1, max_length=max_value_chars, alias=f["name"], description=desc))
+        else: defs[_attr_name(f["name"], taken)] = (StrictStr|None, Field(None, max_length=max_value_chars, alias=f["name"], description=desc))
+    return create_model(name, __config__=ConfigDict(extra="allow", str_strip_whitespace=True), **defs)
 
 # %% ../nbs/04b_serve.ipynb #34d338e540
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a NUL or another control character: no claim field holds one
 
-def _checker(gen, # the generator (its cfg and prepare)
-             tok, # a tokenizer for this thread (a fast tokenizer is not shared across threads)
-             max_value_chars:int, # longest accepted field value
-            ):
-    "check(req, where) -> (metadata string, fields) for one validated claim, or an HTTPException 422 naming the problem."
+def _validator(gen, # the generator (its cfg and prepare)
+               tok, # a tokenizer for this thread (a fast tokenizer is not shared across threads)
+               max_value_chars:int, # longest accepted field value
+              ):
+    "validate(req, where) -> (metadata string, fields) for one valid claim (a request model or a dict), or an HTTPException 422 naming the problem."
     from fastapi import HTTPException
-    def check(req, where:str="") -> tuple:
-        meta = req.model_dump(by_alias=True, exclude_none=True) if hasattr(req, "model_dump") else dict(req)  # the schema's own names
+    def validate(req, where:str="") -> tuple:
+        meta = dict(req) if isinstance(req, dict) else req.model_dump(by_alias=True, exclude_none=True)  # the schema's own names
         bad = [k for k, v in meta.items() if not isinstance(v, str) or len(v) > max_value_chars]
         if bad: raise HTTPException(422, f"{where}field(s) {bad}: values must be strings of at most {max_value_chars} characters")
         if bad := [k for k, v in meta.items() if _CONTROL.search(v) or _CONTROL.search(str(k))]:
@@ -662,8 +777,10 @@ def _checker(gen, # the generator (its cfg and prepare)
         if n > gen.cfg.max_input_length:  # a service refuses rather than truncating a claim silently
             raise HTTPException(422, f"{where}metadata is {n} tokens, over the model's limit of {gen.cfg.max_input_length}: shorten the values")
         return text, meta
-    return check
+    return validate
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e540s1
 def _runner(batcher:MicroBatcher, timeout_s:float):
     "async run(texts, lane) -> results through `batcher`, mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
     from fastapi import HTTPException
@@ -688,16 +805,37 @@ def request_user(request) -> User:
     if user is None: raise HTTPException(401, f"API key required: send it in the {API_KEY_HEADER} header")
     return user
 
+
+# %% ../nbs/04b_serve.ipynb #34d338e564s1
 def _admin(request) -> User:
     from fastapi import HTTPException
     user = request_user(request)
     if not user.admin: raise HTTPException(403, f"{user.name} is a {user.role}: this needs an admin")
     return user
 
-def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
-    "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store` under the key's user."
+
+# %% ../nbs/04b_serve.ipynb #34d338e564s2
+def _store_review(gen, store:ReviewStore, req, user:User, batcher:MicroBatcher|None=None) -> tuple:
+    "(the answer, 201 or 200) for one review: input checked, both verdicts recomputed, committed under `user`; HTTPException otherwise."
+    from fastapi import HTTPException
+    if batcher is not None: batcher.wait_interactive()  # drafts first: a review is acknowledged a little later, a draft is waited for
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
+        try: text = gen.prepare(req.input)
+        except MetadataError as e: raise HTTPException(422, f"input: {e}")
+    before, after = gen.check(text, req.generated), gen.check(text, req.final)
+    try: row = store.add(text, req.generated, req.final, req.decision, user.name, req.note, before, after, gen.fingerprint, req.request_id)
+    except ReviewConflict as e: raise HTTPException(409, str(e))
+    except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
+    except ReviewError as e: raise HTTPException(422, str(e))
+    keys = ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")
+    return {k: row[k] for k in keys}, 201 if row["created"] else 200
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e564s3
+def _review_request():
+    "The pydantic model of a POST /api/reviews body: what a client may send (anything else is ignored)."
     from typing import Literal
-    from fastapi import HTTPException, Query, Request, Response
     from pydantic import BaseModel, ConfigDict, Field
     class ReviewRequest(BaseModel):
         model_config = ConfigDict(extra="ignore")  # anything else a client sends (its own verdicts, a reviewer's name) is not stored
@@ -707,23 +845,24 @@ def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None):
         decision: Literal["approved", "rejected"]
         note: str|None = Field(None, max_length=MAX_NOTE_CHARS)
         request_id: str|None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{8,64}$", description="the client's id for this decision: a retry sends the same")
+    return ReviewRequest
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e564s4
+def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None, batcher:MicroBatcher):
+    "POST and GET /api/reviews on `app`: decisions checked, verdicts recomputed, stored durably in `store` under the key's user."
+    from fastapi import HTTPException, Query, Request, Response
     def need_store():
         if store is None: raise HTTPException(503, "this service stores no reviews: start it with --reviews PATH_OR_URL")
 
-    def post_review(req, request, response:Response):  # a plain def: FastAPI runs it in a worker thread (the commit waits for the disk)
+    # one thread for the reviews' fact checks and commits: however many reviewers post at once, one thread (not a pool's
+    # dozens) contends with the event loop and the batcher for the GIL, so a draft's few hand-offs wait little
+    work = app.state.review_work = ThreadPoolExecutor(1, thread_name_prefix="claim_t5-reviews")
+    async def post_review(req, request, response:Response):
         user = request_user(request); need_store()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # unknown fields are the model's business, not the review's
-            try: text = gen.prepare(req.input)
-            except MetadataError as e: raise HTTPException(422, f"input: {e}")
-        before, after = gen.check(text, req.generated), gen.check(text, req.final)
-        try: row = store.add(text, req.generated, req.final, req.decision, user.name, req.note, before, after, gen.fingerprint, req.request_id)
-        except ReviewConflict as e: raise HTTPException(409, str(e))
-        except StoreUnavailable as e: _log.error(f"claim_t5: {e}"); raise HTTPException(503, "the review was NOT saved: the review store failed; try again")
-        except ReviewError as e: raise HTTPException(422, str(e))
-        response.status_code = 201 if row["created"] else 200
-        return {k: row[k] for k in ("id", "request_id", "created", "created_at", "decision", "reviewer", "facts_before", "facts_after", "model_fingerprint")}
-    post_review.__annotations__ = {"req": ReviewRequest, "request": Request, "response": Response}
+        body, response.status_code = await asyncio.get_running_loop().run_in_executor(work, _store_review, gen, store, req, user, batcher)
+        return body
+    post_review.__annotations__ = {"req": _review_request(), "request": Request, "response": Response}
     app.post("/api/reviews", status_code=201)(post_review)
 
     def list_reviews(request, limit:int=Query(50, ge=1, le=1000)):
@@ -771,6 +910,14 @@ def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key):
     app.get("/api/me")(me)
 
 # %% ../nbs/04b_serve.ipynb #34d338e546
+def _max_claims(max_claims:int|None, max_queue:int) -> int:
+    "Most claims in one /generate_claims request: `max_claims`, default min(64, max_queue); never over max_queue (ValueError)."
+    max_claims = min(64, max_queue) if max_claims is None else max_claims
+    if max_claims > max_queue: raise ValueError(f"max_claims ({max_claims}) must be <= max_queue ({max_queue})")
+    return max_claims
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e546s1
 def _users_for(users, api_key:str|None, user_name:str|None) -> tuple:
     "(Users or None, the local User): a users file, one --api_key holder, or (no keys) the one local user."
     import getpass
@@ -780,6 +927,58 @@ def _users_for(users, api_key:str|None, user_name:str|None) -> tuple:
     if users is None and api_key: users = Users.single(api_key, name)
     return users, User(name, "admin")
 
+# %% ../nbs/04b_serve.ipynb #34d338e5b1
+_ANTICIPATE_MS = 25.0  # a client's next draft after its report, under load (bench_desk --scenario team)
+
+def _lifespan(gen:ReportGenerator, batcher:MicroBatcher, store:ReviewStore|None, own_store:bool, timeout_s:float):
+    "The app's start (generator, batcher, fingerprint) and stop: batch jobs cancelled, the queue finished, the rest closed."
+    from contextlib import asynccontextmanager
+    @asynccontextmanager
+    async def lifespan(app):
+        gen.start()  # a GenerationProcess loads the model in its child meanwhile
+        batcher.start()
+        await asyncio.to_thread(lambda: gen.fingerprint)  # hashed once, before the first review
+        yield
+        app.state.desk_jobs.cancel_all()  # batch jobs are not finished at shutdown: they would hold it up
+        await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
+        await asyncio.to_thread(gen.close)
+        app.state.review_work.shutdown()
+        if own_store: store.close()
+    return lifespan
+
+# %% ../nbs/04b_serve.ipynb #34d338e5b2
+def _guard(app, metrics:ServiceMetrics, users:Users|None, local:User, max_body_bytes:int, max_claims:int, allowed_hosts:list|None):
+    "The state the guards read (body limits, open and upload paths: returned, for the desk to add its own) and the middleware."
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    app.state.body_limits = {"/generate_claims": max_body_bytes * max_claims, "/api/reviews": REVIEW_BODY_BYTES}  # path -> bytes
+    app.state.open_paths = {"/health"}  # GET without the key (the page adds its own files)
+    app.state.upload_paths = set()  # POST paths whose body is a file, not JSON (the desk adds its batch upload)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=app.state.body_limits)
+    app.add_middleware(_Measure, metrics=metrics)
+    app.add_middleware(ApiKeyGuard, users=users, open_paths=app.state.open_paths, local=local)
+    app.add_middleware(WriteGuard, upload_paths=app.state.upload_paths)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", *(allowed_hosts or [])])  # the last added runs first
+    return dict(open_paths=app.state.open_paths, upload_paths=app.state.upload_paths, body_limits=app.state.body_limits)
+
+# %% ../nbs/04b_serve.ipynb #34d338e5b3
+def _generate_routes(app, gen:ReportGenerator, run, validate, max_value_chars:int, max_claims:int):
+    "POST /generate_claim and /generate_claims: each claim validated, generated through `run`, answered by `report_body`."
+    from pydantic import BaseModel, Field
+    ClaimRequest = request_model(gen.cfg.fields, max_value_chars)  # the fields of the schema saved with the model (/docs shows them)
+    class ClaimsRequest(BaseModel):
+        claims: list[ClaimRequest] = Field(min_length=1, max_length=max_claims)
+    async def generate_claim(req):
+        text, meta = validate(req)
+        return report_body(text, (await run([text]))[0], meta, gen.cfg.fields)
+    async def generate_claims(req):
+        checked = [validate(c, f"claims[{i}]: ") for i, c in enumerate(req.claims)]
+        out = await run([t for t, _ in checked])
+        return {"results": [report_body(t, r, m, gen.cfg.fields) for (t, m), r in zip(checked, out)]}
+    generate_claim.__annotations__ = {"req": ClaimRequest}  # a local class: resolved here, not from a string annotation
+    generate_claims.__annotations__ = {"req": ClaimsRequest}
+    app.post("/generate_claim")(generate_claim); app.post("/generate_claims")(generate_claims)
+
+# %% ../nbs/04b_serve.ipynb #34d338e5b4
 def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimReportGenerator (runs in the batcher's thread)
                max_body_bytes:int=8192, # larger bodies to /generate_claim are refused with 413 (x max_claims for the list)
                max_value_chars:int=200, # longest accepted field value
@@ -800,75 +999,93 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
     "A FastAPI app serving micro-batched claim reports and storing reviews, with health, readiness and Prometheus metrics."
     if not isinstance(gen, ReportGenerator):
         raise TypeError(f"create_app needs a claim_t5.inference.ReportGenerator (ClaimReportGenerator or GenerationProcess), got {type(gen).__name__}")
-    import copy
-    from contextlib import asynccontextmanager
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-    from pydantic import BaseModel, Field
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    max_claims = min(64, max_queue) if max_claims is None else max_claims
-    if max_claims > max_queue: raise ValueError(f"max_claims ({max_claims}) must be <= max_queue ({max_queue})")
+    from fastapi import FastAPI
+    max_claims = _max_claims(max_claims, max_queue)
     users, local = _users_for(users, api_key, user_name)
-    ClaimRequest = request_model(gen.cfg.fields, max_value_chars)  # the fields of the schema saved with the model (/docs shows them)
-    class ClaimsRequest(BaseModel):
-        claims: list[ClaimRequest] = Field(min_length=1, max_length=max_claims)
-
-    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane)
-    metrics = ServiceMetrics(batcher); batcher.on_batch = metrics.on_batch
-    gen.on_restart = metrics.restarts.inc
+    batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane,
+                           ride=1, anticipate_ms=_ANTICIPATE_MS)  # a batch job rides along with drafts rather than making them wait
+    metrics = ServiceMetrics(batcher); batcher.on_batch, gen.on_restart = metrics.on_batch, metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
-    check = _checker(gen, copy.deepcopy(gen.tokenizer), max_value_chars)  # the worker thread may use gen.tokenizer
-    run = _runner(batcher, timeout_s)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        gen.start()  # a GenerationProcess loads the model in its child meanwhile
-        batcher.start()
-        await asyncio.to_thread(lambda: gen.fingerprint)  # hashed once, before the first review
-        yield
-        app.state.desk_jobs.cancel_all()  # batch jobs are not finished at shutdown: they would hold it up
-        await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
-        await asyncio.to_thread(gen.close)
-        if store is not None and store is not reviews: store.close()
-
-    app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata", lifespan=lifespan)
+    validate, run = _validator(gen, copy.deepcopy(gen.tokenizer), max_value_chars), _runner(batcher, timeout_s)  # the worker thread may use gen.tokenizer
+    app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata",
+                  lifespan=_lifespan(gen, batcher, store, store is not None and store is not reviews, timeout_s))
     app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews, app.state.users = batcher, metrics, gen, store, users
-    app.state.body_limits = {"/generate_claims": max_body_bytes * max_claims, "/api/reviews": REVIEW_BODY_BYTES}  # path -> bytes
-    app.state.open_paths = {"/health"}  # GET without the key (the page adds its own files)
-    app.state.upload_paths = set()  # POST paths whose body is a file, not JSON (the desk adds its batch upload)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=app.state.body_limits)
-    app.add_middleware(_Measure, metrics=metrics)
-    app.add_middleware(ApiKeyGuard, users=users, open_paths=app.state.open_paths, local=local)
-    app.add_middleware(WriteGuard, upload_paths=app.state.upload_paths)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", *(allowed_hosts or [])])  # outermost: first to run
+    guards = _guard(app, metrics, users, local, max_body_bytes, max_claims, allowed_hosts)
     _status_routes(app, gen, batcher, store, users, api_key)
-
-    async def generate_claim(req):
-        text, meta = check(req)
-        return report_body(text, (await run([text]))[0], meta, gen.cfg.fields)
-    generate_claim.__annotations__ = {"req": ClaimRequest}  # a local class: resolved here, not from a string annotation
-    app.post("/generate_claim")(generate_claim)
-
-    async def generate_claims(req):
-        checked = [check(c, f"claims[{i}]: ") for i, c in enumerate(req.claims)]
-        out = await run([t for t, _ in checked])
-        return {"results": [report_body(t, r, m, gen.cfg.fields) for (t, m), r in zip(checked, out)]}
-    generate_claims.__annotations__ = {"req": ClaimsRequest}
-    app.post("/generate_claims")(generate_claims)
-    _review_routes(app, gen, store)
-    import_module("claim_t5.desk").add_desk_routes(app, gen, run, check, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)  # the page at / and its endpoints
+    _generate_routes(app, gen, run, validate, max_value_chars, max_claims)
+    _review_routes(app, gen, store, batcher)
+    import_module("claim_t5.desk").add_desk_routes(app, gen, run, validate, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user,
+                                                   chunk=batch_lane, guards=guards)  # the page at / and its endpoints
     return app
 
 # %% ../nbs/04b_serve.ipynb #34d338e544
-def _fail(msg): print(f"error: {msg}", file=sys.stderr); sys.exit(1)
-
 def _hosts(host:str, allowed_hosts:str|None) -> list:
     "The Host names to accept besides loopback: --allowed_hosts, and --host itself when it names one interface."
     hosts = [h.strip() for h in (allowed_hosts or "").split(",") if h.strip()]
     if host not in ("0.0.0.0", "::", "") and not is_loopback(host): hosts.append(host)
     return hosts
 
+# %% ../nbs/04b_serve.ipynb #34d338e5c1
+def _add_user_cli(users:str|None, name:str, role:str):
+    "--add_user: add `name` to the --users file and print their key, shown this once."
+    if not users: fail("--add_user needs --users FILE (where the user and the hash of their key go)")
+    try: key = _add_user(users, name, role)
+    except ValueError as e: fail(e)
+    print(f"added {role} {name!r} to {users}. Their key, shown only this once (the file keeps a hash):\n{key}")
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e5c1s1
+def _keys(a) -> tuple:
+    "(the one key or None, the Users or None) of the options, checked before anything is loaded: an exposed service without a key never starts."
+    if not a.model_dir: fail("--model_dir is required")
+    if not Path(a.model_dir).is_dir(): fail(f"{a.model_dir}: no such model folder")  # before a review store is created
+    try:
+        key = resolve_api_key(a.api_key, a.host, users=bool(a.users))
+        the_users = Users.load(a.users) if a.users else None
+        if the_users is not None and key: raise ValueError("give --users or --api_key (or CLAIM_T5_API_KEY), not both")
+    except ValueError as e: fail(e)
+    return key, the_users
+
+# %% ../nbs/04b_serve.ipynb #34d338e5c2
+def _generator(a) -> ReportGenerator:
+    "The loaded generator of the options: a GenerationProcess, or (--in_thread) a ClaimReportGenerator in this process."
+    _check_timeouts(batch_timeout_s=a.batch_timeout_s, load_timeout_s=a.load_timeout_s)  # checked with --in_thread too
+    if not a.in_thread:
+        return GenerationProcess(a.model_dir, threads=a.threads, batch_timeout_s=a.batch_timeout_s, load_timeout_s=a.load_timeout_s,
+                                 engine=a.engine, compute_type=a.compute_type, strict=bool(a.strict), verbose=True).wait_ready()
+    if a.threads:
+        import torch; torch.set_num_threads(a.threads)
+    # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the
+    # event loop read the next requests meanwhile, so that they are queued in time for the next batch
+    sys.setswitchinterval(0.001)
+    return ClaimReportGenerator(a.model_dir, engine=a.engine, compute_type=a.compute_type, strict=bool(a.strict), verbose=True)
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e5c2s1
+def _serving(store:ReviewStore, users:str|None, the_users:Users|None, key:str|None) -> str:
+    "The line the command prints before it listens: where reviews go, and who may use the service."
+    who = (f"{len(the_users)} user(s) of {users}" if the_users else "one API key" if key else "no key: loopback only, one local user")
+    return f"claim_t5: reviews stored in {store.display} ({store.backend}); {who}" + (
+        f" (header {API_KEY_HEADER}, on every endpoint but /health)" if the_users or key else "")
+
+
+# %% ../nbs/04b_serve.ipynb #34d338e5c2s2
+def _service(a, key:str|None, the_users:Users|None) -> tuple:
+    "(the app, its review store) for the options; a bad model, engine or store stops the command with its message."
+    # the response lists unknown fields; the generator would also warn about them on every batch
+    warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
+    gen = store = None
+    try:
+        store, gen = ReviewStore(a.reviews), _generator(a)
+        return create_app(gen, max_body_bytes=a.max_body_bytes, batch_size=a.batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue,
+                          max_claims=a.max_claims, timeout_s=a.timeout_s, api_key=key, reviews=store, users=the_users, user_name=a.user_name,
+                          allowed_hosts=_hosts(a.host, a.allowed_hosts), batch_lane=a.batch_lane, max_jobs=a.max_jobs,
+                          max_jobs_per_user=a.max_jobs_per_user), store
+    except (ModelLoadError, EngineError, ValueError) as e:  # ReviewError is a ValueError
+        if gen is not None: gen.close()
+        fail(e)
+
+# %% ../nbs/04b_serve.ipynb #34d338e5c3
 @call_parse
 def main(model_dir:str=None, # fine-tuned model folder
          port:int=8000, # port to listen on
@@ -900,42 +1117,10 @@ def main(model_dir:str=None, # fine-tuned model folder
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, reviews at /api/reviews, GET /health, /ready, /metrics."
     import uvicorn
-    if add_user is not None:
-        if not users: _fail("--add_user needs --users FILE (where the user and the hash of their key go)")
-        try: key = _add_user(users, add_user, role)
-        except ValueError as e: _fail(e)
-        print(f"added {role} {add_user!r} to {users}. Their key, shown only this once (the file keeps a hash):\n{key}")
-        return
-    if not model_dir: _fail("--model_dir is required")
-    if not Path(model_dir).is_dir(): _fail(f"{model_dir}: no such model folder")  # before a review store is created
-    try:
-        key = resolve_api_key(api_key, host, users=bool(users))  # before anything is loaded: an exposed service without a key never starts
-        the_users = Users.load(users) if users else None
-        if the_users is not None and key: raise ValueError("give --users or --api_key (or CLAIM_T5_API_KEY), not both")
-    except ValueError as e: _fail(e)
-    # the response lists unknown fields; the generator would also warn about them on every batch
-    warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)
-    gen = store = None
-    try:
-        store = ReviewStore(reviews)
-        _check_timeouts(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s)  # checked with --in_thread too
-        if in_thread:
-            if threads:
-                import torch; torch.set_num_threads(threads)
-            # the worker thread's generate() holds the GIL between small tensor ops; a shorter switch interval lets the
-            # event loop read the next requests meanwhile, so that they are queued in time for the next batch
-            sys.setswitchinterval(0.001)
-            gen = ClaimReportGenerator(model_dir, engine=engine, compute_type=compute_type, strict=bool(strict), verbose=True)
-        else: gen = GenerationProcess(model_dir, threads=threads, batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s, engine=engine,
-                                      compute_type=compute_type, strict=bool(strict), verbose=True).wait_ready()
-        app = create_app(gen, max_body_bytes=max_body_bytes, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                         max_claims=max_claims, timeout_s=timeout_s, api_key=key, reviews=store, users=the_users, user_name=user_name,
-                         allowed_hosts=_hosts(host, allowed_hosts), batch_lane=batch_lane, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user)
-    except (ModelLoadError, EngineError, ValueError) as e:  # ReviewError is a ValueError
-        if gen is not None: gen.close()
-        _fail(e)
-    who = (f"{len(the_users)} user(s) of {users}" if the_users else "one API key" if key else "no key: loopback only, one local user")
-    print(f"claim_t5: reviews stored in {store.display} ({store.backend}); {who}" + (f" (header {API_KEY_HEADER}, on every endpoint but "
-          "/health)" if the_users or key else ""), file=sys.stderr, flush=True)
+    a = SimpleNamespace(**locals())  # the options, as one object for the helpers
+    if add_user is not None: return _add_user_cli(users, add_user, role)
+    key, the_users = _keys(a)
+    app, store = _service(a, key, the_users)
+    print(_serving(store, users, the_users, key), file=sys.stderr, flush=True)
     try: uvicorn.run(app, host=host, port=port, access_log=access_log)
     finally: store.close()

@@ -77,10 +77,10 @@ def run_cli(script:str, *args, input:str|None=None, cwd=None) -> subprocess.Comp
 
 @pytest.fixture(scope="session")
 def hub_model_dir(tmp_path_factory) -> Path:
-    """A miniature of the hub's google/flan-t5-base folder (`claim_t5.model.build_hub_like_model`: the hub's files and
+    """A miniature of the hub's google/flan-t5-base folder (`tests/hub_like.build_hub_like_model`: the hub's files and
     config keys, a SentencePiece tokenizer learned on the bundled training split, tiny random weights), built once."""
     from claim_t5.data import load_claim_data
-    from claim_t5.model import build_hub_like_model
+    from hub_like import build_hub_like_model
     train = load_claim_data(None)["train"]
     return build_hub_like_model(tmp_path_factory.mktemp("hub")/"flan-t5-mini", list(train["input"]) + list(train["output"]))
 

@@ -1,26 +1,27 @@
 "Generation-time repairs (issue 20): no placeholder of a copy field the input lacks, and reranking beam candidates by the fact check."
 import pytest, torch
 from claim_t5.facts import placeholders
-from claim_t5.model import load_fine_tuned, generate_reports
+from claim_t5.fine_tuned import load_fine_tuned
+from claim_t5.generate import generate_reports
 
 FULL = "shipment_id=SHP-51045; damage_type=dent; severity=high; image_id=IMG-7781; vendor=Acme Freight; stage=transit"
 NO_VENDOR = "shipment_id=SHP-51046; damage_type=dent; severity=high; image_id=IMG-7782; stage=transit"
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    model, tok, cfg = load_fine_tuned(tiny_model_dir, device="cpu")
-    assert cfg.copy_placeholders and "vendor" in placeholders(cfg.fields)
-    return model, tok, cfg
+    ft = load_fine_tuned(tiny_model_dir, device="cpu")
+    assert ft.config.copy_placeholders and "vendor" in placeholders(ft.config.fields)
+    return ft
 
 def test_a_placeholder_of_an_absent_field_is_never_generated(tiny):
     "A model pushed to write the vendor placeholder everywhere: it is filled where the input has a vendor, never written where it has none."
-    model, tok, cfg = tiny
+    model, tok, cfg = tiny.model, tiny.tokenizer, tiny.config
     vid = tok.convert_tokens_to_ids(placeholders(cfg.fields)["vendor"])
     bump = torch.zeros(model.config.vocab_size); bump[vid] = 100.0
     h = model.lm_head.register_forward_hook(lambda m, i, out: out + bump)  # the placeholder wins every step it is allowed
     try:
-        reps = generate_reports(model, tok, [FULL, NO_VENDOR, FULL, NO_VENDOR], batch_size=4, rerank=0, max_new_tokens=12, num_beams=1)
-        beam = generate_reports(model, tok, [NO_VENDOR, FULL], batch_size=2, rerank=0, max_new_tokens=12, num_beams=3)
+        reps = tiny.reports([FULL, NO_VENDOR, FULL, NO_VENDOR], batch_size=4, rerank=0, max_new_tokens=12, num_beams=1)
+        beam = tiny.reports([NO_VENDOR, FULL], batch_size=2, rerank=0, max_new_tokens=12, num_beams=3)
     finally: h.remove()
     assert "Acme Freight" in reps[0] and "Acme Freight" in beam[1]  # the push works: where it can be filled it is written
     for r in (reps[1], reps[3], beam[0]):
@@ -28,7 +29,7 @@ def test_a_placeholder_of_an_absent_field_is_never_generated(tiny):
 
 def test_rerank_returns_the_first_candidate_that_passes(tiny):
     "With a check that passes only the third candidate, that one is returned; with none passing, the top beam."
-    model, tok, cfg = tiny
+    model, tok, cfg = tiny.model, tiny.tokenizer, tiny.config
     seen = {}
     class ThirdPasses:
         def check(self, inp, report):
@@ -37,13 +38,13 @@ def test_rerank_returns_the_first_candidate_that_passes(tiny):
     class NonePass:
         def check(self, inp, report): return {"ok": False, "fields": {}, "problems": ["stub"]}
     inputs = [FULL, NO_VENDOR]
-    out = generate_reports(model, tok, inputs, checker=ThirdPasses(), rerank=4, max_new_tokens=20, num_beams=1)
+    out = generate_reports(model, tok, inputs, cfg=cfg, checker=ThirdPasses(), rerank=4, max_new_tokens=20, num_beams=1)
     for inp, r in zip(inputs, out):
         assert len(seen[inp]) == 3 and r == seen[inp][2] and r.ok
-    top = generate_reports(model, tok, inputs, checker=NonePass(), rerank=4, max_new_tokens=20, num_beams=1)
-    plain = generate_reports(model, tok, inputs, checker=NonePass(), rerank=0, max_new_tokens=20, num_beams=4, early_stopping=True)
+    top = generate_reports(model, tok, inputs, cfg=cfg, checker=NonePass(), rerank=4, max_new_tokens=20, num_beams=1)
+    plain = generate_reports(model, tok, inputs, cfg=cfg, checker=NonePass(), rerank=0, max_new_tokens=20, num_beams=4, early_stopping=True)
     assert list(map(str, top)) == list(map(str, plain)) and not any(r.ok for r in top)
-    off = generate_reports(model, tok, inputs, checker=ThirdPasses(), rerank=0, max_new_tokens=20, num_beams=1)
+    off = generate_reports(model, tok, inputs, cfg=cfg, checker=ThirdPasses(), rerank=0, max_new_tokens=20, num_beams=1)
     assert len(off) == 2  # off: one candidate per input, as before
 
 def test_ct2_forbids_as_transformers_does_and_auto_keeps_transformers_for_rerank(tiny_model_dir, tmp_path):

@@ -39,6 +39,28 @@ def test_fixture_is_shaped_like_the_hub(hub_model_dir):
     assert type(tok).__name__ == "T5Tokenizer" and config["vocab_size"] == len(tok) + 28  # as 32128 is to 32100
     assert tok.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_99>"]) == [len(tok) - 1, len(tok) - 100]
 
+def test_a_small_hub_like_folder_loads_as_the_preset_loads_it(tmp_path):
+    "Moved from nbs/01b_model (issue 30: the hub-like folder is a test helper): a miniature at vocab 100 loads through load_base_model."
+    import shutil
+    from claim_t5.config import ClaimT5Config
+    from claim_t5.folders import MODEL_FILES
+    from claim_t5.model import load_base_model
+    from hub_like import HUB_TOKENIZER_FILES, build_hub_like_model
+    MODEL_CONFIG, GENERATION_CONFIG, MODEL_WEIGHTS = (MODEL_FILES[k] for k in ("model_config", "generation_config", "weights"))
+    _hub_texts = ["shipment_id=SHP-12345; damage_type=dent; severity=high; vendor=TestCo",
+                  "Shipment SHP-12345 arrived with a dent during transit; severity is high. Vendor: TestCo."] * 20
+    _hub = build_hub_like_model(tmp_path/"flan-t5-mini", _hub_texts, vocab_size=100)
+    assert sorted(p.name for p in _hub.iterdir()) == sorted([MODEL_CONFIG, GENERATION_CONFIG, MODEL_WEIGHTS, *HUB_TOKENIZER_FILES])
+    assert sorted(json.loads((_hub/GENERATION_CONFIG).read_text())) == ["decoder_start_token_id", "eos_token_id", "pad_token_id", "transformers_version"]
+    _hc = json.loads((_hub/MODEL_CONFIG).read_text())
+    assert (_hc["feed_forward_proj"], _hc["tie_word_embeddings"]) == ("gated-gelu", False)
+    _hm, _ht, _hp = load_base_model(ClaimT5Config(model_name=str(_hub)))  # as the flan-t5-base preset loads it
+    assert (type(_ht).__name__, _hc["vocab_size"], _ht.convert_tokens_to_ids("<extra_id_0>")) == ("T5Tokenizer", len(_ht) + 28, len(_ht) - 1)
+    assert _ht.decode(_ht("Shipment SHP-12345 has a dent.").input_ids, skip_special_tokens=True) == "Shipment SHP-12345 has a dent."
+    assert _hm.lm_head.weight.data_ptr() != _hm.shared.weight.data_ptr()  # the head loads separate
+    assert _hm.generation_config.max_new_tokens == ClaimT5Config().gen_max_new_tokens  # the config's, not transformers' 20
+    shutil.rmtree(_hub)
+
 # ---------------------------------------------------------------- each epoch's evaluation generates the configured length
 
 def test_epoch_evaluation_generates_the_configured_length(hub_model_dir, tmp_path):
@@ -125,8 +147,9 @@ def test_hub_model_loads_untied_with_the_folders_tokenizer(hub_runs, hub_model_d
     import torch
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
-    from claim_t5.model import load_fine_tuned
-    model, tok, cfg = load_fine_tuned(hub_runs["model"], "cpu")
+    from claim_t5.fine_tuned import load_fine_tuned
+    ft = load_fine_tuned(hub_runs["model"], "cpu")
+    model, tok, cfg = ft.model, ft.tokenizer, ft.config
     base = model.get_base_model()
     head = load_file(str(hub_model_dir/"model.safetensors"))["lm_head.weight"]
     assert torch.equal(base.lm_head.weight, head) and base.lm_head.weight.data_ptr() != base.shared.weight.data_ptr()

@@ -10,8 +10,9 @@ import pytest
 
 from claim_t5.config import FIELDS_FILE, ConfigError, make_config, quick_config
 from claim_t5.data import (RETURN_FIELDS, SPLIT_FILES, DataValidationError, best_reference, field_evidence,
-                           infer_fields, load_claim_data, reference_counts, request_model, resolve_fields,
+                           infer_fields, load_claim_data, reference_counts, resolve_fields,
                            returns_dataset, rouge_per_example, rouge_scores, validate_splits, write_jsonl)
+from claim_t5.serve import request_model  # moved with the service (issue 30)
 
 from conftest import run_cli
 

@@ -39,8 +39,8 @@ def test_unseen_short_list_value_comes_back_verbatim_by_construction(tiny_run):
     assert "dynabook" not in seen and "hera 99" not in seen
     _, target = mask_pair(*[x[0] for x in laptops(1)], fields)
     assert "satellite" not in target and "<extra_id_" in target
-    from claim_t5.model import load_fine_tuned
-    _, tok, _ = load_fine_tuned(tiny_run.model_dir, device="cpu")  # any tokenizer with T5's sentinels
+    from claim_t5.fine_tuned import load_fine_tuned
+    tok = load_fine_tuned(tiny_run.model_dir, device="cpu").tokenizer  # any tokenizer with T5's sentinels
     ids = tok(["the <extra_id_0> is a compact laptop in the <extra_id_1> family ."])["input_ids"]
     assert decode_generated(tok, ids, [inp], cfg) == ["the hera 99 is a compact laptop in the dynabook family ."]
 

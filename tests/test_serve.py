@@ -1,7 +1,6 @@
 """Tests of claim_t5.serve (the micro-batching HTTP service) and of the CTranslate2 engine (claim_t5.engines): requests
 answered in batches without mix-ups, overload, deadlines, failing batches, health/ready/metrics, the list endpoint,
 request validation, and CT2 float32 giving the same reports as transformers."""
-import dataclasses
 import json
 import shutil
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from claim_t5.data import MetadataError, load_claim_data
-from claim_t5.facts import FactCheckError
+from claim_t5.facts import CheckedReport, FactCheckError
 from claim_t5.inference import ClaimReportGenerator, ReportGenerator
 from claim_t5.serve import MicroBatcher, create_app
 
@@ -251,23 +250,11 @@ def test_deadline_answers_504(gen):
         assert r.status_code == 504 and time.perf_counter() - t0 < 0.55
 
 
-@dataclasses.dataclass
-class Verdict:
-    ok: bool
-    failing: list
-
-
-@dataclasses.dataclass
-class Checked:
-    text: str
-    facts: Verdict
-
-
 def test_fact_verdicts_and_strict_refusals(gen):
     # results carrying a verdict are serialised; a strict refusal is a 422 for its own request only
     def generate(texts):
         if any("SHP-BAD" in t for t in texts): raise FactCheckError([(0, "shipment_id=SHP-BAD", ["shipment id invented"])])
-        return [Checked(f"report for {t}", Verdict(True, [])) for t in texts]
+        return [CheckedReport(f"report for {t}", {"ok": True, "failing": []}) for t in texts]
     gate = threading.Event()
     app = create_app(StandIn(gen, lambda texts: (gate.wait(10), generate(texts))[1]), max_wait_ms=50)
     with make_client(app) as c, ThreadPoolExecutor(3) as ex:
