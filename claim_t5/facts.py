@@ -10,13 +10,14 @@ from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
+from .util import fail, pad_ignored
 from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES  # value_spans: the one verbatim rule
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'LIST_SHARE', 'MIN_PHRASE', 'PHRASE_PRECISION',
-           'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair', 'restore',
-           'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like', 'id_shape',
-           'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
+           'LIFT_TIE', 'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair',
+           'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like',
+           'id_shape', 'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
            'check_reports', 'fact_accuracy', 'learn_from_splits', 'main', 'report_html']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
@@ -84,8 +85,7 @@ def decode_reports(tokenizer, # the model's tokenizer
                   ) -> list:
     "Decode generated ids keeping the sentinels (`skip_special_tokens=True` would drop them), strip pad/eos, restore."
     pad, drop = tokenizer.pad_token_id, {t for t in (tokenizer.pad_token, tokenizer.eos_token) if t}
-    rows = [[pad if int(t) < 0 else int(t) for t in row] for row in ids]
-    texts = tokenizer.batch_decode(rows, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    texts = tokenizer.batch_decode(pad_ignored(ids, pad), skip_special_tokens=False, clean_up_tokenization_spaces=False)
     strip = re.compile("|".join(re.escape(t) for t in drop))
     texts = [re.sub(r"\s+", " ", strip.sub(" ", t)).strip() for t in texts]
     if metas is None: return texts
@@ -118,9 +118,7 @@ def decode_generated(tokenizer, # the model's tokenizer
     "The reports users see: placeholders restored from `inputs` (a plain decode when `copy_placeholders` is off)."
     if cfg.copy_placeholders:
         return decode_reports(tokenizer, ids, [parse_metadata(i, require=False, fields=cfg.fields) for i in inputs], cfg.fields)
-    pad = tokenizer.pad_token_id
-    return [t.strip() for t in tokenizer.batch_decode([[pad if int(t) < 0 else int(t) for t in row] for row in ids],
-                                                       skip_special_tokens=True)]
+    return [t.strip() for t in tokenizer.batch_decode(pad_ignored(ids, tokenizer.pad_token_id), skip_special_tokens=True)]
 
 # %% ../nbs/01a_facts.ipynb #02a2ef01d6
 _TOKEN = re.compile(r"<extra_id_\d+>|\w+(?:[.'’]\w+)*\+*|[.,;:!?|()\[\]]")
@@ -132,12 +130,14 @@ def _plain(w:str) -> str:
     if len(w) > 3 and w[-1] == "s" and w[-2] not in "su'" and w[-2].isalpha(): return w[:-1]
     return w
 
+# %% ../nbs/01a_facts.ipynb #02a2ef01d6s1
 _NEGATORS = frozenset("not no never without neither nor none nothing cannot lacks lack lacking".split())
 _SCOPE_END = frozenset(".;:!?|()[]")  # a negation reaches over commas ("not on Steam, Linux, or Mac"), not past a sentence
 _SCOPE_STOP = frozenset("but however although though yet whereas except besides while that which who".split())
 
 def _negator(w:str) -> bool: return w in _NEGATORS or w.endswith(("n't", "n’t"))
 
+# %% ../nbs/01a_facts.ipynb #02a2ef01d6s2
 def text_grams(text:str, # a report
                n:int=3, # longest n-gram
                cut:list=(), # (start, end) spans that are not read (the input's own copy values): n-grams stop there
@@ -180,6 +180,7 @@ def id_like(text:str) -> list:
         if not (x.isdigit() and len(x) < 5): out.append((s, e, x))
     return out
 
+# %% ../nbs/01a_facts.ipynb #ee9e727ceds1
 def id_shape(s:str) -> str:
     "The shape of an id: each run of digits written as 9 (`SHP-12345` -> `SHP-9`)."
     return re.sub(r"\d+", "9", s)
@@ -188,20 +189,33 @@ def id_shape(s:str) -> str:
 FACTS_FILE = "facts.json"  # saved in the model folder beside the adapter
 FACTS_FORMAT = 3  # the saved check's format; 2 had no phrases and no lists, 1 (no `format` key) was the wordings-based check of claim_t5 < 0.2
 NOT_STATED = "(not stated)"  # the class of a report that does not state a field
+
+# %% ../nbs/01a_facts.ipynb #d427790c7k
 MIN_SEEN = 3  # a short list's every value is seen at least this often in training (ids and open sets of names are not)
 RELEARN = "claim_t5_facts"  # the command that learns the check again for a model folder
 LIST_SHARE = 0.1  # a category field is a list when at least this share of its distinct training values hold ", " (`genres=shooter, tactical`)
 MIN_PHRASE = 5  # a phrase states a value when it is seen with that value in the reports of at least this many training inputs
 PHRASE_PRECISION = 0.9  # ... and at least this share of all training reports that have it give that value
+LIFT_TIE = 2.0  # an n-gram stating values of several fields is kept for each whose lift is within this factor of the highest (`fps`: shooter and first person)
 COMMON = 0.25  # a name found, outside its inputs, in at least this many reports per input that gives it (and 3+) is a common word: never "invented"
 
+# %% ../nbs/01a_facts.ipynb #d427790c7i
 def _inside(spans, s, e): return any(a <= s and e <= b for a, b in spans)
 
+# %% ../nbs/01a_facts.ipynb #d427790c78s1
+def _loose_spans(value:str, text:str) -> list:
+    "(start, end) of `value` in `text` in any case and spacing (`4a Games`, `Konami  Computer`), not part of a longer word: a name as people type it."
+    words = value.split()
+    if not any(c.isalpha() for c in value) or not words or words[0].lower() not in text.lower(): return []
+    pat = r"(?<![\w-])" + r"\s+".join(map(re.escape, words)) + r"(?![\w-])"
+    return [m.span() for m in re.finditer(pat, text, re.I)]
+
+# %% ../nbs/01a_facts.ipynb #d427790c78s2
 def _own_spans(text:str, meta:dict, names) -> list:
     "(start, end) of the verbatim copy values of `meta` in `text`, longest value first: names and ids that are not read as words."
     out = []
     for n in sorted((n for n in names if meta.get(n)), key=lambda n: -len(meta[n])):
-        out += [(s, e) for s, e in value_spans(meta[n], text) if not any(a < e and s < b for a, b in out)]
+        out += [(s, e) for s, e in value_spans(meta[n], text) or _loose_spans(meta[n], text) if not any(a < e and s < b for a, b in out)]
     return out
 
 # %% ../nbs/01a_facts.ipynb #g1shortfn01
@@ -221,6 +235,7 @@ def list_items(value:str) -> list:
     "The items of a list value, in its order (`shooter, tactical` -> [shooter, tactical])."
     return [x.strip() for x in value.split(",") if x.strip()]
 
+# %% ../nbs/01a_facts.ipynb #l27listfn01s1
 def list_fields(fields, # the schema (`cfg.fields`)
                 metas:list, # the training inputs' fields
                ) -> dict:
@@ -244,49 +259,66 @@ class FactChecker:
                  short:dict|None=None, # copy field -> [values seen in training], for copy fields whose values are a short list (`short_lists`)
                  lists:dict|None=None, # category field -> [items seen in training], for fields whose values are lists (`list_fields`)
                 ):
-        import numpy as np
         self.fields = [dict(f) for f in fields]
         self.categories = {f: list(v) for f, v in (categories or {}).items()}
         self.known, self.id_shapes, self.template_ids = known or {}, id_shapes or {}, sorted(template_ids)
         self.model, self.short = model or dict(vocab=[], fields={}), {f: list(v) for f, v in (short or {}).items()}
         self._copy, self._cat = field_names(self.fields, kind="copy"), field_names(self.fields, kind="category")
         self.lists = {f: list(v) for f, v in (lists or {}).items()}
-        self._sub = {f"{f}[{x}]": (f, x) for f, items in self.lists.items() for x in items}  # a list's item: judged as a field of its own
-        self._phrase_of, self._value_key = {}, {}  # n-gram -> [(judged field, class it states)]; value -> its words as an n-gram
-        for f, by_class in self.model.get("phrases", {}).items():
-            for c, grams in by_class.items():
-                for g in grams: self._phrase_of.setdefault(g, []).append((f, c))
-        self._cut = [f for f in self._copy if f not in self.short]  # ids and names: cut from the words the classifiers read
-        self._names = {}  # first word (lower case) -> [(name in lower case, field, name)], longest first
-        for f, values in self.known.items():
-            for v in values:
-                if v.strip(): self._names.setdefault(v.lower().split()[0], []).append((v.lower(), f, v))
-        for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
-        self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
-        self._template = set(self.template_ids)
-        self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in {**self.categories, **self.short}.items()}
-        self._values_by_length = {f: sorted((v for v in d if len(v) > 2 and any(ch.isalpha() for ch in v)), key=len, reverse=True)
-                                  for f, d in self.categories_lower.items()}  # a bare number (hdmiport=2) or `a` could be anything's
-        self._value_ids = {x.lower() for vals in [*self.categories.values(), *self.short.values()] for v in vals for _, _, x in id_like(v)}
-        self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
-        self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
-        for f, m in self.model["fields"].items():
-            self._judged[f] = (cols, m["classes"], m["threshold"]); cols += len(m["classes"])
-        self._W = np.zeros((len(self._vocab) + 1, cols), dtype=np.float32)  # the last row: n-grams not in the vocab
-        self._b = np.zeros(cols, dtype=np.float32)
-        starts = [a for a, _, _ in self._judged.values()]
-        self._starts = np.array(starts, dtype=np.intp)  # where each field's classes begin (a softmax per field)
-        self._segment = np.repeat(np.arange(len(starts)), [len(c) for _, c, _ in self._judged.values()])
-        for f, m in self.model["fields"].items():
-            a = self._judged[f][0]
-            self._b[a:a + len(m["classes"])] = m["bias"]
-            for g, ws in m["weights"].items(): self._W[self._vocab[g], a:a + len(ws)] = ws
+        self._index_words(); self._index_values(); self._load_weights()
 
     def __repr__(self):
         cats = ", ".join(f"{f} ({len(v)} values)" for f, v in self.categories.items())
         short = f" (short lists: {', '.join(self.short)})" if self.short else ""
         lists = f" (lists: {', '.join(self.lists)})" if self.lists else ""
         return f"FactChecker(copy: {', '.join(self._copy)}{short}; categories: {cats}{lists})"
+
+# %% ../nbs/01a_facts.ipynb #5737eb9i01
+@patch
+def _index_words(self:FactChecker):
+    "Look-ups of the words a report may hold: list items as fields of their own, phrases, names by first word, id shapes."
+    self._sub = {f"{f}[{x}]": (f, x) for f, items in self.lists.items() for x in items}  # a list's item: judged as a field of its own
+    self._phrase_of, self._value_key = {}, {}  # n-gram -> [(judged field, class it states)]; value -> its words as an n-gram
+    for f, by_class in self.model.get("phrases", {}).items():
+        for c, grams in by_class.items():
+            for g in grams: self._phrase_of.setdefault(g, []).append((f, c))
+    self._cut = [f for f in self._copy if f not in self.short]  # ids and names: cut from the words the classifiers read
+    self._names = {}  # first word (lower case) -> [(name in lower case, field, name)], longest first
+    for f, values in self.known.items():
+        for v in values:
+            if v.strip(): self._names.setdefault(v.lower().split()[0], []).append((v.lower(), f, v))
+    for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
+    self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
+    self._template = set(self.template_ids)
+    self._negated = set(self.model.get("negated_lists", ()))  # list fields whose items a report names under a negation
+
+# %% ../nbs/01a_facts.ipynb #5737eb9i02
+@patch
+def _index_values(self:FactChecker):
+    "Look-ups of the category and short-list values: by lower case, longest first (what a report may name), and their id-like parts."
+    self.categories_lower = {f: {v.lower(): v for v in vals} for f, vals in {**self.categories, **self.short}.items()}
+    self._values_by_length = {f: sorted((v for v in d if len(v) > 2 and any(ch.isalpha() for ch in v)), key=len, reverse=True)
+                              for f, d in self.categories_lower.items()}  # a bare number (hdmiport=2) or `a` could be anything's
+    self._value_ids = {x.lower() for vals in [*self.categories.values(), *self.short.values()] for v in vals for _, _, x in id_like(v)}
+
+# %% ../nbs/01a_facts.ipynb #5737eb9i03
+@patch
+def _load_weights(self:FactChecker):
+    "The classifiers' weights as one matrix (n-gram x every field's classes) and one bias row: one look-up scores every field."
+    import numpy as np
+    self._vocab = {g: i for i, g in enumerate(self.model["vocab"])}
+    self._judged, cols = {}, 0  # field -> (first column, classes, threshold)
+    for f, m in self.model["fields"].items():
+        self._judged[f] = (cols, m["classes"], m["threshold"]); cols += len(m["classes"])
+    self._W = np.zeros((len(self._vocab) + 1, cols), dtype=np.float32)  # the last row: n-grams not in the vocab
+    self._b = np.zeros(cols, dtype=np.float32)
+    starts = [a for a, _, _ in self._judged.values()]
+    self._starts = np.array(starts, dtype=np.intp)  # where each field's classes begin (a softmax per field)
+    self._segment = np.repeat(np.arange(len(starts)), [len(c) for _, c, _ in self._judged.values()])
+    for f, m in self.model["fields"].items():
+        a = self._judged[f][0]
+        self._b[a:a + len(m["classes"])] = m["bias"]
+        for g, ws in m["weights"].items(): self._W[self._vocab[g], a:a + len(ws)] = ws
 
 # %% ../nbs/01a_facts.ipynb #fef381a9e1
 def _fit_field(X, labels:list, C:float) -> tuple:
@@ -298,6 +330,7 @@ def _fit_field(X, labels:list, C:float) -> tuple:
     if len(classes) == 2: coef, bias = np.vstack([np.zeros_like(coef), coef]), np.array([0.0, bias[0]])  # sigmoid as a 2-class softmax
     return classes, bias, coef.T
 
+# %% ../nbs/01a_facts.ipynb #fef381a9e1s1
 def _judged_labels(fields, metas:list, short:dict|None=None, lists:dict|None=None) -> dict:
     "Field -> the class of each training pair, for every field a classifier judges (categories and short lists with 2+ classes, optional copy fields, each item of a list)."
     out = {}
@@ -319,6 +352,7 @@ being am it its it's this that these those there here their they them he she his
 by as about into over under than then if while which who whom what when where why how do does did has have had can could will would
 shall should may might must not no nor all any some each every both either neither more most less much many such own same other""".split())
 
+# %% ../nbs/01a_facts.ipynb #p27byinpt01
 def _by_input(X, inputs:list) -> tuple:
     "(n-gram rows with the reports of one input merged, one report of each input): a phrase must hold across inputs, not across one input's several references."
     import numpy as np
@@ -332,6 +366,7 @@ def _by_input(X, inputs:list) -> tuple:
     M = (G @ X).tocsr(); M.data[:] = 1.0
     return M, pick
 
+# %% ../nbs/01a_facts.ipynb #p27phrases1s1
 def _phrases(X, vocab, labels:list, subjects:list|None=None) -> dict:
     "Class -> {n-gram: precision} of the n-grams that state it: seen with it for `MIN_PHRASE`+ training inputs (and subjects: a phrase of one game's reports is that game's, not its platform's), in `PHRASE_PRECISION`+ of all that have them (the precision), and not function words alone."
     import numpy as np
@@ -354,18 +389,39 @@ def _phrases(X, vocab, labels:list, subjects:list|None=None) -> dict:
         if grams: out[c] = grams
     return out
 
-def _one_field_each(phrases:dict) -> dict:
-    "Field -> class -> [n-grams], each n-gram kept only for the field it is most precise for: `not on Linux` states has_linux_release=no, not platforms=PC (which most such games are)."
+# %% ../nbs/01a_facts.ipynb #p27phrases1s2
+def _one_field_each(phrases:dict, # field -> class -> {n-gram: precision}
+                    bases:dict|None=None, # field -> class -> its share of the training inputs: then by lift (precision / share)
+                   ) -> dict:
+    "Field -> class -> [n-grams], each n-gram kept only for the field it is most specific to: the most precise (or, with `bases`, within `LIFT_TIE` of the highest lift): `for linux` states has_linux_release=yes, not platforms=PC (which most games are)."
+    score = (lambda f, c, p: p / max(bases[f][c], 1e-9)) if bases else (lambda f, c, p: p)
     best = {}
     for f, by_class in phrases.items():
         for c, grams in by_class.items():
-            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), p)
-    out = {}
+            for g, p in grams.items(): best[g] = max(best.get(g, 0.0), score(f, c, p))
+    near = (lambda s, b: s * LIFT_TIE >= b) if bases else (lambda s, b: s >= b - 0.01)
+    items = Counter((f.split("[")[0], g) for f, by_class in phrases.items() if "[" in f for grams in by_class.values() for g in grams)
+    out = {}  # an n-gram of several items of one list (`also available`: PC, Xbox, PlayStation) states none of them
     for f, by_class in phrases.items():
-        kept = {c: sorted(g for g, p in grams.items() if p >= best[g] - 0.01) for c, grams in by_class.items()}
+        kept = {c: sorted(g for g, p in grams.items() if near(score(f, c, p), best[g]) and items[f.split("[")[0], g] < 2)
+                for c, grams in by_class.items()}
         out[f] = {c: g for c, g in kept.items() if g}
     return out
 
+# %% ../nbs/01a_facts.ipynb #p27phrases1s3
+def _negated_lists(lists:dict, metas:list, docs:list) -> list:
+    "The list fields whose items the reports name under a negation and still hold (`not a fan of simulation games` for genres=simulation): in `PHRASE_PRECISION`+ of `MIN_PHRASE`+ training reports."
+    out = []
+    for f, items in lists.items():
+        keys = {"¬" + k: x for x in items if (k := _value_key(x))}
+        held = not_held = 0
+        for m, d in zip(metas, docs):
+            mine = set(list_items(m.get(f) or ""))
+            for g in set(d) & keys.keys(): held += keys[g] in mine; not_held += keys[g] not in mine
+        if held >= MIN_PHRASE and held >= PHRASE_PRECISION * (held + not_held): out.append(f)
+    return out
+
+# %% ../nbs/01a_facts.ipynb #p27phrases1s4
 def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
     "Copy field -> its names that are common words: in 3+ reports whose input does not give them (outside the input's own values), and at least `COMMON` times as many as give them (a few old reports with another name are noise, not a word)."
     texts = []
@@ -382,6 +438,61 @@ def _common_names(names:dict, metas:list, targets:list, own:list) -> dict:
             if hits >= 3 and hits >= COMMON * given: out.setdefault(f, []).append(v)
     return out
 
+# %% ../nbs/01a_facts.ipynb #b52f6624n1
+def _names_and_ids(fields, metas:list, targets:list, short:dict) -> tuple:
+    "(copy field -> names seen in training that are not common words, copy field -> id shapes, id-like strings of the template) from the training pairs."
+    copy, known, id_shapes = field_names(fields, kind="copy"), {}, {}
+    for f in copy:
+        if f in short: continue  # a short list's values are judged as a category's, not invented as names or ids
+        values = {m[f] for m in metas if m.get(f)}
+        ids = [v for v in values if id_like(v) and id_like(v)[0][2] == v]
+        known[f] = sorted(values - set(ids))
+        id_shapes[f] = [s for s, c in Counter(map(id_shape, ids)).most_common(5) if c >= 0.01 * max(len(ids), 1)]
+    own = [_own_spans(t, m, copy) for t, m in zip(targets, metas)]
+    for f, common in _common_names(known, metas, targets, own).items():  # "boring", "first": a hint, not a name the report invents
+        known[f] = [v for v in known[f] if v not in common]
+    in_reports = Counter(x for t, o in zip(targets, own) for x in {x for s, e, x in id_like(t) if not _inside(o, s, e)})
+    return known, id_shapes, [x for x, c in in_reports.items() if c >= 0.01 * len(targets)]
+
+# %% ../nbs/01a_facts.ipynb #b52f6624d1
+def _phrase_docs(fields, metas:list, targets:list, short:dict) -> tuple:
+    "(each report's n-grams outside its ids and names: what the classifiers read, the same outside every copy value: where phrases are mined)."
+    copy = field_names(fields, kind="copy")
+    cut = [_own_spans(t, m, [f for f in copy if f not in short]) for t, m in zip(targets, metas)]  # a short list's words are read
+    docs = [[g for g, _, _ in text_grams(t, cut=o)] for t, o in zip(targets, cut)]
+    if not short: return docs, docs
+    plain = [_own_spans(t, m, list(short)) for t, m in zip(targets, metas)]  # a date's words say nothing of a game's platforms
+    return docs, [[g for g, s, e in text_grams(t, cut=o) if not any(a < e and s < b for a, b in p)] for t, o, p in zip(targets, cut, plain)]
+
+# %% ../nbs/01a_facts.ipynb #b52f6624m1
+def _subjects(fields, metas:list, pick:list, known:dict, short:dict) -> list|None:
+    "The subject of each input in `pick`: the name the most inputs give (a game, a television), else the input's number; None without names."
+    named = [f for f in field_names(fields, kind="copy") if f not in short and known.get(f)]
+    subject = max(named, key=lambda f: sum(bool(metas[k].get(f)) for k in pick), default=None)
+    return [metas[k].get(subject) or f"#{k}" for k in pick] if subject else None
+
+# %% ../nbs/01a_facts.ipynb #b52f6624m3
+def _learn_model(fields, metas:list, inputs:list, docs:list, phrase_docs:list, judged:dict, known:dict, short:dict, C:float) -> dict:
+    "The classifiers (vocab, per field classes, bias, threshold, weights) and the phrase lexicon learned from the training n-grams."
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    copy = field_names(fields, kind="copy")
+    vec = CountVectorizer(analyzer=lambda d: d, min_df=2, binary=True, dtype=np.float32)
+    X, vocab = vec.fit_transform(docs), vec.get_feature_names_out()
+    P = X if phrase_docs is docs else CountVectorizer(analyzer=lambda d: d, vocabulary=vocab, binary=True, dtype=np.float32).fit_transform(phrase_docs)
+    M, pick = _by_input(P, list(inputs))
+    subjects, keep, model = _subjects(fields, metas, pick, known, short), set(), dict(vocab=[], fields={}, phrases={})
+    for f, ys in judged.items():
+        classes, bias, W = _fit_field(X, ys, C)
+        rows = np.flatnonzero(np.abs(W).max(1) >= 0.01); keep.update(rows.tolist())
+        if f not in copy or f in short: model["phrases"][f] = _phrases(M, vocab, [ys[k] for k in pick], subjects)  # what states a category's value or a list's item
+        model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
+                                  weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
+    model["vocab"] = sorted(str(vocab[r]) for r in keep)
+    bases = {f: {c: n / len(pick) for c, n in Counter(judged[f][k] for k in pick).items()} for f in model["phrases"]}
+    model["phrases"] = _one_field_each(model["phrases"], bases)
+    return model
+
 # %% ../nbs/01a_facts.ipynb #b52f6624f7
 @patch(cls_method=True)
 def learn(cls:FactChecker, inputs:list, # training metadata lines
@@ -393,48 +504,15 @@ def learn(cls:FactChecker, inputs:list, # training metadata lines
            C:float=10.0, # inverse regularisation of the classifiers
           ) -> FactChecker:
     "Learn values, names, id shapes and a classifier per judged field from the training pairs; tune thresholds on validation."
-    import numpy as np
-    from sklearn.feature_extraction.text import CountVectorizer
     metas = [parse_metadata(i, require=False, fields=fields) for i in inputs]
-    copy = field_names(fields, kind="copy")
     categories = {f: sorted({m[f] for m in metas if m.get(f)}) for f in field_names(fields, kind="category")}
-    known, id_shapes, short = {}, {}, short_lists(fields, metas)
-    for f in copy:
-        if f in short: continue  # a short list's values are judged as a category's, not invented as names or ids
-        values = {m[f] for m in metas if m.get(f)}
-        ids = [v for v in values if id_like(v) and id_like(v)[0][2] == v]
-        known[f] = sorted(values - set(ids))
-        id_shapes[f] = [s for s, c in Counter(map(id_shape, ids)).most_common(5) if c >= 0.01 * max(len(ids), 1)]
-    own = [_own_spans(t, m, copy) for t, m in zip(targets, metas)]
-    for f, common in _common_names(known, metas, targets, own).items():  # "boring", "first": a hint, not a name the report invents
-        known[f] = [v for v in known[f] if v not in common]
-    in_reports = Counter(x for t, o in zip(targets, own) for x in {x for s, e, x in id_like(t) if not _inside(o, s, e)})
-    template = [x for x, c in in_reports.items() if c >= 0.01 * len(targets)]
-    cut = [_own_spans(t, m, [f for f in copy if f not in short]) for t, m in zip(targets, metas)]  # a short list's words are read
-    docs = [[g for g, _, _ in text_grams(t, cut=o)] for t, o in zip(targets, cut)]
-    if short:  # phrases are read outside every copy value: a date's words say nothing of a game's platforms
-        plain = [_own_spans(t, m, list(short)) for t, m in zip(targets, metas)]
-        phrase_docs = [[g for g, s, e in text_grams(t, cut=o) if not any(a < e and s < b for a, b in p)] for t, o, p in zip(targets, cut, plain)]
-    model = dict(vocab=[], fields={})
-    lists = list_fields(fields, metas)
-    judged = _judged_labels(fields, metas, short, lists)
+    short, lists = short_lists(fields, metas), list_fields(fields, metas)
+    known, id_shapes, template = _names_and_ids(fields, metas, targets, short)
+    judged, model = _judged_labels(fields, metas, short, lists), dict(vocab=[], fields={})
     if judged:
-        vec = CountVectorizer(analyzer=lambda d: d, min_df=2, binary=True, dtype=np.float32)
-        X, vocab = vec.fit_transform(docs), vec.get_feature_names_out()
-        P = CountVectorizer(analyzer=lambda d: d, vocabulary=vocab, binary=True, dtype=np.float32).fit_transform(phrase_docs) if short else X
-        M, pick = _by_input(P, list(inputs))
-        named = [f for f in copy if f not in short and known.get(f)]  # the subject: the name the most inputs give (a game, a television)
-        subject = max(named, key=lambda f: sum(bool(metas[k].get(f)) for k in pick), default=None)
-        subjects = [metas[k].get(subject) or f"#{k}" for k in pick] if subject else None
-        keep, model["phrases"] = set(), {}
-        for f, ys in judged.items():
-            classes, bias, W = _fit_field(X, ys, C)
-            rows = np.flatnonzero(np.abs(W).max(1) >= 0.01); keep.update(rows.tolist())
-            if f not in copy or f in short: model["phrases"][f] = _phrases(M, vocab, [ys[k] for k in pick], subjects)  # what states a category's value or a list's item
-            model["fields"][f] = dict(classes=classes, bias=[round(float(b), 4) for b in bias], threshold=0.5,
-                                      weights={str(vocab[r]): [round(float(w), 4) for w in W[r]] for r in rows})
-        model["vocab"] = sorted(str(vocab[r]) for r in keep)
-        model["phrases"] = _one_field_each(model["phrases"])
+        docs, phrase_docs = _phrase_docs(fields, metas, targets, short)
+        model = _learn_model(fields, metas, inputs, docs, phrase_docs, judged, known, short, C)
+        model["negated_lists"] = _negated_lists(lists, metas, docs)
     checker = cls(fields, categories, known, id_shapes, template, model, short, lists)
     if val_inputs: checker.tune(val_inputs, val_targets, false_alarms)
     return checker
@@ -478,6 +556,7 @@ def save(self:FactChecker, folder:str|Path) -> Path:
                     encoding="utf-8")
     return path
 
+# %% ../nbs/01a_facts.ipynb #f8772f1b36s1
 @patch(cls_method=True)
 def load(cls:FactChecker, folder:str|Path) -> FactChecker:
     "The checker saved in `folder` (a model folder)."
@@ -503,6 +582,7 @@ class _Verdict:
         return dict(ok=not problems, fields=self.status, invented=invented, unseen=self.unseen, problems=problems,
                     spans=sorted(self.spans, key=lambda s: (s["start"], s["end"])), confidence=self.confidence)
 
+# %% ../nbs/01a_facts.ipynb #c2790443f8s1
 @patch
 def read(self:FactChecker, inp:str|dict) -> dict:
     "The input's fields: a metadata line parsed leniently (the validator reports missing ones), or the dict itself."
@@ -514,6 +594,7 @@ def _in_words(self:FactChecker, f:str, val:str) -> bool:
     "Whether copy field `f`'s value `val` may be stated in other words: a value of its short list seen in training (the classifier reads it)."
     return val in self.short.get(f, ())
 
+# %% ../nbs/01a_facts.ipynb #c141a4915fs1
 @patch
 def _longer_value(self:FactChecker, f:str, val:str, spans:list, report:str):
     "(value, span) of a longer value of `f`'s short list that every verbatim span of `val` stands inside (`remote control and european warranty` for `remote control`); None otherwise."
@@ -524,6 +605,7 @@ def _longer_value(self:FactChecker, f:str, val:str, spans:list, report:str):
         if outer and all(_inside(outer, s, e) for s, e in spans): return other, outer[0]
     return None
 
+# %% ../nbs/01a_facts.ipynb #c141a4915fs2
 @patch
 def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     "Status and spans of each copy value of `meta`; returns the spans of the input's own values."
@@ -531,7 +613,7 @@ def _copy_facts(self:FactChecker, meta:dict, report:str, v:_Verdict) -> list:
     for f in self._copy:
         val = meta.get(f)
         if not val: v.status[f] = None; continue
-        spans = [(s, e) for s, e in value_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
+        spans = [(s, e) for s, e in value_spans(val, report) or _loose_spans(val, report) if not any(a <= s and e <= b and (a, b) != (s, e) for a, b in own)]
         own += spans
         if not spans and self._in_words(f, val): v.status[f] = None; continue  # `47 inches`: _judged_facts reads it
         longer = self._longer_value(f, val, spans, report) if spans else None
@@ -597,6 +679,7 @@ def _grams(self:FactChecker, meta:dict, report:str) -> tuple:
         if r is not None: rows.append(r); where.append((s, e))
     return rows, where, seen
 
+# %% ../nbs/01a_facts.ipynb #484a231100s1
 @patch
 def _probabilities(self:FactChecker, rows:list) -> tuple:
     "(every judged field's class probabilities side by side (a softmax per field), what the words alone add to each class's score), as lists."
@@ -606,6 +689,7 @@ def _probabilities(self:FactChecker, rows:list) -> tuple:
     e = np.exp(z - np.maximum.reduceat(z, self._starts)[self._segment])  # one softmax per field, all at once
     return (e / np.add.reduceat(e, self._starts)[self._segment]).tolist(), words.tolist()
 
+# %% ../nbs/01a_facts.ipynb #484a231100s2
 @patch
 def _class_of(self:FactChecker, f:str, meta:dict) -> str:
     "The class the input says field `f` has: its value, `stated` (an optional copy field), `yes` (a list's item it holds), or `(not stated)`."
@@ -630,19 +714,25 @@ def _named_other(self:FactChecker, f:str, meta:dict, report:str, seen:dict|None=
     return None
 
 # %% ../nbs/01a_facts.ipynb #p27phrases2
+def _value_key(value:str) -> str:
+    "A value's words as the n-gram a report has for them (`Role-Playing` -> `role playing`); empty for one or two letters, a bare number or 4+ words."
+    grams = [g for g, _, _ in text_grams(value, 1)]
+    return " ".join(grams) if len(value) > 2 and any(c.isalpha() for c in value) and len(grams) <= 3 else ""
+
+# %% ../nbs/01a_facts.ipynb #p27phrases2s1
 @patch
-def _own_words(self:FactChecker, value:str, seen:dict, report:str):
+def _own_words(self:FactChecker, value:str, seen:dict, report:str, negated:bool=False):
     "(start, end) where the report states `value` in its own words, not negated (`is a restaurant`, `role-playing`); None otherwise. One or two letters, or a bare number, could be anything's."
     key = self._value_key.get(value)
-    if key is None:
-        grams = [g for g, _, _ in text_grams(value, 1)]
-        key = self._value_key[value] = " ".join(grams) if len(value) > 2 and any(c.isalpha() for c in value) and len(grams) <= 3 else ""
-    if key: return seen.get(key)
+    if key is None: key = self._value_key[value] = _value_key(value)
+    if key: return seen.get("¬" + key if negated else key)
+    if negated: return None
     if len(value) > 2 and any(c.isalpha() for c in value):  # longer values: verbatim, any case
         spans = value_spans(value.lower(), report.lower()) if len(report.lower()) == len(report) else value_spans(value, report)
         if spans: return spans[0]
     return None
 
+# %% ../nbs/01a_facts.ipynb #p27phrases2s2
 @patch
 def _said(self:FactChecker, seen:dict) -> dict:
     "Judged field -> {class: (start, end)} of each value a phrase learned from training states in the report."
@@ -651,6 +741,7 @@ def _said(self:FactChecker, seen:dict) -> dict:
         for f, c in self._phrase_of.get(g, ()): out.setdefault(f, {}).setdefault(c, at)
     return out
 
+# %% ../nbs/01a_facts.ipynb #p27phrases2s3
 @patch
 def _by_phrase(self:FactChecker, f:str, y:str, value:str|None, seen:dict, said:dict, report:str):
     "(class, span) the report's own words decide for judged field `f` (input class `y`): the input's value in plain words (never overruled), another value in its plain words, a phrase of the input's value, a phrase of another; None: the classifier decides."
@@ -667,23 +758,32 @@ def _by_phrase(self:FactChecker, f:str, y:str, value:str|None, seen:dict, said:d
         if c != y and (at := self._own_words(c, seen, report)) is not None: return c, at
     return None
 
+# %% ../nbs/01a_facts.ipynb #p27phrases2s4
 EVIDENCE = 1.0  # a report "says" a value when its words alone favour it over the input's by this much (log-odds)
 PHRASE = 0.8  # and mentions an optional copy field the input lacks only when one n-gram alone favours it this much
 
+# %% ../nbs/01a_facts.ipynb #p27readng01
+class _Reading:
+    "What one look-up of a report's n-grams gives the judged fields: where each n-gram is, the phrases it holds, every classifier's probabilities."
+    def __init__(self, fc:FactChecker, meta:dict, report:str):
+        self.report, (rows, self.where, self.seen) = report, fc._grams(meta, report)
+        self.phrased = fc._said(self.seen) if fc._phrase_of else {}
+        self.probs, self.words = fc._probabilities(rows) if fc._judged else ([], [])
+        self.W = fc._W[rows] if rows else None  # the weight rows of the report's n-grams, read once
+    def best(self, col, against=None):
+        "(weight, where) of the report's n-gram that speaks most for class `col` (over class `against`)."
+        if self.W is None: return 0.0, None
+        w = self.W[:, col] - self.W[:, against] if against is not None else self.W[:, col]
+        k = int(w.argmax()); return float(w[k]), self.where[k]
+    def mark(self, v:_Verdict, f:str, col:int, status:str):
+        "Mark field `f` on the n-gram that speaks most for class `col`, if any does."
+        w, at = self.best(col)
+        if w > 0: v.span(f, *at, status, self.report)
+
+# %% ../nbs/01a_facts.ipynb #jf27unseen1
 @patch
-def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
-    "Status, confidence and span of every field a classifier judges (a phrase learned from training decides first), and of category fields it cannot (unseen, single-valued)."
-    rows, where, seen = self._grams(meta, report)
-    phrased = self._said(seen) if self._phrase_of else {}
-    probs, words = self._probabilities(rows) if self._judged else ([], [])
-    W = self._W[rows] if rows else None  # the weight rows of the report's n-grams, read once
-    def best(col, against=None):  # (weight, where) of the report's n-gram that speaks most for class `col` (over class `against`)
-        if W is None: return 0.0, None
-        w = W[:, col] - W[:, against] if against is not None else W[:, col]
-        k = int(w.argmax()); return float(w[k]), where[k]
-    def mark(f, col, status):
-        w, at = best(col)
-        if w > 0: v.span(f, *at, status, report)
+def _unjudged_categories(self:FactChecker, meta:dict, v:_Verdict):
+    "Status of the category fields no classifier judges: a value never seen in training, a field of one value, a short list of one value."
     for f in self._cat:
         val = meta.get(f)
         if f in self.lists: continue  # item by item: _list_facts
@@ -693,49 +793,80 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
         elif f not in self._judged: v.status[f] = "ok" if val else None  # one value, always given: nothing to tell apart
     for f in self.short:  # a short list of one value, always given, in other words (`televisions`): nothing to tell apart either
         if f not in self._judged and meta.get(f) and v.status.get(f) is None: v.status[f] = "ok"
-    for f, (a, classes, t) in self._judged.items():
-        if v.status.get(f) == "unseen" or f in self._sub: continue
-        y, n = self._class_of(f, meta), len(classes)
-        p, w = probs[a:a + n], words[a:a + n]  # the probabilities, and what the report's words alone add (no prior)
-        k = max(range(n), key=p.__getitem__); said = classes[k]
-        i = classes.index(y) if y in classes else None
-        conf, own = (p[i], w[i]) if i is not None else (0.0, 0.0)
-        grounded = said != NOT_STATED and max(range(n), key=w.__getitem__) == k and w[k] - own >= EVIDENCE  # the words say it
-        if f in self.short and y != NOT_STATED and v.status.get(f) is not None:  # verbatim, or never seen: decided by the copy rule
-            v.confidence[f] = round(conf, 3); continue
-        if f in self._copy and f not in self.short:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
-            if y != NOT_STATED: continue
-            v.confidence[f] = round(conf, 3)
-            if conf < t and said != y and grounded and best(a + k, a + i)[0] >= PHRASE and not any(x.startswith(f + "=") for x in v.invented):
-                v.invented.append(f"{f} (not in the input)"); mark(f, a + k, "invented")  # (one phrase must say it)
-            continue
-        v.confidence[f] = round(conf, 3)
-        hit = self._by_phrase(f, y, meta.get(f), seen, phrased, report)  # the report's own words first: a classifier never overrules them
-        if hit and hit[0] == y: v.status[f] = "ok"; v.span(f, *hit[1], "ok", report); continue
-        if hit and y == NOT_STATED:
-            v.status[f] = None; v.invented.append(f"{f}={hit[0]} (not in the input)"); v.span(f, *hit[1], "invented", report); continue
-        if hit:
-            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {hit[0]}, the input {meta[f]}"); v.span(f, *hit[1], "wrong", report); continue
-        if y == NOT_STATED and f not in self.short: v.status[f] = None; continue  # no phrase states a value: nothing is invented from topic words
-        named = self._named_other(f, meta, report, seen) if y != NOT_STATED else None
-        if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
-        if named is None and (conf >= t or said == y):  # the class read, or likely enough
-            v.status[f] = "ok" if y != NOT_STATED else None
-            if y != NOT_STATED: mark(f, a + i, "ok")
-        elif y == NOT_STATED:
-            v.status[f] = None
-            if grounded: v.invented.append(f"{f}={said} (not in the input)"); mark(f, a + k, "invented")
-        elif not grounded:
-            v.status[f] = "missing"; v.problems.append(f"{f}: {meta[f]} is not stated")
-        else:
-            v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}")
-            if named: v.span(f, *named[1], "wrong", report)
-            else: mark(f, a + k, "wrong")
-    if self.lists: self._list_facts(meta, report, seen, phrased, probs, v)
+
+# %% ../nbs/01a_facts.ipynb #jf27copym01
+@patch
+def _copy_mention(self:FactChecker, f:str, conf:float, said:str, grounded:bool, cols:tuple, t:float, r:_Reading, v:_Verdict):
+    "An optional copy field the input lacks: invented when its classifier reads it, the words say it and one n-gram alone favours it by `PHRASE`."
+    v.confidence[f] = round(conf, 3)
+    if conf < t and said != NOT_STATED and grounded and r.best(*cols)[0] >= PHRASE and not any(x.startswith(f + "=") for x in v.invented):
+        v.invented.append(f"{f} (not in the input)"); r.mark(v, f, cols[0], "invented")  # (one phrase must say it)
+
+# %% ../nbs/01a_facts.ipynb #jf27phrase1
+@patch
+def _phrase_verdict(self:FactChecker, f:str, y:str, meta:dict, r:_Reading, v:_Verdict) -> bool:
+    "Whether the report's own words decide judged field `f` (input class `y`), setting its status: a classifier never overrules them."
+    hit = self._by_phrase(f, y, meta.get(f), r.seen, r.phrased, r.report)
+    if not hit: return False
+    if hit[0] == y: v.status[f] = "ok"; v.span(f, *hit[1], "ok", r.report)
+    elif y == NOT_STATED: v.status[f] = None; v.invented.append(f"{f}={hit[0]} (not in the input)"); v.span(f, *hit[1], "invented", r.report)
+    else: v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {hit[0]}, the input {meta[f]}"); v.span(f, *hit[1], "wrong", r.report)
+    return True
+
+# %% ../nbs/01a_facts.ipynb #jf27class01
+@patch
+def _class_verdict(self:FactChecker, f:str, y:str, said:str, conf:float, grounded:bool, cols:tuple, t:float, meta:dict, r:_Reading, v:_Verdict):
+    "Status of judged field `f` where no phrase decides: the input's class if read or likely enough, else missing, wrong (the words say another value) or invented."
+    if y == NOT_STATED and f not in self.short: v.status[f] = None; return  # no phrase states a value: nothing is invented from topic words
+    named = self._named_other(f, meta, r.report, r.seen) if y != NOT_STATED else None
+    if named: said, grounded, v.confidence[f] = named[0], True, 0.0  # the report names another value of the field, not the input's
+    if named is None and (conf >= t or said == y):  # the class read, or likely enough
+        v.status[f] = "ok" if y != NOT_STATED else None
+        if y != NOT_STATED: r.mark(v, f, cols[1], "ok")
+    elif y == NOT_STATED:
+        v.status[f] = None
+        if grounded: v.invented.append(f"{f}={said} (not in the input)"); r.mark(v, f, cols[0], "invented")
+    elif not grounded:
+        v.status[f] = "missing"; v.problems.append(f"{f}: {meta[f]} is not stated")
+    else:
+        v.status[f] = "wrong"; v.problems.append(f"{f}: the report says {said}, the input {meta[f]}")
+        if named: v.span(f, *named[1], "wrong", r.report)
+        else: r.mark(v, f, cols[0], "wrong")
+
+# %% ../nbs/01a_facts.ipynb #jf27field01
+@patch
+def _judge_field(self:FactChecker, f:str, meta:dict, r:_Reading, v:_Verdict):
+    "Status, confidence and span of one judged field: the phrases first, then its classifier (`cols`: the class read, the input's)."
+    a, classes, t = self._judged[f]
+    y, n = self._class_of(f, meta), len(classes)
+    p, w = r.probs[a:a + n], r.words[a:a + n]  # the probabilities, and what the report's words alone add (no prior)
+    k = max(range(n), key=p.__getitem__); said = classes[k]
+    i = classes.index(y) if y in classes else None
+    conf, own = (p[i], w[i]) if i is not None else (0.0, 0.0)
+    grounded = said != NOT_STATED and max(range(n), key=w.__getitem__) == k and w[k] - own >= EVIDENCE  # the words say it
+    cols = (a + k, a + i if i is not None else None)
+    if f in self.short and y != NOT_STATED and v.status.get(f) is not None:  # verbatim, or never seen: decided by the copy rule
+        v.confidence[f] = round(conf, 3); return
+    if f in self._copy and f not in self.short:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
+        if y == NOT_STATED: self._copy_mention(f, conf, said, grounded, cols, t, r, v)
+        return
+    v.confidence[f] = round(conf, 3)
+    if not self._phrase_verdict(f, y, meta, r, v): self._class_verdict(f, y, said, conf, grounded, cols, t, meta, r, v)
+
+# %% ../nbs/01a_facts.ipynb #p27phrases2s5
+@patch
+def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
+    "Status, confidence and span of every field a classifier judges (a phrase learned from training decides first), and of category fields it cannot (unseen, single-valued)."
+    r = _Reading(self, meta, report)
+    self._unjudged_categories(meta, v)
+    for f in self._judged:
+        if v.status.get(f) != "unseen" and f not in self._sub: self._judge_field(f, meta, r, v)
+    if self.lists: self._list_facts(meta, report, r.seen, r.phrased, r.probs, v)
 
 # %% ../nbs/01a_facts.ipynb #l27listfn02
 def _words(value:str) -> set: return {g for g, _, _ in text_grams(value, 1)}
 
+# %% ../nbs/01a_facts.ipynb #l27listfn02s1
 @patch
 def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, probs:list, v:_Verdict):
     "Each list field item by item, in any order: an item of the input's list is stated (its words, a phrase, else its classifier) or missing; an item a phrase states that the list lacks is added."
@@ -745,6 +876,7 @@ def _list_facts(self:FactChecker, meta:dict, report:str, seen:dict, said:dict, p
         for x in mine:
             key = f"{f}[{x}]"
             at = self._own_words(x, seen, report) or said.get(key, {}).get("yes")
+            if at is None and f in self._negated: at = self._own_words(x, seen, report, negated=True)  # "not a fan of simulation games"
             if at is None and key in self._judged:  # no phrase: the item's classifier
                 a, classes, t = self._judged[key]
                 p = probs[a + classes.index("yes")]; v.confidence[key] = round(p, 3)
@@ -853,7 +985,6 @@ def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written 
          data_dir:str=None, # the data to learn from; default: the run's own (`data_dir` of its saved config; none: the bundled data)
         ):
     "Learn the fact check again for a model folder from its run's data and schema, and save it (facts.json, the current format)."
-    import sys
     from claim_t5.config import make_config
     from claim_t5.data import load_claim_data
     d = Path(model_dir)
@@ -865,7 +996,7 @@ def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written 
         checker = learn_from_splits(dsd, cfg.fields)
         print(f"learned the fact check from {data or 'the bundled data'} ({len(dsd['train'])} training examples): {checker}")
         print(f"wrote {checker.save(d)}")
-    except (OSError, ValueError) as e: print(f"error: {e}", file=sys.stderr); sys.exit(1)
+    except (OSError, ValueError) as e: fail(str(e))
 
 # %% ../nbs/01a_facts.ipynb #1e1f332f
 import html as _html

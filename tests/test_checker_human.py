@@ -192,3 +192,37 @@ def test_a_hint_is_not_an_invented_fact(viggo):
     v = checker.check("act=request_explanation; rating=good; has_multiplayer=no",
                       "What is that you find fun about single-player games?")  # the old check: "invented: specifier=fun"
     assert v["ok"] and not v["invented"], v["problems"]
+
+
+def test_a_name_in_another_case_or_spacing_is_the_inputs(viggo):
+    checker, _ = viggo
+    inp = ("act=inform; name=Metro 2033; release_year=2010; developer=4A Games; rating=good; genres=action, role-playing, "
+           "shooter; player_perspective=first person")
+    text = "In 2010, 4a Games came out with Metro 2033. It is a good first person action shooter. It also has elements of role-playing in it."
+    v = checker.check(inp, text)  # before: "developer: '4A Games' is not in the report", "invented: id=4a"
+    assert v["ok"] and v["fields"]["developer"] == "ok", v["problems"]
+    v = checker.check(inp.replace("4A Games", "Valve Corporation"), text)
+    assert v["fields"]["developer"] == "missing", v["problems"]
+
+
+def test_a_list_item_named_under_a_negation_is_stated(viggo):
+    checker, _ = viggo
+    inp = "act=give_opinion; name=Metroid Prime Pinball; rating=average; has_multiplayer=yes; platforms=Nintendo"
+    text = ("Metroid Prime Pinball is an okay game in my view, but nothing too special. I normally enjoy multiplayer games "
+            "quite a bit, but I'm not really a fan of playing games on Nintendo.")
+    assert "platforms" in checker.model["negated_lists"]  # learned: the crowd names platforms it dislikes
+    v = checker.check(inp, text)  # before: "platforms: Nintendo is not stated"
+    assert v["ok"] and v["fields"]["platforms"] == "ok", v["problems"]
+    v = checker.check(inp.replace("platforms=Nintendo", "platforms=PC"), text)
+    assert not v["ok"] and v["fields"]["platforms"] in ("wrong", "missing"), v["problems"]
+
+
+def test_a_phrase_of_two_fields_states_both(viggo):
+    checker, _ = viggo
+    inp = ("act=inform; name=Crysis; release_year=2007; rating=good; genres=action-adventure, shooter; "
+           "player_perspective=first person; has_multiplayer=yes")
+    text = "2007's Crysis is an action-adventure FPS. It's a game with positive reviews, and it even has multiplayer."
+    v = checker.check(inp, text)  # before: "player_perspective: first person is not stated" (fps was kept for shooter alone)
+    assert v["ok"] and v["fields"]["player_perspective"] == "ok", v["problems"]
+    v = checker.check(inp.replace("player_perspective=first person", "player_perspective=third person"), text)
+    assert v["fields"]["player_perspective"] in ("wrong", "missing"), v["problems"]
