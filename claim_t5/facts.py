@@ -12,6 +12,7 @@ from fastcore.script import call_parse
 from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
 from .util import fail, pad_ignored
 from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES  # value_spans: the one verbatim rule
+from .folders import MODEL_FILES
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'LIST_SHARE', 'MIN_PHRASE', 'PHRASE_PRECISION',
@@ -186,7 +187,7 @@ def id_shape(s:str) -> str:
     return re.sub(r"\d+", "9", s)
 
 # %% ../nbs/01a_facts.ipynb #d427790c78
-FACTS_FILE = "facts.json"  # saved in the model folder beside the adapter
+FACTS_FILE = MODEL_FILES["facts"]  # saved in the model folder beside the adapter
 FACTS_FORMAT = 3  # the saved check's format; 2 had no phrases and no lists, 1 (no `format` key) was the wordings-based check of claim_t5 < 0.2
 NOT_STATED = "(not stated)"  # the class of a report that does not state a field
 
@@ -985,12 +986,11 @@ def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written 
          data_dir:str=None, # the data to learn from; default: the run's own (`data_dir` of its saved config; none: the bundled data)
         ):
     "Learn the fact check again for a model folder from its run's data and schema, and save it (facts.json, the current format)."
-    from claim_t5.config import make_config
+    from claim_t5.folders import load_model_config
     from claim_t5.data import load_claim_data
     d = Path(model_dir)
-    cfg_path = d/"claim_t5_config.yaml"
     try:
-        cfg = make_config(cfg_path) if cfg_path.exists() else ClaimT5Config()
+        cfg = load_model_config(d)  # the config it was trained with; none saved: the reference defaults
         data = data_dir or cfg.data_dir
         dsd = load_claim_data(data, cfg=cfg, progress=True)
         checker = learn_from_splits(dsd, cfg.fields)

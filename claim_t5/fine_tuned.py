@@ -61,8 +61,7 @@ class FineTuned:
     tokenizer: object  # its tokenizer
     config: ClaimT5Config  # the config it was trained with (`ModelFolder.run_config`)
     checker: FactChecker|None = None  # the fact check saved with it (facts.json), if any
-    def __iter__(self):  # TODO(lead): remove after callers move: `model, tok, cfg = load_fine_tuned(d)` as before issue 30
-        return iter((self.model, self.tokenizer, self.config))
+
 
 # %% ../nbs/01b_model_fine_tuned.ipynb #f01b00lf01
 def _check_folder(d:Path) -> bool:
@@ -140,7 +139,6 @@ def load_fine_tuned(model_dir:str|Path, # a fine_tuned_model/ folder (adapter) o
     mf = ModelFolder(d)
     try: checker = FactChecker.load(d) if mf.facts.exists() else None
     except ValueError as e: raise ModelLoadError(str(e)) from None
-    model.claim_t5_facts, model.claim_t5_config = checker, cfg  # TODO(lead): remove after callers move (read FineTuned's fields)
     return FineTuned(model, tok, cfg, checker)
 
 # %% ../nbs/01b_model_fine_tuned.ipynb #b1m0000042

@@ -101,8 +101,7 @@ def generate_reports(model, tokenizer, inputs:list, # metadata strings
     from tqdm.auto import tqdm
     check_batch_size(batch_size)
     if not inputs: return []
-    cfg = cfg or getattr(model, "claim_t5_config", None) or ClaimT5Config(copy_placeholders=False)  # TODO(lead): drop the getattr after callers move
-    checker = checker or getattr(model, "claim_t5_facts", None)  # TODO(lead): drop the getattr after callers move
+    cfg = cfg or ClaimT5Config(copy_placeholders=False)
     raw, inputs = list(inputs), model_inputs(inputs, cfg)  # the model sees placeholders; reports get the values back
     banned = absent_placeholder_ids(tokenizer, raw, cfg)  # a placeholder the input cannot fill is never written
     k, gen_kwargs = _rerank_settings(cfg.gen_rerank if rerank is None else rerank, checker, gen_kwargs)

@@ -138,10 +138,7 @@ def merge_lora(model, # a PeftModel (adapter) or a plain model, e.g. `load_fine_
     settings = model.generation_config  # the saved generation settings (load_fine_tuned puts them on both)
     merged = model.merge_and_unload()
     merged.generation_config = settings
-    for k in _CARRIED: setattr(merged, k, getattr(model, k, None))  # TODO(lead): remove after callers move (see claim_t5.fine_tuned)
     return merged
-
-_CARRIED = ("claim_t5_config", "claim_t5_facts")  # TODO(lead): remove after callers move: the attributes load_fine_tuned still sets
 
 # %% ../nbs/01b_model.ipynb #b1m000npb1
 @contextlib.contextmanager
@@ -161,22 +158,3 @@ def machine_description() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     return (f"{dev}; {torch.get_num_threads()} torch threads; {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}; torch {torch.__version__}")
-
-# %% ../nbs/01b_model.ipynb #b1m000mv01
-# TODO(lead): remove after callers move: where each name that left claim_t5.model lives now (issue 30)
-_MOVED = dict(folders="results_file report_file model_folder_files missing_model_files load_model_config",
-              tiny="train_tiny_tokenizer build_tiny_model tiny_cache_key tiny_base_dir",
-              history="HISTORY_KEYS epoch_history save_history plot_history",
-              fine_tuned="FineTuned save_fine_tuned ModelLoadError load_fine_tuned merge_adapter",
-              generate="absent_placeholder_ids ForbidPerRow generate_reports")
-_OLD_FILES = dict(ADAPTER_WEIGHTS="adapter_weights", ADAPTER_CONFIG="adapter_config", MODEL_WEIGHTS="weights",
-                  MODEL_CONFIG="model_config", GENERATION_CONFIG="generation_config", RUN_CONFIG="run_config", BASE_DIR="base",
-                  HISTORY_JSON="history_json", HISTORY_CSV="history_csv", CURVES_PNG="curves", MODEL_CARD="card")
-
-def __getattr__(name):
-    "A moved name, from the module that owns it now (`from claim_t5.model import load_fine_tuned` still works)."
-    if name in _OLD_FILES: return MODEL_FILES[_OLD_FILES[name]]
-    import importlib
-    for mod, names in _MOVED.items():
-        if name in names.split(): return getattr(importlib.import_module(f"claim_t5.{mod}"), name)
-    raise AttributeError(f"module 'claim_t5.model' has no attribute {name!r}")

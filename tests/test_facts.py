@@ -286,14 +286,14 @@ def test_trained_model_with_and_without_placeholders(on, tmp_path):
     from claim_t5.train import train
     from claim_t5.facts import FACTS_FILE
     res = train(quick_config(tmp_path/"model_training", copy_placeholders=on), verbose=False)
-    model, tok, cfg = load_fine_tuned(res.model_dir, device="cpu")
+    ft = load_fine_tuned(res.model_dir, device="cpu"); model, tok, cfg = ft.model, ft.tokenizer, ft.config
     assert cfg.copy_placeholders is on and (res.model_dir/FACTS_FILE).exists()
     assert "all_facts_correct" in res.history[-1]
     inputs = [r["input"] for r in generate_dataset()["test"][:4]]
-    reports = generate_reports(model, tok, inputs, max_new_tokens=12, num_beams=1, do_sample=False)
+    reports = generate_reports(model, tok, inputs, cfg=cfg, checker=ft.checker, max_new_tokens=12, num_beams=1, do_sample=False)
     assert all(r.facts is not None for r in reports)
     enc = tok(inputs if not on else [mask_input(i) for i in inputs], return_tensors="pt", padding=True)
-    from claim_t5.generate import ForbidPerRow, absent_placeholder_ids# on: the sentinels an input cannot fill are banned, as generate_reports does
+    from claim_t5.generate import ForbidPerRow, absent_placeholder_ids  # on: the sentinels an input cannot fill are banned, as generate_reports does
     ban = {"logits_processor": [ForbidPerRow(absent_placeholder_ids(tok, inputs, cfg))]} if on else {}
     with torch.inference_mode(): ids = model.generate(**enc, max_new_tokens=12, num_beams=1, do_sample=False, **ban)
     if not on:  # exactly the reference recipe's decode
@@ -316,6 +316,6 @@ def test_old_facts_json_names_the_command_that_relearns_it(tiny_model_dir, tmp_p
                                                 cues={}, known={}, id_shapes={}, template_ids=[])))
     with pytest.raises(ModelLoadError, match=f"format 1 .*claim_t5_facts {d}"): load_fine_tuned(d, device="cpu")
     relearn(str(d))  # claim_t5_facts MODEL_DIR: learned again from the run's data (its saved config: the bundled data)
-    model, _, _ = load_fine_tuned(d, device="cpu")
+    checker = load_fine_tuned(d, device="cpu").checker
     assert json.loads((d/"facts.json").read_text())["format"] == FACTS_FORMAT
-    assert model.claim_t5_facts.check(INP, GOOD)["ok"]
+    assert checker.check(INP, GOOD)["ok"]
