@@ -10,7 +10,8 @@ from pathlib import Path
 from fastcore.basics import patch
 from .config import field_names
 from .schema import MetadataError, parse_metadata, unknown_fields
-from .facts import CheckedReport, FactChecker, report_html
+from .facts import CheckedReport, FactChecker
+from .report_view import report_html
 from .inference import read_inputs
 
 # %% auto #0

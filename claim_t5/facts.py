@@ -19,7 +19,7 @@ __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'L
            'LIFT_TIE', 'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair',
            'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like',
            'id_shape', 'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
-           'check_reports', 'fact_accuracy', 'learn_from_splits', 'main', 'report_html']
+           'check_reports', 'fact_accuracy', 'learn_from_splits', 'main']
 
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
@@ -999,82 +999,8 @@ def main(model_dir:str, # a fine_tuned_model/ folder: its facts.json is written 
     except (OSError, ValueError) as e: fail(str(e))
 
 # %% ../nbs/01a_facts.ipynb #1e1f332f
-import html as _html
-from fastcore.basics import patch
-from .schema import MetadataError
-
-_ICON = {"ok": "✓", "missing": "✗", "wrong": "✗", "invented": "✗", "unseen": "?"}  # never colour alone: an icon and a word
-_REPORT_CSS = """<style>
-.ct5-report{font:15px/1.6 system-ui,sans-serif;max-width:48em}
-.ct5-text{white-space:pre-wrap;margin:.3em 0}
-.ct5-fact{padding:0 .15em;border-radius:3px;border-bottom:2px solid}
-.ct5-fact.ct5-ok{background:#e3f4e1;border-color:#2e7d32;color:inherit}
-.ct5-fact.ct5-missing,.ct5-fact.ct5-wrong,.ct5-fact.ct5-invented{background:#fde4e1;border-color:#c62828;border-bottom-style:dashed;color:inherit}
-.ct5-fact.ct5-unseen{background:#fff3cd;border-color:#8a6d00;border-bottom-style:dotted;color:inherit}
-.ct5-icon{font-size:.75em;font-weight:bold;vertical-align:super;margin-left:.1em}
-.ct5-verdict{font-weight:bold;margin:.3em 0}
-.ct5-facts{list-style:none;padding:0;margin:.3em 0}
-.ct5-facts li{margin:.1em 0}
-.ct5-facts .ct5-status{display:inline-block;min-width:6.5em;font-weight:bold}
-.ct5-facts .ct5-ok .ct5-status{color:#1b5e20}
-.ct5-facts .ct5-missing .ct5-status,.ct5-facts .ct5-wrong .ct5-status,.ct5-facts .ct5-invented .ct5-status{color:#b71c1c}
-.ct5-facts .ct5-unseen .ct5-status{color:#6d5600}
-</style>"""
-
-def _fact_spans(text:str, facts:dict|None, meta:dict) -> list:
-    "(start, end, field, status) of each fact in `text`: the verdict's `spans` when it has them, else verbatim input values and invented ids."
-    if facts and facts.get("spans"):
-        out = [(s["start"], s["end"], s.get("field") or "", s.get("status") or "ok") for s in facts["spans"]]
-    else:
-        status = (facts or {}).get("fields") or {}
-        out = [(s, e, f, status.get(f) or "ok") for f, v in meta.items() if v for s, e in value_spans(str(v), text)]
-        for x in (facts or {}).get("invented", []):  # `vendor=Globex`: an id or name the input does not have
-            f, eq, v = x.partition("=")
-            if eq: out += [(s, e, f, "invented") for s, e in value_spans(v, text)]
-    kept = []  # the longest fact wins where two overlap
-    for s, e, f, st in sorted(out, key=lambda x: (x[0], -(x[1] - x[0]))):
-        if 0 <= s < e <= len(text) and not any(s < b and a < e for a, b, _, _ in kept): kept.append((s, e, f, st))
-    return kept
-
-def _fact_list(facts:dict, meta:dict) -> list:
-    "(status, field, words) for each checked field and each invented fact, the problem in words where there is one."
-    problems = list(facts.get("problems") or [])
-    rows = []
-    for f, st in (facts.get("fields") or {}).items():
-        if st is None: continue
-        said = [p for p in problems if p.startswith(f"{f}:")]
-        words = "; ".join(p[len(f)+1:].strip() for p in said) or (f"{meta[f]!r} stated" if meta.get(f) and st == "ok" else st)
-        rows.append((st, f, words))
-    rows += [("invented", x.partition("=")[0].split(" (")[0], f"{x}: not in the input") for x in facts.get("invented") or []]
-    return rows
-
-def report_html(report:str, # the report's text (a CheckedReport, or an edited text)
-                facts:dict|None, # its fact verdict (`report.facts`); None: the report shows unchecked
-                meta:dict|str|None=None, # the input (fields or a metadata line), to find its values in the text without `spans`
-               ) -> str:
-    "The report as escaped HTML with each fact marked in the text (icon and word, not colour alone) and each field's verdict beside it."
-    text, esc = str(report), _html.escape
-    try: meta = parse_metadata(meta, require=False) if isinstance(meta, str) else dict(meta or {})
-    except MetadataError: meta = {}  # an unparseable input: the verdict's spans and list still show
-    parts, i = [], 0
-    for s, e, f, st in _fact_spans(text, facts, meta):
-        icon = _ICON.get(st, "?")
-        parts += [esc(text[i:s]), f'<mark class="ct5-fact ct5-{esc(st)}" data-field="{esc(f)}" data-status="{esc(st)}" '
-                  f'title="{esc(f)}: {esc(st)}">{esc(text[s:e])}<span class="ct5-icon" aria-label="{esc(st)}">{icon}</span></mark>']
-        i = e
-    parts.append(esc(text[i:]))
-    out = [_REPORT_CSS, '<div class="ct5-report">', f'<p class="ct5-text">{"".join(parts)}</p>']
-    if facts is None: out.append('<p class="ct5-verdict ct5-unchecked">? not checked (the model has no facts.json)</p>')
-    else:
-        n = len(facts.get("problems") or [])
-        out.append(f'<p class="ct5-verdict {"ct5-pass" if facts.get("ok") else "ct5-fail"}">' +
-                   ("✓ all facts check" if facts.get("ok") else f"✗ {n} problem{'s' * (n != 1)}") + "</p>")
-        out.append('<ul class="ct5-facts">' + "".join(
-            f'<li class="ct5-{esc(st)}" data-field="{esc(f)}"><span class="ct5-status">{_ICON.get(st, "?")} {esc(st)}</span> '
-            f'<b>{esc(f)}</b>: {esc(w)}</li>' for st, f, w in _fact_list(facts, meta)) + "</ul>")
-    return "".join(out) + "</div>"
-
 @patch
 def _repr_html_(self:CheckedReport):
-    "A report shown in Jupyter: the text with its facts marked (the review desk shows the same HTML)."
+    "A report shown in Jupyter: the text with its facts marked (`claim_t5.report_view`, the HTML the review desk shows)."
+    from claim_t5.report_view import report_html  # the view reads only the verdict: imported when a report is shown
     return report_html(self, self.facts)
