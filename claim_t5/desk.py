@@ -50,23 +50,6 @@ def field_errors(meta:dict, # the cleaned form values
         if f not in errs and detail and re.search(rf"(?<![\w]){re.escape(f)}(?![\w])", detail): errs[f] = detail
     return errs
 
-# %% ../nbs/04c_desk.ipynb #cd6bb63e
-def _csv_as_jsonl(data:bytes, name:str) -> str:
-    "The rows of CSV `data` as JSONL text, each record on the line its CSV row ends on (errors keep the CSV's line numbers)."
-    try: text = data.decode("utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError as e: raise MetadataError(f"{name}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    lines, errors = [], []
-    try:
-        for row in reader:
-            if None in row: errors.append(f"{name}:{reader.line_num}: {len(reader.fieldnames) + len(row[None])} columns, the header has {len(reader.fieldnames)}"); continue
-            rec = {k.strip(): v.strip() for k, v in row.items() if k and v is not None and v.strip()}
-            lines += [""] * (reader.line_num - 1 - len(lines)) + [json.dumps(rec, ensure_ascii=False)]
-    except csv.Error as e: errors.append(f"{name}:{reader.line_num}: malformed CSV: {e}")
-    if errors: raise MetadataError(f"{len(errors)} bad line(s) in {name}:\n  " + "\n  ".join(errors[:20]))
-    return "\n".join(lines) + "\n"
-
-
 # %% ../nbs/04c_desk.ipynb #cd6bb63es1
 def read_upload(data:bytes, # the uploaded file's bytes
                 filename:str, # its name: .csv, or .jsonl/.json (JSON lines)
@@ -77,10 +60,7 @@ def read_upload(data:bytes, # the uploaded file's bytes
     name = Path(filename or "upload.jsonl").name
     if not name.lower().endswith((".csv", ".jsonl", ".json")): raise MetadataError(f"{name}: upload a .csv or .jsonl file")
     with tempfile.TemporaryDirectory() as d:
-        csv_in = name.lower().endswith(".csv")
-        p = Path(d)/(f"{Path(name).stem}.jsonl" if csv_in else name)  # read_inputs reads by the file's extension
-        if csv_in: p.write_text(_csv_as_jsonl(data, name), encoding="utf-8")
-        else: p.write_bytes(data)
+        p = Path(d)/name; p.write_bytes(data)  # read_inputs reads by the file's extension: the one reader of input files
         try: rows = read_inputs(p, fields)
         except (MetadataError, FileNotFoundError) as e: raise MetadataError(str(e).replace(str(p), name).replace(f"{d}/", "")) from None
         except RecursionError: raise MetadataError(f"{name}: a record is JSON nested too deeply to read") from None

@@ -49,31 +49,36 @@ class ReportGenerator:
     def checker(self): raise NotImplementedError  # the FactChecker saved with the model, or None
     def generate(self, texts:list) -> list: raise NotImplementedError  # a CheckedReport per text, in order
 
-    def prepare(self, item) -> str:
-        "The normalised metadata string for one input (a dict or a string); raises MetadataError if it is invalid."
-        fields = self.cfg.fields  # the schema saved with the model
-        meta = parse_metadata(item, fields=fields) if isinstance(item, str) else parse_metadata(format_metadata(item, fields), fields=fields)
-        extra = unknown_fields(meta, fields)
-        if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(field_names(fields))}); passed to the model as they are")
-        return format_metadata(meta, fields)
+# %% ../nbs/04_inference.ipynb #rg00000002b
+@patch
+def prepare(self:ReportGenerator, item) -> str:
+    "The normalised metadata string for one input (a dict or a string); raises MetadataError if it is invalid."
+    fields = self.cfg.fields  # the schema saved with the model
+    meta = parse_metadata(item, fields=fields) if isinstance(item, str) else parse_metadata(format_metadata(item, fields), fields=fields)
+    extra = unknown_fields(meta, fields)
+    if extra: warnings.warn(f"unknown field(s) {extra} (known: {', '.join(field_names(fields))}); passed to the model as they are")
+    return format_metadata(meta, fields)
 
-    def check(self, input:str, # a metadata line (as `prepare` returns it)
-              report:str, # any text written for it: the model's draft or a reviewer's correction
-             ) -> dict|None:
-        "The fact verdict on `report` (None when the model was saved without a checker)."
-        c = self.checker
-        return None if c is None else c.check(input, report)
+@patch
+def check(self:ReportGenerator, input:str, # a metadata line (as `prepare` returns it)
+          report:str, # any text written for it: the model's draft or a reviewer's correction
+         ) -> dict|None:
+    "The fact verdict on `report` (None when the model was saved without a checker)."
+    c = self.checker
+    return None if c is None else c.check(input, report)
 
-    @property
-    def fingerprint(self) -> str:
-        "A hash of the model's files (`claim_t5.engines.model_fingerprint`), computed once."
-        if self._fingerprint is None: self._fingerprint = model_fingerprint(self.model_dir)
-        return self._fingerprint
+# %% ../nbs/04_inference.ipynb #rg00000002c
+@patch(as_prop=True)
+def fingerprint(self:ReportGenerator) -> str:
+    "A hash of the model's files (`claim_t5.engines.model_fingerprint`), computed once."
+    if self._fingerprint is None: self._fingerprint = model_fingerprint(self.model_dir)
+    return self._fingerprint
 
-    def describe(self) -> dict:
-        "What `/status` shows about the generator."
-        return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": self.rerank}, "engine": self.engine,
-                "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
+@patch
+def describe(self:ReportGenerator) -> dict:
+    "What `/status` shows about the generator."
+    return {"model_dir": str(self.model_dir), "tiny": self.cfg.is_tiny, "generation": {**self.gen_kwargs, "rerank": self.rerank}, "engine": self.engine,
+            "process": self.process, "pid": self.pid, "restarts": self.restarts, "fingerprint": self.fingerprint}
 
 # %% ../nbs/04_inference.ipynb #2ebe8fae09
 class ClaimReportGenerator(ReportGenerator):
