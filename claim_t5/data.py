@@ -4,11 +4,11 @@
 
 # %% ../nbs/01_data.ipynb #165fc24706
 from __future__ import annotations
-import csv, dataclasses, json, re, warnings
+import csv, dataclasses, json, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, AUTO, ConfigError, atomic_write, check_fields, field_names, make_config
+from .config import ClaimT5Config, AUTO, ConfigError, atomic_write, field_names, make_config
 from .schema import (MetadataError, _bar, field_evidence, fields_from_evidence, fields_table, parse_metadata,
                              write_fields)
 from .synth import generate_dataset
@@ -316,7 +316,7 @@ def data_stats(dsd, # a DatasetDict with input and output (and references) colum
 # %% ../nbs/01_data.ipynb #77d48151ed
 def plot_lengths(dsd, tokenizer, path:str|Path|None=None):
     "Histograms of input and output token lengths per split; saved to `path` if given."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, col in zip(axes, ("input", "output")):
         for split, d in dsd.items():

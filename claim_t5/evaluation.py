@@ -187,7 +187,7 @@ def compare_runs(model_dirs:dict, # run name -> model folder holding test_result
 # %% ../nbs/03_eval.ipynb #b55e93ea5f
 def plot_comparison(model_dirs:dict, path:str|Path|None=None):
     "Test ROUGE-1/2/L bars and validation ROUGE-L curves of several runs."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     table = compare_runs(model_dirs)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     table[["rouge1", "rouge2", "rougeL"]].plot.bar(ax=a, rot=0); a.set_ylim(0, 1); a.set_title("Test ROUGE")

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .config import ClaimT5Config, CLAIM_FIELDS, FACT_KINDS, field_names
+from .config import ClaimT5Config, FACT_KINDS, field_names
 from .util import fail, pad_ignored
-from .schema import parse_metadata, format_metadata, value_spans, MAX_CATEGORIES  # value_spans: the one verbatim rule
+from .schema import parse_metadata, format_metadata, value_spans, schema_of, MAX_CATEGORIES  # value_spans: the one verbatim rule
 from .folders import MODEL_FILES
 
 # %% auto #0
@@ -24,17 +24,19 @@ __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'L
 # %% ../nbs/01a_facts.ipynb #e5bafe4ddd
 _SENTINEL = re.compile(r"[ \t]*<extra_id_(\d+)>[ \t]*")
 
-def placeholders(fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+def placeholders(fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                 ) -> dict:
     "Copy field -> its placeholder: the T5 sentinel `<extra_id_N>`, N the field's place among the copy fields."
+    fields = schema_of(fields)
     return {name: f"<extra_id_{i}>" for i, name in enumerate(field_names(fields, kind="copy"))}
 
 # %% ../nbs/01a_facts.ipynb #7bae019bfd
 def mask_text(text:str, # a report (a training target)
               meta:dict, # the input's fields
-              fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+              fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
              ) -> str:
     "`text` with each verbatim copy value of `meta` replaced by its field's placeholder (longest value first)."
+    fields = schema_of(fields)
     ph = placeholders(fields)
     spans = []
     for name in sorted((n for n in ph if meta.get(n)), key=lambda n: -len(meta[n])):
@@ -45,9 +47,10 @@ def mask_text(text:str, # a report (a training target)
 
 # %% ../nbs/01a_facts.ipynb #eba2f223ae
 def mask_input(text:str, # a metadata line
-               fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+               fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
               ) -> str:
     "The metadata line the model sees: every copy field's value replaced by its placeholder (inputs are checked elsewhere)."
+    fields = schema_of(fields)
     meta, ph = parse_metadata(text, require=False, fields=fields), placeholders(fields)
     lenient = [{**f, "required": False} for f in fields]  # a missing field is the validator's to report, not this one's
     return format_metadata({k: (ph[k] if k in ph else v) for k, v in meta.items()}, fields=lenient)
@@ -55,17 +58,19 @@ def mask_input(text:str, # a metadata line
 # %% ../nbs/01a_facts.ipynb #d52c95f680
 def mask_pair(inp:str, # a metadata line
               out:str, # its report
-              fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+              fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
              ) -> tuple:
     "(masked input, masked report) of one training pair; a value not verbatim in the report stays as it is there."
+    fields = schema_of(fields)
     return mask_input(inp, fields), mask_text(out, parse_metadata(inp, fields=fields), fields)
 
 # %% ../nbs/01a_facts.ipynb #6c8b9a5b2f
 def restore(text:str, # a generated report with placeholders
             meta:dict, # the input's fields
-            fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+            fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
            ) -> str:
     "Put the input's values back in place of the placeholders; a placeholder of a field the input lacks becomes `[field]`."
+    fields = schema_of(fields)
     by_index = {int(p[10:-1]): name for name, p in placeholders(fields).items()}
     def sub(m):
         name = by_index.get(int(m.group(1)))
@@ -82,9 +87,10 @@ def restore(text:str, # a generated report with placeholders
 def decode_reports(tokenizer, # the model's tokenizer
                    ids, # generated token ids (a tensor or lists; -100 is read as padding)
                    metas:list|None=None, # the inputs' fields: placeholders are restored from them when given
-                   fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+                   fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                   ) -> list:
     "Decode generated ids keeping the sentinels (`skip_special_tokens=True` would drop them), strip pad/eos, restore."
+    fields = schema_of(fields)
     pad, drop = tokenizer.pad_token_id, {t for t in (tokenizer.pad_token, tokenizer.eos_token) if t}
     texts = tokenizer.batch_decode(pad_ignored(ids, pad), skip_special_tokens=False, clean_up_tokenization_spaces=False)
     strip = re.compile("|".join(re.escape(t) for t in drop))
@@ -251,7 +257,7 @@ def list_fields(fields, # the schema (`cfg.fields`)
 # %% ../nbs/01a_facts.ipynb #5737eb9a2b
 class FactChecker:
     "What the training data says about each fact field (values, names, id shapes, a classifier per field), and the check of a report against its input."
-    def __init__(self, fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+    def __init__(self, fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                  categories:dict|None=None, # category field -> [values seen in training]
                  known:dict|None=None, # copy field -> [values seen in training that are names, not ids]
                  id_shapes:dict|None=None, # copy field -> [shapes of its id-like values, e.g. SHP-9]
@@ -260,7 +266,7 @@ class FactChecker:
                  short:dict|None=None, # copy field -> [values seen in training], for copy fields whose values are a short list (`short_lists`)
                  lists:dict|None=None, # category field -> [items seen in training], for fields whose values are lists (`list_fields`)
                 ):
-        self.fields = [dict(f) for f in fields]
+        self.fields = [dict(f) for f in schema_of(fields)]
         self.categories = {f: list(v) for f, v in (categories or {}).items()}
         self.known, self.id_shapes, self.template_ids = known or {}, id_shapes or {}, sorted(template_ids)
         self.model, self.short = model or dict(vocab=[], fields={}), {f: list(v) for f, v in (short or {}).items()}
@@ -498,13 +504,14 @@ def _learn_model(fields, metas:list, inputs:list, docs:list, phrase_docs:list, j
 @patch(cls_method=True)
 def learn(cls:FactChecker, inputs:list, # training metadata lines
            targets:list, # their reports
-           fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+           fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
            val_inputs:list|None=None, # validation metadata lines: each field's threshold is tuned on them
            val_targets:list|None=None, # their reports
            false_alarms:float=0.01, # the share of a field's correct validation references it may flag
            C:float=10.0, # inverse regularisation of the classifiers
           ) -> FactChecker:
     "Learn values, names, id shapes and a classifier per judged field from the training pairs; tune thresholds on validation."
+    fields = schema_of(fields)
     metas = [parse_metadata(i, require=False, fields=fields) for i in inputs]
     categories = {f: sorted({m[f] for m in metas if m.get(f)}) for f in field_names(fields, kind="category")}
     short, lists = short_lists(fields, metas), list_fields(fields, metas)
@@ -972,9 +979,10 @@ def fact_accuracy(inputs:list, # metadata lines (or their fields)
 
 # %% ../nbs/01a_facts.ipynb #d8ec7c661d
 def learn_from_splits(dsd, # a DatasetDict (or dict of example lists) with a train and, best, a validation split
-                      fields=CLAIM_FIELDS, # the schema (`cfg.fields`)
+                      fields:list|None=None, # the schema (`cfg.fields`); None: the claim schema
                      ) -> FactChecker:
     "The check learned from the train split and tuned on the validation split's references (0.5 thresholds without one)."
+    fields = schema_of(fields)
     from claim_t5.data import as_pairs
     train, val = as_pairs(dsd["train"]), as_pairs(dsd["validation"]) if "validation" in dsd else []
     return FactChecker.learn([r["input"] for r in train], [r["output"] for r in train], fields,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, json, shutil
 from pathlib import Path
 from .config import ClaimT5Config, save_config, generation_kwargs, atomic_folder, ConfigError
-from .facts import FactChecker, FACTS_FILE
+from .facts import FactChecker
 from .folders import ModelFolder, MODEL_FILES, load_model_config
 from .model import load_seq2seq, set_generation_config, base_of, is_adapter, training_label, merge_lora, _peft_quietly, _no_progress_bars
 from .history import save_history, plot_history

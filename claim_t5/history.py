@@ -41,7 +41,7 @@ def plot_history(history:list, # rows from `epoch_history`
                  path:str|Path|None=None, # PNG to write
                  title:str=""):
     "Per-epoch train/validation loss, and validation ROUGE-1/2/L with the share of reports whose facts are all correct."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):

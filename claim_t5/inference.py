@@ -11,8 +11,7 @@ from fastcore.basics import patch
 from fastcore.script import call_parse, store_true
 from .config import generation_kwargs, field_names
 from .schema import format_metadata, parse_metadata, unknown_fields, MetadataError
-from .data import write_jsonl, _decode_lines
-from .facts import CheckedReport, FactCheckError
+from .facts import FactCheckError
 from .fine_tuned import load_fine_tuned, merge_adapter, ModelLoadError
 from .generate import generate_reports
 from .model import merge_lora, is_adapter

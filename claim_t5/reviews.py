@@ -4,7 +4,7 @@
 
 # %% ../nbs/01d_reviews.ipynb #a7e5c00004
 from __future__ import annotations
-import datetime, json, re, sys, uuid
+import datetime, re, uuid
 from pathlib import Path
 from fastcore.basics import patch
 import sqlalchemy as sa

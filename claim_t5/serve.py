@@ -19,7 +19,7 @@ from .facts import FACTS_FILE, CheckedReport, FactChecker, FactCheckError
 from .fine_tuned import ModelLoadError
 from .folders import load_model_config
 from .inference import ClaimReportGenerator, ReportGenerator
-from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable, MAX_TEXT_CHARS, MAX_REVIEWER_CHARS,
+from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable, MAX_TEXT_CHARS,
                               MAX_NOTE_CHARS)
 
 # %% auto #0
