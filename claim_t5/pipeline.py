@@ -51,7 +51,7 @@ def stage_parameters(run_dir:Path, # the run folder
                      overrides:dict, # config keys to change, for 00_config
                      data_dir:str|None=None, # your data, for 01_data; None: the bundled dataset
                      resume_from_checkpoint=None, # for 02_lora_train
-                     max_test_samples:int|None=None, # for 03_eval
+                     max_test_samples:int|None=None, # for 03_eval (and at most that many sample reports in 04_inference)
                     ) -> dict:
     "The papermill parameters of each stage for one run folder."
     run = RunFolder(Path(run_dir).resolve())
@@ -61,7 +61,8 @@ def stage_parameters(run_dir:Path, # the run folder
         "01_data": dict(data_dir=data_dir, out_dir=data, strict=True, config=cfg),  # its field schema
         "02_lora_train": dict(config=cfg, data_dir=data, output_dir=str(run.training), resume_from_checkpoint=resume_from_checkpoint),
         "03_eval": dict(model_dir=model_dir, data_dir=data, split="test", max_samples=max_test_samples),
-        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=10, output_file=str(run.sample_reports), ray_workers=0),  # no Ray demo in a run
+        "04_inference": dict(model_dir=model_dir, data_dir=data, n_samples=min(10, max_test_samples or 10),  # a short test run: short samples too
+                             output_file=str(run.sample_reports), ray_workers=0),  # no Ray demo in a run
     }
 
 _NEEDS = {"01_data": lambda run: run.config, "02_lora_train": lambda run: run.data/SPLIT_FILES["train"],  # what each later stage reads
@@ -147,7 +148,7 @@ def run_pipeline(config:str="tiny", # preset name or YAML path
                  start_at=None, # restart from this stage (name or number); earlier stages' files must exist
                  stop_after=None, # stop after this stage
                  resume_from_checkpoint=None, # passed to training: True resumes from the latest complete checkpoint
-                 max_test_samples:int|None=None, # evaluate only the first N test examples (None: all)
+                 max_test_samples:int|None=None, # evaluate only the first N test examples, and write at most N sample reports (None: all, 10)
                  nbs_dir:str|Path|None=None, # where the numbered notebooks are
                  log=print) -> dict:
     "Execute the numbered notebooks in order with papermill into `run_dir`; returns the paths of what they made."
@@ -192,7 +193,7 @@ def main(config:str="tiny", # preset name (tiny, scratch, flan-t5-base) or YAML 
          start_at:str=None, # restart from this stage: 00_config, 01_data, 02_lora_train, 03_eval, 04_inference
          stop_after:str=None, # stop after this stage
          resume:store_true=False, # resume an interrupted training from its latest complete checkpoint
-         max_test_samples:int=None, # evaluate only the first N test examples
+         max_test_samples:int=None, # evaluate only the first N test examples, and write at most N sample reports
          set:str=None, # config keys to change: "num_epochs=1 max_train_samples=200"
         ):
     "Run the claim_t5 pipeline (data, LoRA training, evaluation, sample reports) with papermill."
