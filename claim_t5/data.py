@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #165fc24706
 from __future__ import annotations
-import csv, dataclasses, json, warnings
+import csv, dataclasses, itertools, json, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from fastcore.script import call_parse
@@ -15,10 +15,10 @@ from .synth import generate_dataset
 from .util import fail
 
 # %% auto #0
-__all__ = ['SPLIT_FILES', 'write_jsonl', 'write_bundled_dataset', 'Problem', 'DataValidationError', 'read_records',
-           'check_record', 'validate_splits', 'find_split_files', 'write_problem_report', 'load_claim_data', 'as_pairs',
-           'split_references', 'train_pairs', 'resolve_fields', 'WordCounter', 'data_stats', 'plot_lengths',
-           'tokenize_splits', 'main']
+__all__ = ['SPLIT_FILES', 'write_jsonl', 'write_bundled_dataset', 'Problem', 'DataValidationError', 'csv_records', 'csv_header',
+           'read_records', 'check_record', 'validate_splits', 'find_split_files', 'write_problem_report',
+           'load_claim_data', 'as_pairs', 'split_references', 'train_pairs', 'resolve_fields', 'WordCounter',
+           'data_stats', 'plot_lengths', 'tokenize_splits', 'main']
 
 # %% ../nbs/01_data.ipynb #da00split
 SPLIT_FILES = {"train": "clean_train.jsonl", "validation": "clean_val.jsonl", "test": "clean_test.jsonl"}
@@ -66,33 +66,59 @@ def _decode_lines(path:Path, keepends:bool=False):
         if i == 1: line = line.lstrip("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
         if keepends or line.strip(): yield i, line
 
+# %% ../nbs/01_data.ipynb #7f2b7ad4cr
+def csv_records(path:Path, # a CSV file whose first line names the columns
+                start:int=0, # the byte offset to start at (a shard's start)
+                end:int|None=None, # the byte offset to stop at; None: the end of the file
+                first:int=1, # the line number at `start`
+                header:list|None=None, # the column names, when `start` is past the header line
+                on_header=None, # called with the column names when they are read from the file
+               ):
+    "(line, (byte offset, line) after it, a dict of the row's non-empty cells or a `Problem`) per record: the one CSV reader."
+    with open(path, "rb") as f:
+        f.seek(start); st = dict(pos=start, line=first - 1, first=None, bad=None)
+        def lines():
+            for raw in f:
+                if end is not None and st["pos"] >= end: return
+                st["pos"] += len(raw); st["line"] += 1
+                if st["first"] is None: st["first"] = st["line"]
+                try: yield raw.decode("utf-8").lstrip("\ufeff") if st["line"] == 1 else raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    st["bad"] = st["bad"] or f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"; yield ""
+        reader = csv.reader(lines(), strict=True)
+        while True:
+            try: row = next(reader)
+            except StopIteration: return
+            except csv.Error as e: row, st["bad"] = None, f"malformed CSV: {e}"
+            i, after, bad = st["first"], (st["pos"], st["line"] + 1), st["bad"]
+            st["first"] = st["bad"] = None
+            if header is None:  # the first record names the columns; without them no later line can be read
+                if bad: yield i, after, Problem(str(path), i, None, bad.replace("malformed CSV", "malformed CSV header")); return
+                header = [h.strip() for h in row]
+                if on_header: on_header(header)
+                continue
+            if bad is None and not row: continue  # a blank line
+            if bad is None and len(row) != len(header): bad = f"wrong number of columns: expected {len(header)} ({', '.join(header)}), got {len(row)}"
+            yield i, after, Problem(str(path), i, None, bad, row) if bad else {k: v for k, v in zip(header, row) if v != ""}
+
+def csv_header(path:Path) -> list|None:
+    "The column names of a CSV file (its first record, stripped), or None when it has none or they cannot be read."
+    header = []
+    for _ in csv_records(path, on_header=header.extend): break
+    return header or None
+
 # %% ../nbs/01_data.ipynb #7f2b7ad484
 def _read_csv(path:Path) -> tuple:
-    "Records of a CSV file with columns input and output; a bad line is reported and reading goes on after it."
-    records, problems, lines = [], [], []
-    for i, line in _decode_lines(path, keepends=True):
-        if isinstance(line, Problem): problems.append(line)
-        else: lines.append((i, line))
-    consumed = []
-    def feed():
-        for i, t in lines: consumed.append(i); yield t
-    reader = csv.reader(feed(), strict=True)
-    try: header = next(reader)
-    except StopIteration: return records, problems + [Problem(str(path), 1, None, "empty CSV file")]
-    except csv.Error as e: return records, problems + [Problem(str(path), consumed[-1], None, f"malformed CSV header: {e}")]
+    "Records of a CSV file with columns input and output, read by `csv_records`; a bad line is reported and reading goes on after it."
+    header, records, problems = [], [], []
+    rows = csv_records(path, on_header=header.extend)
+    head = list(itertools.islice(rows, 1))  # reads the column names (and the first record)
+    if not header: return [], head and [head[0][2]] or [Problem(str(path), 1, None, "empty CSV file")]
     missing = [c for c in ("input", "output") if c not in header]
-    if missing: return [], problems + [Problem(str(path), consumed[0], missing[0], f"CSV header has no '{missing[0]}' column (found: {header})")]
-    while True:
-        start = len(consumed)
-        try: row = next(reader)
-        except StopIteration: break
-        except csv.Error as e: problems.append(Problem(str(path), consumed[-1], None, f"malformed CSV: {e}")); continue
-        line = consumed[start] if start < len(consumed) else consumed[-1]
-        if not row: continue  # a blank line between records holds no record
-        if len(row) != len(header): problems.append(Problem(str(path), line, None, f"wrong number of columns: {len(row)}, header has {len(header)}", row))
-        else:
-            rec = dict(zip(header, row)); records.append((line, {"input": rec["input"], "output": rec["output"]}))
-    problems.sort(key=lambda p: p.line)
+    if missing: return [], [Problem(str(path), 1, missing[0], f"CSV header has no '{missing[0]}' column (found: {header})")]
+    for i, _, rec in itertools.chain(head, rows):
+        if isinstance(rec, Problem): problems.append(rec)
+        else: records.append((i, {"input": rec.get("input", ""), "output": rec.get("output", "")}))  # an empty cell is an empty text
     return records, problems
 
 # %% ../nbs/01_data.ipynb #fd544fbbd5

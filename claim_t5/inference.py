@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_inference.ipynb #e5f85d5507
 from __future__ import annotations
-import contextlib, copy, csv, dataclasses, datetime, hashlib, json, logging, os, shutil, sys, threading, warnings
+import contextlib, copy, dataclasses, datetime, hashlib, json, logging, os, shutil, sys, threading, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
@@ -17,7 +17,7 @@ from .generate import generate_reports
 from .model import merge_lora, is_adapter
 from .engines import check_engine, resolve_engine, ct2_ignored_settings, ensure_ct2, CT2Engine, EngineError, model_fingerprint
 from .config import atomic_write
-from .data import Problem
+from .data import Problem, csv_records, csv_header  # csv_records: the one CSV reader
 from .folders import load_model_config
 from .util import fail, check_batch_size
 
@@ -196,31 +196,6 @@ def _jsonl_records(path:Path, start:int=0, end:int|None=None, first:int=1):
             try: yield i, (pos, i + 1), json.loads(line)
             except json.JSONDecodeError as e: yield i, (pos, i + 1), Problem(str(path), i, None, f"malformed JSON: {e.msg} at column {e.colno}")
 
-# %% ../nbs/04_inference.ipynb #b28rec03
-def _csv_records(path:Path, start:int=0, end:int|None=None, first:int=1, header:list|None=None):
-    "As `_jsonl_records` for a CSV file with a header line (read at byte 0, else given); empty cells are left out."
-    with open(path, "rb") as f:
-        f.seek(start); st = dict(pos=start, line=first - 1, first=None, bad=None)
-        def lines():
-            for raw in f:
-                if end is not None and st["pos"] >= end: return
-                st["pos"] += len(raw); st["line"] += 1
-                if st["first"] is None: st["first"] = st["line"]
-                try: yield raw.decode("utf-8").lstrip("\ufeff") if st["line"] == 1 else raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    st["bad"] = st["bad"] or f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start+1})"; yield ""
-        reader = csv.reader(lines(), strict=True)
-        while True:
-            try: row = next(reader)
-            except StopIteration: return
-            except csv.Error as e: row, st["bad"] = None, f"malformed CSV: {e}"
-            i, after, bad = st["first"], (st["pos"], st["line"] + 1), st["bad"]
-            st["first"] = st["bad"] = None
-            if bad is None and row is not None and header is None: header = [h.strip() for h in row]; continue
-            if bad is None and not row: continue  # a blank line
-            if bad is None and len(row) != len(header): bad = f"expected {len(header)} columns ({', '.join(header)}), got {len(row)}"
-            yield i, after, Problem(str(path), i, None, bad) if bad else {k: v for k, v in zip(header, row) if v != ""}
-
 # %% ../nbs/04_inference.ipynb #b28rec04
 def _parquet_records(path:Path, start:int=0, end:int|None=None, first:int=1):
     "As `_jsonl_records` for a Parquet file, by row groups `start` to `end`; a shard may end only after a group's last row."
@@ -242,7 +217,7 @@ def input_records(path:str|Path, # a JSONL, CSV or Parquet file
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such input file")
     fmt = input_format(path)
-    if fmt == "csv": return _csv_records(path, start, end, first, header)
+    if fmt == "csv": return csv_records(path, start, end, first, header)
     if fmt == "parquet": return _parquet_records(path, start, end, first)
     return _jsonl_records(path, start, end, first)
 
@@ -301,10 +276,6 @@ def _digest(path:Path) -> str:
         while b := f.read(1 << 20): h.update(b)
     return h.hexdigest()[:16]
 
-def _csv_header(path:Path) -> list|None:
-    "The column names of a CSV file (its first record)."
-    with open(path, encoding="utf-8-sig", newline="") as f: return [h.strip() for h in next(csv.reader(f), [])] or None
-
 # %% ../nbs/04_inference.ipynb #b28pln03
 def plan_input(path:str|Path, # a JSONL, CSV or Parquet file
                fields:list|None=None, # the model's schema (`gen.cfg.fields`)
@@ -333,7 +304,7 @@ def plan_input(path:str|Path, # a JSONL, CSV or Parquet file
     if cur: shards.append(cur)
     if nbad and not on_bad: raise MetadataError(f"{nbad} bad line(s) in {path}:\n  " + "\n  ".join(errors))
     if not shards: raise MetadataError(f"{path}: no inputs")
-    return InputPlan(str(path), shards, sum(s.rows for s in shards), nbad, _digest(path), _csv_header(path) if input_format(path) == "csv" else None)
+    return InputPlan(str(path), shards, sum(s.rows for s in shards), nbad, _digest(path), csv_header(path) if input_format(path) == "csv" else None)
 
 # %% ../nbs/04_inference.ipynb #b28pln04
 def shard_records(plan:InputPlan, shard:Shard, fields:list|None=None) -> list:
