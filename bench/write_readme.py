@@ -55,7 +55,7 @@ PIPELINE_FILES = (("bundled", "bench_pipeline-bundled-scratch-20261203-145639.js
 BATCH_FILE = "bench_batch-20261204-060325.json"
 MEMORY_FILE = "bench_batch-20261203-155612.json"  # the same side by side again, then 200,000 lines
 TEAM_FILE = "bench_desk-20261203-182045.json"
-FRESH_CLONE_FILE = "fresh_clone_ci-20261203-1528.json"  # the newest fresh clone's .ci/run
+FRESH_CLONE_FILE = "fresh_clone_ci-20261204-0604.json"  # the newest fresh clone's .ci/run
 TEAM_PAUSE_FILE = "bench_desk-20261203-181127.json"
 
 # ---------------------------------------------------------------- the headline figures (the README's one table)
@@ -100,7 +100,7 @@ def headline() -> str:
 
 def fresh_clone() -> str:
     fc = FRESH_CLONE_FILE; d = load(fc); t = d["test_results"]; fa = t["fact_accuracy"]; ro = t["rouge"]
-    old = "fresh_clone_ci-20261130-2031.json"; o = load(old)["test_results"]["rouge"]  # the previous fresh clone
+    old = "fresh_clone_ci-20261203-1528.json"; o = load(old)["test_results"]["rouge"]  # the previous fresh clone
     h = d["history"]
     rows = [["test split, 662 reports, greedy", f"ROUGE-1 {f3(ro['rouge1'])}, ROUGE-2 {f3(ro['rouge2'])}, **ROUGE-L {f3(ro['rougeL'])}**, "
              f"ROUGE-Lsum {f3(ro['rougeLsum'])}; **all facts correct {f3(fa['all_facts_correct'])}**, fact accuracy "
@@ -111,7 +111,7 @@ def fresh_clone() -> str:
             ["`make` then `make test` (`.ci/run`)", f"{d['ci_run_wall_s']} s in all: the pipeline {d['pipeline_s']} s "
              f"(training {d['pipeline_stage_s']['02_lora_train']} s), pytest {d['pytest_s']} s ({d['pytest_passed']} passed, "
              f"{d['pytest_failed']} failed" + (", fixed in the next commit: see the file)" if d['pytest_failed'] else ")"), code(fc)]]
-    rows.append(["the previous fresh clone (2026-11-30, commit 436f2cf)", f"ROUGE-2 {f3(o['rouge2'])}, ROUGE-L {f3(o['rougeL'])}", code(old)])
+    rows.append(["the previous fresh clone (2026-12-03, commit fd21540)", f"ROUGE-2 {f3(o['rouge2'])}, ROUGE-L {f3(o['rougeL'])}", code(old)])
     seeds = "bench_seeds-20261128-095531.json"; s = load(seeds)["summary"]
     rows.append(["seeds 42 / 43 / 44, each in its own process, one thread: test ROUGE-L min / median / max",
                  f"{s['rougeL']['min']:.3f} / **{s['rougeL']['median']:.3f}** / {s['rougeL']['max']:.3f}; ROUGE-1 "
