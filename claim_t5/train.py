@@ -4,18 +4,18 @@
 
 # %% ../nbs/02_lora_train.ipynb #fac0769308
 from __future__ import annotations
-import json, math, os, shutil, time, warnings
+import hashlib, json, math, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import call_parse
-from .config import ClaimT5Config, ConfigError, FIELDS_FILE, make_config, step_plan, resolve_precision, parse_set
+from .config import ClaimT5Config, ConfigError, FIELDS_FILE, make_config, step_plan, resolve_precision, parse_set, quick_config, QUICK_RUN
 from .data import DataValidationError, load_claim_data, tokenize_splits, data_stats, resolve_fields, split_references
 from .rouge import rouge_scores
 from .schema import fields_table, write_fields
 from .reviews import add_review_pairs
 from .facts import FactChecker, decode_generated, fact_accuracy, learn_from_splits, model_splits
 from .model import load_base_model, add_lora, training_label, count_parameters, HubUnavailableError, base_of, set_generation_config
-from .folders import MODEL_FILES, missing_model_files
+from .folders import MODEL_FILES, ModelFolder, missing_model_files
 from .fine_tuned import save_fine_tuned
 from .history import epoch_history
 from .util import fail, pad_ignored
@@ -23,7 +23,7 @@ from .util import fail, pad_ignored
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'ClaimTrainer', 'make_compute_metrics', 'checkpoint_complete', 'latest_checkpoint',
            'prepare_resume', 'TrainResult', 'TimeBudget', 'early_stopping', 'build_trainer', 'train', 'check_trained',
-           'main']
+           'demo_model_dir', 'main']
 
 # %% ../nbs/02_lora_train.ipynb #32ca325720
 from transformers import Seq2SeqTrainer, TrainerCallback
@@ -309,6 +309,32 @@ def check_trained(result:TrainResult) -> TrainResult:
         raise AssertionError(f"the history has {len(result.history)} epoch rows but training ran {ran} epoch(s) "
                              f"(of at most {cfg.num_epochs}): one row per evaluated epoch was expected")
     return result
+
+# %% ../nbs/02_lora_train.ipynb #demo0model2
+def _demo_key() -> str:
+    "The demonstration model's cache name: a hash of QUICK_RUN, the library's source files, the versions and the thread count."
+    import claim_t5, peft, torch, transformers
+    h = hashlib.sha256(repr((sorted(QUICK_RUN.items()), torch.__version__, transformers.__version__, peft.__version__,
+                             torch.get_num_threads())).encode())
+    for p in sorted(Path(claim_t5.__file__).parent.glob("*.py")): h.update(p.name.encode()); h.update(p.read_bytes())
+    return "demo-" + h.hexdigest()[:12]
+
+# %% ../nbs/02_lora_train.ipynb #demo0model4
+def demo_model_dir(dest:str|Path|None=None, # where the private copy goes; None: a new temporary folder
+                  ) -> Path:
+    "A private copy of the seconds-long tiny model (`quick_config`), trained on first use and then kept in the tiny cache."
+    cache = Path(quick_config(".").tiny_cache_dir).expanduser()/_demo_key()
+    if not ModelFolder(cache).run_config.exists():
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")  # beside the cache: the rename below stays on one disk
+        try:
+            model_dir = Path(train(quick_config(tmp/"model_training"), verbose=False).model_dir)
+            try: model_dir.rename(cache)
+            except OSError:  # another process cached it first: use that one
+                if not ModelFolder(cache).run_config.exists(): raise
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+    dest = Path(dest) if dest else Path(tempfile.mkdtemp())/"fine_tuned_model"
+    shutil.copytree(cache, dest)
+    return dest
 
 # %% ../nbs/02_lora_train.ipynb #dfdc76bf34
 @call_parse
