@@ -1,5 +1,5 @@
 "Shared fixtures and helpers: one torch thread, a tiny model trained for a few steps once per session, CLI helpers."
-import contextlib, io, os, re, shutil, signal, socket, subprocess, sys, time, warnings
+import contextlib, io, json, os, re, shutil, signal, socket, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest
 
@@ -83,6 +83,38 @@ def hub_model_dir(tmp_path_factory) -> Path:
     from hub_like import build_hub_like_model
     train = load_claim_data(None)["train"]
     return build_hub_like_model(tmp_path_factory.mktemp("hub")/"flan-t5-mini", list(train["input"]) + list(train["output"]))
+
+# The small run every preset makes through `claim_t5_run` (tests/test_presets_matrix.py; test_pipeline.py asks it too).
+PRESETS = sorted(p.stem for p in (Path(__import__("claim_t5").__file__).parent/"presets").glob("*.yaml"))
+PRESET_SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=4, logging_steps=1, batch_size=8, eval_batch_size=8)
+PRESET_TEST_SAMPLES = 12  # more than the 10 sample reports 04_inference writes at most: a short run writes 10
+
+def preset_sets(preset:str, hub_model_dir:Path, **extra) -> str:
+    "The --set string for a small run of `preset` (flan-t5-base from the miniature hub folder)."
+    keys = {**PRESET_SMALL, **extra, **({"model_name": hub_model_dir} if preset == "flan-t5-base" else {})}
+    return " ".join(f"{k}={v}" for k, v in keys.items())
+
+@pytest.fixture(scope="session")
+def preset_runs(tmp_path_factory, hub_model_dir):
+    """`preset_runs(preset)`: `claim_t5_run --config <preset>` on the bundled data, small, in a fresh process started
+    from another folder; made once per test session and preset, shared by the pytest-xdist workers (the first to ask
+    runs it under a file lock, the others wait and read what it left), as xdist's docs do for session fixtures."""
+    import filelock
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"): shared = shared.parent  # the workers' common base folder
+    def run(preset:str) -> dict:
+        base = shared/f"matrix-{preset}"
+        run_dir, done = base/"run", shared/f"matrix-{preset}.json"
+        with filelock.FileLock(str(shared/f"matrix-{preset}.lock")):
+            if not done.exists():
+                elsewhere = base/"elsewhere"; elsewhere.mkdir(parents=True)
+                r = cli_subprocess("claim_t5_run", "--config", preset, "--run_dir", run_dir, "--set", preset_sets(preset, hub_model_dir),
+                                   "--max_test_samples", PRESET_TEST_SAMPLES, cwd=elsewhere, timeout=900)
+                done.write_text(json.dumps(dict(args=r.args, returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)))
+        r = subprocess.CompletedProcess(**json.loads(done.read_text()))
+        return dict(preset=preset, base=base, elsewhere=base/"elsewhere", run=r, run_dir=run_dir,
+                    model_dir=run_dir/"model_training"/"fine_tuned_model")
+    return run
 
 def free_port() -> int:
     "A free TCP port on loopback, for a service a test starts."

@@ -5,41 +5,22 @@ import pytest
 from claim_t5.pipeline import run_pipeline, PipelineStageError, STAGES, summary
 
 SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=8, logging_steps=1)
+# The end-to-end run itself (all five stages, the files, the overrides reaching the notebooks, the test scores) is checked
+# for every preset in test_presets_matrix.py; the tests here share its tiny run (conftest's `preset_runs`).
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    return run_pipeline("tiny", run_dir, overrides=SMALL, max_test_samples=32, log=lambda *a, **k: None)
-
-@pytest.mark.slow
-def test_pipeline_runs_end_to_end(small_run):
-    run = Path(small_run["run_dir"])
-    for s in STAGES: assert (run/"notebooks"/f"{s}.ipynb").exists()
-    for f in ("config.yaml", "data/clean_train.jsonl", "data/clean_val.jsonl", "data/clean_test.jsonl", "data/data_stats.csv",
-              "sample_reports.jsonl"):
-        assert (run/f).exists(), f
-    m = Path(small_run["model_dir"])
-    for f in ("adapter_model.safetensors", "test_results.json", "evaluation_report.csv", "training_curves.png", "README.md"):
-        assert (m/f).exists(), f
-    res = json.loads((m/"test_results.json").read_text())
-    assert res["examples"] == 32 and res["tiny"] is True  # max_test_samples reached 03_eval
-    lines = (run/"sample_reports.jsonl").read_text().splitlines()
-    assert len(lines) == 10 and {"input", "report", "generated_at"} <= set(json.loads(lines[0]))
-    assert "test scores (tiny" in summary(small_run)
-
-@pytest.mark.slow
-def test_override_reaches_the_notebooks(small_run):
-    hist = json.loads((Path(small_run["model_dir"])/"history.json").read_text())
-    assert len(hist) == SMALL["num_epochs"]  # the preset says 3: the override reached 00_config and 02_lora_train
-    nb = json.loads((Path(small_run["run_dir"])/"notebooks"/"00_config.ipynb").read_text())
-    injected = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
-    assert injected and "max_train_samples" in "".join(injected[0]["source"])
+@pytest.fixture
+def small_run(preset_runs):
+    "The tiny preset's small `claim_t5_run` (shared: tests that change it keep what the others check)."
+    r = preset_runs("tiny")
+    assert r["run"].returncode == 0, r["run"].stderr[-3000:]
+    return r
 
 @pytest.mark.slow
 def test_restart_from_a_stage(small_run):
     before = (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns
     out = run_pipeline("tiny", small_run["run_dir"], start_at="04_inference", log=lambda *a, **k: None)
     assert list(out["timings"]) == ["04_inference"]
+    assert "test scores (tiny" in summary(out)  # the in-process door's summary reads the run's test results
     assert (Path(small_run["run_dir"])/"config.yaml").stat().st_mtime_ns == before
 
 @pytest.mark.slow

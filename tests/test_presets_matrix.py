@@ -13,31 +13,21 @@ import json, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import claim_t5
-from conftest import BIN, cli_env, cli_subprocess, no_warnings, serve_and_ask
+from conftest import (BIN, cli_env, cli_subprocess, no_warnings, serve_and_ask, PRESETS, PRESET_SMALL, PRESET_TEST_SAMPLES,
+                      preset_sets)
 
-PRESETS = sorted(p.stem for p in (Path(claim_t5.__file__).parent/"presets").glob("*.yaml"))
-SMALL = dict(num_epochs=2, max_train_samples=48, max_eval_samples=4, logging_steps=1, batch_size=8, eval_batch_size=8)
+SMALL = PRESET_SMALL
 META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
             shipment_stage="transit")
+_sets = preset_sets
 
 def test_every_preset_file_is_in_the_matrix():
     assert {"tiny", "scratch", "flan-t5-base"} <= set(PRESETS), PRESETS
 
-def _sets(preset:str, hub_model_dir:Path, **extra) -> str:
-    "The --set string for a small run of `preset` (flan-t5-base from the miniature hub folder)."
-    keys = {**SMALL, **extra, **({"model_name": hub_model_dir} if preset == "flan-t5-base" else {})}
-    return " ".join(f"{k}={v}" for k, v in keys.items())
-
-@pytest.fixture(scope="module", params=PRESETS)
-def preset_run(request, tmp_path_factory, hub_model_dir):
-    "`claim_t5_run --config <preset>` on the bundled data, small, in a fresh process started from another folder."
-    preset = request.param
-    base = tmp_path_factory.mktemp(f"matrix-{preset}")
-    elsewhere = base/"elsewhere"; elsewhere.mkdir()
-    run = cli_subprocess("claim_t5_run", "--config", preset, "--run_dir", base/"run", "--set", _sets(preset, hub_model_dir),
-                         "--max_test_samples", "4", cwd=elsewhere, timeout=900)
-    return dict(preset=preset, base=base, elsewhere=elsewhere, run=run, run_dir=base/"run",
-                model_dir=base/"run"/"model_training"/"fine_tuned_model")
+@pytest.fixture(scope="module", params=PRESETS)  # module scope: pytest orders the tests preset by preset
+def preset_run(request, preset_runs):
+    "The small `claim_t5_run` of each preset (conftest's `preset_runs`: one run per preset, shared with test_pipeline)."
+    return preset_runs(request.param)
 
 @pytest.mark.slow
 def test_pipeline_runs_all_five_stages(preset_run):
@@ -48,9 +38,18 @@ def test_pipeline_runs_all_five_stages(preset_run):
     for s in STAGES: assert (run_dir/"notebooks"/f"{s}.ipynb").exists(), s
     assert missing_model_files(model_dir, load_model_config(model_dir)) == []  # the model folder's own rule
     res = json.loads((model_dir/"test_results.json").read_text())
-    assert res["examples"] == 4 and "all_facts_correct" in res["fact_accuracy"]
-    assert "test scores (" in r.stdout and "all facts correct" in r.stdout
-    assert len(json.loads((model_dir/"history.json").read_text())) == SMALL["num_epochs"]
+    assert res["examples"] == PRESET_TEST_SAMPLES and "all_facts_correct" in res["fact_accuracy"]  # --max_test_samples reached 03_eval
+    assert f"test scores ({res['base_model']}, {PRESET_TEST_SAMPLES} examples)" in r.stdout and "all facts correct" in r.stdout
+    assert len(json.loads((model_dir/"history.json").read_text())) == SMALL["num_epochs"]  # the presets say 3 or more: --set reached 02
+    nb = json.loads((run_dir/"notebooks"/"00_config.ipynb").read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    assert injected and "max_train_samples" in "".join(injected[0]["source"])  # the overrides went in as papermill parameters
+    for f in ("config.yaml", "data/clean_train.jsonl", "data/clean_val.jsonl", "data/clean_test.jsonl", "data/data_stats.csv"):
+        assert (run_dir/f).exists(), f
+    for f in ("test_results.json", "evaluation_report.csv", "training_curves.png", "README.md"):
+        assert (model_dir/f).exists(), f
+    lines = (run_dir/"sample_reports.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and {"input", "report", "generated_at"} <= set(json.loads(lines[0]))  # at most 10 in a short run
 
 @pytest.mark.slow
 def test_eval_and_generate_commands(preset_run):
