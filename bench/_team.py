@@ -1,6 +1,7 @@
 """The team scenario of bench_desk.py (issue 29): 4 reviewers, each with a key of their own, approve reports for 60 s
 while a 1,000-row batch job runs and one client asks /generate_claim for one report at a time; the generation child is
-killed with SIGKILL at 30 s. Afterwards: every acknowledged review is in the database once, under its own reviewer;
+killed with SIGKILL at 30 s. A 1,000-row batch job runs the whole time: when one finishes, the watcher uploads the
+next (`--one_batch`: only the first). Afterwards: every acknowledged review is in the database once, under its own reviewer;
 the interactive client's 503s while the batch ran; its p99 against the idle p99 measured first."""
 import os, signal, sqlite3, statistics, subprocess, sys, threading, time, uuid
 from pathlib import Path
@@ -47,7 +48,7 @@ def cpu_use(server:int, child:int) -> dict:
 
 
 def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_at:float=30, rows:int=1000, idle_n:int=100, work:Path=None,
-             review_pause:float=0.0, batch_only_s:float=10.0) -> dict:
+             review_pause:float=0.0, batch_only_s:float=10.0, keep_batch:bool=True) -> dict:
     "Run the scenario against a fresh service; its figures."
     import httpx
     from claim_t5.schema import format_metadata, parse_metadata
@@ -83,8 +84,8 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
             m2 = metric_sums(c.get("/metrics").text)
             cpu0 = cpu_use(proc.pid, c.get("/status").json()["pid"])
         end, t_start = time.monotonic() + seconds, time.monotonic()
-        lock, acked, odd, lost = threading.Lock(), [], [], []
-        inter, batch_done, killed = [], [None], {}
+        lock, acked, odd, lost, finished = threading.Lock(), [], [], [], []
+        inter, batch_done, killed, jobs = [], [None], {}, [job["job"]]  # batch_done[0]: None while a batch job runs
         def reviewer(name):
             with httpx.Client(base_url=url, headers={"X-API-Key": keys[name]}, timeout=30) as c:
                 i = 0
@@ -115,8 +116,12 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
             with httpx.Client(base_url=url, headers=admin, timeout=30) as c:
                 while time.monotonic() < end and (batch_done[0] is None or "pid" not in killed):
                     if batch_done[0] is None:
-                        s = c.get(f"/api/batch/{job['job']}").json()
-                        if s["rows"] is not None: batch_done[0] = (round(time.monotonic() - t_start, 1), s["done"], s["error"])
+                        s = c.get(f"/api/batch/{jobs[-1]}").json()
+                        if s["rows"] is not None:
+                            finished.append((round(time.monotonic() - t_start, 1), s["done"], s["error"]))
+                            nxt = c.post("/api/batch?filename=day.csv", content=csv.encode(), headers={"content-type": "text/csv"}).json() if keep_batch else {}
+                            if "job" in nxt: jobs.append(nxt["job"])
+                            else: batch_done[0] = finished[-1]
                     if "pid" not in killed and time.monotonic() - t_start >= kill_at:
                         pid = c.get("/status").json()["pid"]; killed["at"] = time.monotonic() - t_start
                         os.kill(pid, signal.SIGKILL); killed["pid"] = pid
@@ -125,7 +130,7 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
         for t in ts: t.start()
         for t in ts: t.join()
         with httpx.Client(base_url=url, headers=admin, timeout=30) as c:
-            s = c.get(f"/api/batch/{job['job']}").json()
+            s = c.get(f"/api/batch/{jobs[-1]}").json()
             m3 = metric_sums(c.get("/metrics").text)
             cpu1 = cpu_use(proc.pid, c.get("/status").json()["pid"])
             wall = time.monotonic() - t_start
@@ -151,7 +156,7 @@ def team_run(start_service, model_dir:str, threads:int, seconds:float=60, kill_a
                    acknowledged=len(acked), stored=len(stored), acknowledged_wrong_or_missing=len(wrong), wrong_examples=wrong[:5],
                    other_answers=len(odd), other_examples=odd[:5], lost_answers=len(lost),
                    reviews_by_reviewer={n: sum(1 for _, m in acked if m == n) for n in names},
-                   child_killed=killed, batch_finished=batch_done[0], batch_at_end=progress,
+                   child_killed=killed, batch_finished=batch_done[0], batch_jobs_finished=finished, batch_jobs=len(jobs), batch_at_end=progress,
                    interactive=dict(requests=len(inter), while_batch=len(during),
                                     status_while_batch={str(s): sum(1 for x in during if x[2] == s) for s in sorted({x[2] for x in during})},
                                     p99_idle_ms=ms(p99(idle)), median_idle_ms=ms(statistics.median(idle)),

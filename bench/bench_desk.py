@@ -9,16 +9,16 @@ one-client latency, both against `claim_t5_serve` (default engine and process) o
   Issue 21's target: the page's time <= the service's median + 100 ms.
 
 - team (issue 29, `bench/_team.py`): 4 reviewers with keys of their own approve for 60 s while a 1,000-row batch job
-  runs and one client asks /generate_claim for one report at a time; the generation child is killed (SIGKILL) at 30 s.
+  runs (a new one is uploaded whenever the last finishes: one runs throughout) and one client asks /generate_claim for one report at a time; the generation child is killed (SIGKILL) at 30 s.
   Targets: every acknowledged review stored once under its own reviewer, 0 interactive 503s while the batch runs, the
   interactive p99 within 2x the idle p99.
 
 Run: .venv/bin/python bench/bench_desk.py --model_dir runs/tiny/model_training/fine_tuned_model [--repeats 20]
      [--screenshot docs/desk.png]   (also saves the page with a report, for the README)
-     [--scenario page|team|both] [--seconds 60] [--kill_at 30] [--rows 1000]
+     [--scenario page|team|both] [--seconds 60] [--kill_at 30] [--rows 1000] [--one_batch] [--serve_args --shared_batch]
 Writes bench/results/bench_desk-<date>.json. Asserts nothing.
 """
-import argparse, json, os, socket, statistics, subprocess, sys, time
+import argparse, json, os, shlex, socket, statistics, subprocess, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=60); ap.add_argument("--kill_at", type=float, default=30)
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--review_pause", type=float, default=0.0, help="seconds each reviewer waits between reviews (0: closed loop)")
+    ap.add_argument("--serve_args", default="", help="more claim_t5_serve options for the service, e.g. --shared_batch")
+    ap.add_argument("--one_batch", action="store_true", help="team: one batch job only (default: a new one whenever the last finishes, so one runs throughout)")
     ap.add_argument("--batch_only_s", type=float, default=10.0, help="seconds of the batch job and one client alone, before the reviewers")
     a = ap.parse_args()
     if a.scenario == "team": return save_team(a)
@@ -126,9 +128,11 @@ def team(a) -> dict:
     load = lambda: dict(zip(("1min", "5min", "15min"), os.getloadavg()))
     before = load()
     with tempfile.TemporaryDirectory() as d:
-        res = team_run(start_service, a.model_dir, a.threads, a.seconds, a.kill_at, a.rows, work=Path(d), review_pause=a.review_pause,
-                       batch_only_s=a.batch_only_s)
+        svc = lambda m, t, extra=(), key=None: start_service(m, t, (*extra, *shlex.split(a.serve_args)), key)
+        res = team_run(svc, a.model_dir, a.threads, a.seconds, a.kill_at, a.rows, work=Path(d), review_pause=a.review_pause,
+                       batch_only_s=a.batch_only_s, keep_batch=not a.one_batch)
     res["load_before"], res["load_after"], res["cpus"] = before, load(), os.cpu_count()
+    res["serve_args"] = a.serve_args
     return res
 
 def save_team(a):

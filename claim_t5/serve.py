@@ -23,11 +23,11 @@ from .reviews import (ReviewStore, ReviewError, ReviewConflict, StoreUnavailable
                               MAX_NOTE_CHARS)
 
 # %% auto #0
-__all__ = ['LANES', 'API_KEY_ENV', 'API_KEY_HEADER', 'MIN_KEY_CHARS', 'ROLES', 'GENERATE_PATHS', 'REVIEW_BODY_BYTES', 'QueueFull',
-           'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher', 'GenerationProcessDied',
-           'GenerationProcess', 'BodyLimit', 'is_loopback', 'check_key', 'resolve_api_key', 'hash_key', 'key_matches',
-           'User', 'Users', 'add_user', 'ApiKeyGuard', 'cross_origin', 'WriteGuard', 'ServiceMetrics', 'report_body',
-           'request_model', 'request_user', 'create_app', 'main']
+__all__ = ['LANES', 'API_KEY_ENV', 'API_KEY_HEADER', 'MIN_KEY_CHARS', 'ROLES', 'GENERATE_PATHS', 'REVIEW_BODY_BYTES',
+           'BATCH_NICE', 'QueueFull', 'ShuttingDown', 'DeadlineExceeded', 'is_refusal', 'MicroBatcher',
+           'GenerationProcessDied', 'GenerationProcess', 'BodyLimit', 'is_loopback', 'check_key', 'resolve_api_key',
+           'hash_key', 'key_matches', 'User', 'Users', 'add_user', 'ApiKeyGuard', 'cross_origin', 'WriteGuard',
+           'ServiceMetrics', 'report_body', 'request_model', 'request_user', 'create_app', 'main']
 
 # %% ../nbs/04b_serve.ipynb #34d338e506
 class QueueFull(RuntimeError):
@@ -232,9 +232,11 @@ def _generation_child(conn, # the child's end of the pipe
                       model_dir:str, # the model folder
                       threads:int|None, # torch threads; None: torch's default
                       kwargs:dict, # ClaimReportGenerator's other arguments
+                      nice:int=0, # added to the child's niceness (19: the lowest CPU priority); 0: the parent's
                      ):
     "The generation process: load the generator, then answer batches from `conn` until None, or the parent is gone."
     import signal
+    if nice: os.nice(nice)  # a batch child: the cores go to the drafts' child and the server first
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)  # the parent decides when to stop
     warnings.filterwarnings("ignore", message=r"unknown field\(s\)", category=UserWarning)  # the response lists them
@@ -275,6 +277,7 @@ class GenerationProcess(ReportGenerator):
                  threads:int|None=None, # torch threads in the child; default: torch's
                  batch_timeout_s:float|None=None, # a batch unanswered after this is a hung child: it is killed and replaced; None: wait
                  load_timeout_s:float|None=None, # a child still loading after this is killed (ModelLoadError); None: wait
+                 nice:int=0, # CPU priority of the child, 0-19 added to this process's niceness (POSIX; 19 the lowest): a batch child yields the cores
                  **kwargs, # ClaimReportGenerator's arguments: device, engine, compute_type, strict, batch_size...
                 ):
         from transformers import AutoTokenizer
@@ -282,6 +285,9 @@ class GenerationProcess(ReportGenerator):
         self.batch_timeout_s, self.load_timeout_s = batch_timeout_s, load_timeout_s
         if not self.model_dir.is_dir(): raise ModelLoadError(f"{self.model_dir}: no such model folder")
         _check_timeouts(batch_timeout_s=batch_timeout_s, load_timeout_s=load_timeout_s)
+        if not 0 <= nice <= 19: raise ValueError(f"nice must be 0-19, got {nice}")
+        if nice and os.name != "posix": raise ValueError("nice needs a POSIX system (os.nice)")
+        self.nice = nice
         self.engine, self.compute_type = check_engine(kwargs.get("engine", "transformers"), kwargs.get("compute_type", "float32"))  # `auto`: the child says which
         self.cfg = load_model_config(self.model_dir)
         self.gen_kwargs = generation_kwargs(self.cfg, num_beams=kwargs.get("num_beams"), max_new_tokens=kwargs.get("max_new_tokens"))
@@ -317,7 +323,7 @@ def start(self:GenerationProcess, reopen:bool=True, # False: a replacement, whic
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         target = import_module("claim_t5.serve")._generation_child  # by module path: spawn cannot pickle a notebook's own functions
-        self._proc = ctx.Process(target=target, args=(child, str(self.model_dir), self.threads, self.kwargs),
+        self._proc = ctx.Process(target=target, args=(child, str(self.model_dir), self.threads, self.kwargs, self.nice),
                                  name="claim_t5-generation", daemon=True)  # daemon: stopped if this process exits
         self._proc.start(); child.close()  # the child's end lives in the child only: its exit ends our recv
         self._ready = False
@@ -782,11 +788,11 @@ def _validator(gen, # the generator (its cfg and prepare)
 
 
 # %% ../nbs/04b_serve.ipynb #34d338e540s1
-def _runner(batcher:MicroBatcher, timeout_s:float):
-    "async run(texts, lane) -> results through `batcher`, mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
+def _runner(batcher:MicroBatcher, timeout_s:float, batch_batcher:MicroBatcher|None=None):
+    "async run(texts, lane) -> results through `batcher` (the batch lane through `batch_batcher` if given), mapping overload to 503, the deadline to 504, failures to 500 (refusals 422)."
     from fastapi import HTTPException
     async def run(texts:list, lane:str="interactive") -> list:
-        try: fut = batcher.submit(texts, timeout_s, lane)
+        try: fut = (batch_batcher if lane == "batch" and batch_batcher is not None else batcher).submit(texts, timeout_s, lane)
         except QueueFull as e: raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after)})
         except ShuttingDown as e: raise HTTPException(503, str(e), headers={"Retry-After": "5"})
         try: return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
@@ -884,8 +890,16 @@ def _review_routes(app, gen:ReportGenerator, store:ReviewStore|None, batcher:Mic
     confirm.__annotations__ = {"review_id": int, "request": Request}
     app.post("/api/reviews/{review_id}/confirm")(confirm)
 
+# %% ../nbs/04b_serve.ipynb #r31batch0
+def _batch_jobs_described(batch_gen) -> dict:
+    "Where the desk's batch jobs run, for /status: their own generation process (its pid once started, its niceness) or the drafts' one."
+    if batch_gen is None: return {"process": "shared", "note": "after the drafts, in the same generation"}
+    if not isinstance(batch_gen, GenerationProcess): return {"process": "own", "note": "a generator of their own, in this process"}
+    return {"process": "own", "pid": batch_gen.pid, "nice": batch_gen.nice, "ready": batch_gen.ready, "restarts": batch_gen.restarts}
+
+
 # %% ../nbs/04b_serve.ipynb #34d338e579
-def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key):
+def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key, batch_gen=None):
     "GET/HEAD /health (open: only {'status': 'ok'}), /ready, GET /status (the details, behind the key), /metrics, /api/me."
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
@@ -899,7 +913,8 @@ def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key):
 
     @app.get("/status")
     def status(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": users is not None,
-                          "users": None if users is None else users.source, "reviews": store.backend if store is not None else None}
+                          "users": None if users is None else users.source, "reviews": store.backend if store is not None else None,
+                          "batch_jobs": _batch_jobs_described(batch_gen)}
 
     @app.get("/metrics")
     def prometheus(): return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -931,8 +946,9 @@ def _users_for(users, api_key:str|None, user_name:str|None) -> tuple:
 # %% ../nbs/04b_serve.ipynb #34d338e5b1
 _ANTICIPATE_MS = 25.0  # a client's next draft after its report, under load (bench_desk --scenario team)
 
-def _lifespan(gen:ReportGenerator, batcher:MicroBatcher, store:ReviewStore|None, own_store:bool, timeout_s:float):
-    "The app's start (generator, batcher, fingerprint) and stop: batch jobs cancelled, the queue finished, the rest closed."
+def _lifespan(gen:ReportGenerator, batcher:MicroBatcher, store:ReviewStore|None, own_store:bool, timeout_s:float,
+              batch_gen:ReportGenerator|None=None, batch_batcher:MicroBatcher|None=None):
+    "The app's start (generator, batchers, fingerprint) and stop: batch jobs cancelled, the queues finished, the rest closed."
     from contextlib import asynccontextmanager
     @asynccontextmanager
     async def lifespan(app):
@@ -943,6 +959,7 @@ def _lifespan(gen:ReportGenerator, batcher:MicroBatcher, store:ReviewStore|None,
         app.state.desk_jobs.cancel_all()  # batch jobs are not finished at shutdown: they would hold it up
         await asyncio.to_thread(batcher.close, timeout_s)  # uvicorn has finished the requests in flight; finish the queue
         await asyncio.to_thread(gen.close)
+        if batch_batcher is not None: await asyncio.to_thread(batch_batcher.close, timeout_s); await asyncio.to_thread(batch_gen.close)
         app.state.review_work.shutdown()
         if own_store: store.close()
     return lifespan
@@ -996,6 +1013,7 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
                batch_lane:int=4, # most reports of the desk's batch jobs per generation: an interactive request waits at most one such batch
                max_jobs:int=2, # most batch jobs running at once (429 beyond)
                max_jobs_per_user:int=1, # most batch jobs one user runs at once (429 beyond)
+               batch_gen:ReportGenerator|None=None, # the desk's batch jobs' own generator (the command's: a GenerationProcess at nice 19): drafts never wait for a batch row; None: batch jobs share `gen`, after the drafts
               ):
     "A FastAPI app serving micro-batched claim reports and storing reviews, with health, readiness and Prometheus metrics."
     if not isinstance(gen, ReportGenerator):
@@ -1006,13 +1024,17 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
     batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane,
                            ride=1, anticipate_ms=_ANTICIPATE_MS)  # a batch job rides along with drafts rather than making them wait
     metrics = ServiceMetrics(batcher); batcher.on_batch, gen.on_restart = metrics.on_batch, metrics.restarts.inc
+    batch_batcher = None if batch_gen is None else MicroBatcher(batch_gen.generate, batch_size=batch_lane, max_queue=max_queue, batch_lane=batch_lane,
+                                                                on_batch=metrics.on_batch)  # its own queue and worker: nothing to wait for
+    if batch_gen is not None: batch_gen.on_restart = metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
-    validate, run = _validator(gen, copy.deepcopy(gen.tokenizer), max_value_chars), _runner(batcher, timeout_s)  # the worker thread may use gen.tokenizer
+    validate, run = _validator(gen, copy.deepcopy(gen.tokenizer), max_value_chars), _runner(batcher, timeout_s, batch_batcher)  # the worker may use gen.tokenizer
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata",
-                  lifespan=_lifespan(gen, batcher, store, store is not None and store is not reviews, timeout_s))
+                  lifespan=_lifespan(gen, batcher, store, store is not None and store is not reviews, timeout_s, batch_gen, batch_batcher))
     app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews, app.state.users = batcher, metrics, gen, store, users
     guards = _guard(app, metrics, users, local, max_body_bytes, max_claims, allowed_hosts)
-    _status_routes(app, gen, batcher, store, users, api_key)
+    app.state.batch_batcher = batch_batcher
+    _status_routes(app, gen, batcher, store, users, api_key, batch_gen)
     _generate_routes(app, gen, run, validate, max_value_chars, max_claims)
     _review_routes(app, gen, store, batcher)
     import_module("claim_t5.desk").add_desk_routes(app, gen, run, validate, max_jobs=max_jobs, max_jobs_per_user=max_jobs_per_user,
@@ -1062,6 +1084,16 @@ def _generator(a) -> ReportGenerator:
     return ClaimReportGenerator(a.model_dir, engine=a.engine, compute_type=a.compute_type, strict=bool(a.strict), verbose=True)
 
 
+# %% ../nbs/04b_serve.ipynb #r31batch2
+BATCH_NICE = 19  # the batch jobs' generation process: the lowest CPU priority, so drafts and the server always come first
+
+def _batch_generator(a, gen:ReportGenerator) -> GenerationProcess|None:
+    "The desk's batch jobs' own generation process (not started: the first batch job starts it), or None (--in_thread, --shared_batch)."
+    if a.in_thread or a.shared_batch: return None
+    return GenerationProcess(a.model_dir, threads=a.threads, batch_timeout_s=a.batch_timeout_s, load_timeout_s=a.load_timeout_s, nice=BATCH_NICE,
+                             engine=gen.engine, compute_type=a.compute_type, strict=bool(a.strict))  # the engine `auto` chose for the drafts
+
+
 # %% ../nbs/04b_serve.ipynb #34d338e5c2s1
 def _serving(store:ReviewStore, users:str|None, the_users:Users|None, key:str|None) -> str:
     "The line the command prints before it listens: where reviews go, and who may use the service."
@@ -1078,10 +1110,11 @@ def _service(a, key:str|None, the_users:Users|None) -> tuple:
     gen = store = None
     try:
         store, gen = ReviewStore(a.reviews), _generator(a)
+        batch_gen = _batch_generator(a, gen)
         return create_app(gen, max_body_bytes=a.max_body_bytes, batch_size=a.batch_size, max_wait_ms=a.max_wait_ms, max_queue=a.max_queue,
                           max_claims=a.max_claims, timeout_s=a.timeout_s, api_key=key, reviews=store, users=the_users, user_name=a.user_name,
                           allowed_hosts=_hosts(a.host, a.allowed_hosts), batch_lane=a.batch_lane, max_jobs=a.max_jobs,
-                          max_jobs_per_user=a.max_jobs_per_user), store
+                          max_jobs_per_user=a.max_jobs_per_user, batch_gen=batch_gen), store
     except (ModelLoadError, EngineError, ValueError) as e:  # ReviewError is a ValueError
         if gen is not None: gen.close()
         fail(e)
@@ -1115,6 +1148,7 @@ def main(model_dir:str=None, # fine-tuned model folder
          batch_lane:int=4, # most reports of the desk's batch jobs per generation (an interactive request waits at most one such batch)
          max_jobs:int=2, # most batch jobs running at once
          max_jobs_per_user:int=1, # most batch jobs one user runs at once
+         shared_batch:store_true=False, # batch jobs share the drafts' generation process (one model in memory); default: a process of their own at the lowest CPU priority
         ):
     "Serve claim reports over HTTP: POST /generate_claim and /generate_claims, reviews at /api/reviews, GET /health, /ready, /metrics."
     import uvicorn

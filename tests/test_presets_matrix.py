@@ -9,7 +9,7 @@ few dozen bundled pairs and a few test examples, through
 - `claim_t5_train`, killed (SIGKILL) after its first complete checkpoint, then `--resume_from_checkpoint True`.
 The flan-t5-base preset runs on the miniature hub-shaped folder (`hub_model_dir`): no hub here.
 """
-import json, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import claim_t5
@@ -64,11 +64,19 @@ def test_eval_and_generate_commands(preset_run):
     assert gen.stdout.strip(), "no report printed"
     no_warnings(gen.stderr)
 
+BATCH_CSV = "shipment_id,damage_type,severity,vendor\n" + "".join(f"SHP-6{i},dent,high,Acme\n" for i in range(3))
+
 def _ask(url:str) -> dict:
-    "One report from /generate_claim and one desk draft from /api/draft."
+    "One report from /generate_claim, one desk draft from /api/draft, and a 3-row desk batch job (its own generation process)."
     import httpx
-    return dict(claim=httpx.post(f"{url}/generate_claim", json=META, timeout=60),
-                draft=httpx.post(f"{url}/api/draft", json={"meta": META}, timeout=60))
+    out = dict(claim=httpx.post(f"{url}/generate_claim", json=META, timeout=60),
+               draft=httpx.post(f"{url}/api/draft", json={"meta": META}, timeout=60))
+    job = httpx.post(f"{url}/api/batch?filename=day.csv", content=BATCH_CSV.encode(), headers={"content-type": "text/csv"}, timeout=60).json()["job"]
+    end = time.monotonic() + 120
+    while time.monotonic() < end and (s := httpx.get(f"{url}/api/batch/{job}", timeout=10).json())["rows"] is None: time.sleep(0.2)
+    status = httpx.get(f"{url}/status", timeout=10).json()
+    import os
+    return dict(out, job=s, status=status, batch_niceness=os.getpriority(os.PRIO_PROCESS, status["batch_jobs"]["pid"]))
 
 @pytest.mark.slow
 def test_service_and_desk_draft(preset_run):
@@ -79,6 +87,10 @@ def test_service_and_desk_draft(preset_run):
     assert r["draft"].status_code == 200, r["draft"].text
     d = r["draft"].json()
     assert d["report"] and "facts" in d and "<" in d["html"]
+    assert r["job"]["done"] == 3 and r["job"]["error"] is None, r["job"]
+    b = r["status"]["batch_jobs"]  # the batch ran in a generation process of its own, at the lowest CPU priority
+    assert b["process"] == "own" and b["ready"] and b["pid"] not in (None, r["status"]["pid"]) and b["nice"] == 19, r["status"]
+    assert r["batch_niceness"] == min(19, os.nice(0) + 19)  # the child's own priority, as the kernel has it
 
 NOTEBOOK = """import claim_t5
 from claim_t5.inference import ClaimReportGenerator
