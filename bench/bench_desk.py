@@ -15,7 +15,7 @@ one-client latency, both against `claim_t5_serve` (default engine and process) o
 
 Run: .venv/bin/python bench/bench_desk.py --model_dir runs/tiny/model_training/fine_tuned_model [--repeats 20]
      [--screenshot docs/desk.png]   (also saves the page with a report, for the README)
-     [--scenario page|team|both] [--seconds 60] [--kill_at 30] [--rows 1000] [--one_batch] [--serve_args --shared_batch]
+     [--scenario page|team|both] [--seconds 60] [--kill_at 30] [--rows 1000] [--one_batch] [--serve_args=--shared_batch]
 Writes bench/results/bench_desk-<date>.json. Asserts nothing.
 """
 import argparse, json, os, shlex, socket, statistics, subprocess, sys, time

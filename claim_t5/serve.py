@@ -1023,17 +1023,17 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
     users, local = _users_for(users, api_key, user_name)
     batcher = MicroBatcher(gen.generate, batch_size=batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue, batch_lane=batch_lane,
                            ride=1, anticipate_ms=_ANTICIPATE_MS)  # a batch job rides along with drafts rather than making them wait
-    metrics = ServiceMetrics(batcher); batcher.on_batch, gen.on_restart = metrics.on_batch, metrics.restarts.inc
-    batch_batcher = None if batch_gen is None else MicroBatcher(batch_gen.generate, batch_size=batch_lane, max_queue=max_queue, batch_lane=batch_lane,
-                                                                on_batch=metrics.on_batch)  # its own queue and worker: nothing to wait for
-    if batch_gen is not None: batch_gen.on_restart = metrics.restarts.inc
+    batch_batcher = None if batch_gen is None else MicroBatcher(batch_gen.generate, batch_size=batch_lane, max_queue=max_queue,
+                                                                batch_lane=batch_lane)  # its own queue and worker: nothing to wait for
+    metrics = ServiceMetrics(batcher)
+    for b, g in ((batcher, gen), (batch_batcher, batch_gen)):
+        if b is not None: b.on_batch, g.on_restart = metrics.on_batch, metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
     validate, run = _validator(gen, copy.deepcopy(gen.tokenizer), max_value_chars), _runner(batcher, timeout_s, batch_batcher)  # the worker may use gen.tokenizer
     app = FastAPI(title="claim_t5", description="Shipment-damage claim reports from metadata",
                   lifespan=_lifespan(gen, batcher, store, store is not None and store is not reviews, timeout_s, batch_gen, batch_batcher))
     app.state.batcher, app.state.metrics, app.state.generator, app.state.reviews, app.state.users = batcher, metrics, gen, store, users
     guards = _guard(app, metrics, users, local, max_body_bytes, max_claims, allowed_hosts)
-    app.state.batch_batcher = batch_batcher
     _status_routes(app, gen, batcher, store, users, api_key, batch_gen)
     _generate_routes(app, gen, run, validate, max_value_chars, max_claims)
     _review_routes(app, gen, store, batcher)

@@ -16,10 +16,8 @@ import claim_t5
 from conftest import (BIN, cli_env, cli_subprocess, no_warnings, serve_and_ask, PRESETS, PRESET_SMALL, PRESET_TEST_SAMPLES,
                       preset_sets)
 
-SMALL = PRESET_SMALL
 META = dict(shipment_id="SHP-12345", image_id="img_0042.png", damage_type="dent", severity="high", vendor="TestCo",
             shipment_stage="transit")
-_sets = preset_sets
 
 def test_every_preset_file_is_in_the_matrix():
     assert {"tiny", "scratch", "flan-t5-base"} <= set(PRESETS), PRESETS
@@ -40,7 +38,7 @@ def test_pipeline_runs_all_five_stages(preset_run):
     res = json.loads((model_dir/"test_results.json").read_text())
     assert res["examples"] == PRESET_TEST_SAMPLES and "all_facts_correct" in res["fact_accuracy"]  # --max_test_samples reached 03_eval
     assert f"test scores ({res['base_model']}, {PRESET_TEST_SAMPLES} examples)" in r.stdout and "all facts correct" in r.stdout
-    assert len(json.loads((model_dir/"history.json").read_text())) == SMALL["num_epochs"]  # the presets say 3 or more: --set reached 02
+    assert len(json.loads((model_dir/"history.json").read_text())) == PRESET_SMALL["num_epochs"]  # the presets say 3 or more: --set reached 02
     nb = json.loads((run_dir/"notebooks"/"00_config.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
     assert injected and "max_train_samples" in "".join(injected[0]["source"])  # the overrides went in as papermill parameters
@@ -75,7 +73,6 @@ def _ask(url:str) -> dict:
     end = time.monotonic() + 120
     while time.monotonic() < end and (s := httpx.get(f"{url}/api/batch/{job}", timeout=10).json())["rows"] is None: time.sleep(0.2)
     status = httpx.get(f"{url}/status", timeout=10).json()
-    import os
     return dict(out, job=s, status=status, batch_niceness=os.getpriority(os.PRIO_PROCESS, status["batch_jobs"]["pid"]))
 
 @pytest.mark.slow
@@ -119,7 +116,7 @@ def test_train_killed_then_resumed(preset, tmp_path, hub_model_dir):
     from claim_t5.folders import load_model_config, missing_model_files
     from claim_t5.train import checkpoint_complete
     out = tmp_path/"model_training"
-    args = ["--config", preset, "--output_dir", out, "--set", _sets(preset, hub_model_dir, num_epochs=4)]
+    args = ["--config", preset, "--output_dir", out, "--set", preset_sets(preset, hub_model_dir, num_epochs=4)]
     for attempt in range(3):  # the kill must land mid-run; a machine fast enough to finish first gets another try
         p = subprocess.Popen([str(BIN/"claim_t5_train"), *map(str, args)], env=cli_env(), cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")

@@ -803,8 +803,8 @@ def test_a_batch_job_never_makes_generate_claim_answer_503(gen):
 
 @pytest.mark.slow  # starts a generation process
 def test_batch_jobs_own_process_killed_mid_job_the_job_finishes(model_dir, gen):
-    "The desk's batch jobs in a generation process of their own (the command's default): drafts never go there; after a"
-    "SIGKILL of that child mid-job the job still ends with every row once, in order, and the drafts' generator is untouched."
+    """The desk's batch jobs in a generation process of their own (the command's default): drafts never go there; after a
+    SIGKILL of that child mid-job the job still ends with every row once, in order, and the drafts' generator is untouched."""
     import os, signal
     from claim_t5.serve import GenerationProcess
     bg = GenerationProcess(model_dir, threads=1, device="cpu", nice=19)
