@@ -676,7 +676,7 @@ _REASONS = {413: "invalid", 422: "invalid", 500: "generation_failed", 503: "over
 
 class ServiceMetrics:
     "The service's Prometheus metrics, in a registry of its own (several apps can live in one process)."
-    def __init__(self, batcher:MicroBatcher):
+    def __init__(self, *batchers:MicroBatcher): # the service's batchers: the drafts', and the batch jobs' own if they have one
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         self.registry = r = CollectorRegistry()
         self.requests = Counter("claim_t5_requests", "Generation requests answered, by endpoint and HTTP status", ["endpoint", "status"], registry=r)
@@ -684,7 +684,8 @@ class ServiceMetrics:
         self.latency = Histogram("claim_t5_request_seconds", "Generation request latency", ["endpoint"], registry=r,
                                  buckets=(.01, .025, .05, .1, .25, .5, 1, 1.5, 2.5, 5, 10, 30))
         self.queue = Gauge("claim_t5_queue_reports", "Reports waiting for a batch", registry=r)
-        self.queue.set_function(lambda: batcher.pending)
+        self.pending = lambda: sum(b.pending for b in batchers)  # reports waiting, every lane of every batcher (also /status "queue")
+        self.queue.set_function(self.pending)
         self.batch_size = Histogram("claim_t5_batch_size", "Reports per generation batch", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.batch_seconds = Histogram("claim_t5_batch_seconds", "Seconds per generation batch", registry=r,
                                        buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
@@ -912,7 +913,7 @@ def _status_routes(app, gen, batcher:MicroBatcher, store, users, api_key, batch_
         app.get(path)(fn); app.head(path, include_in_schema=False)(fn)  # HEAD too (a load balancer's probe); one schema entry
 
     @app.get("/status")
-    def status(): return {"status": "ok", **gen.describe(), "queue": batcher.pending, "api_key": users is not None,
+    def status(): return {"status": "ok", **gen.describe(), "queue": app.state.metrics.pending(), "api_key": users is not None,
                           "users": None if users is None else users.source, "reviews": store.backend if store is not None else None,
                           "batch_jobs": _batch_jobs_described(batch_gen)}
 
@@ -1025,7 +1026,7 @@ def create_app(gen:ReportGenerator, # a GenerationProcess, or a loaded ClaimRepo
                            ride=1, anticipate_ms=_ANTICIPATE_MS)  # a batch job rides along with drafts rather than making them wait
     batch_batcher = None if batch_gen is None else MicroBatcher(batch_gen.generate, batch_size=batch_lane, max_queue=max_queue,
                                                                 batch_lane=batch_lane)  # its own queue and worker: nothing to wait for
-    metrics = ServiceMetrics(batcher)
+    metrics = ServiceMetrics(*(b for b in (batcher, batch_batcher) if b is not None))
     for b, g in ((batcher, gen), (batch_batcher, batch_gen)):
         if b is not None: b.on_batch, g.on_restart = metrics.on_batch, metrics.restarts.inc
     store = ReviewStore(reviews) if isinstance(reviews, (str, Path)) else reviews  # opened here: closed at shutdown
