@@ -1086,7 +1086,7 @@ def _generator(a) -> ReportGenerator:
 
 
 # %% ../nbs/04b_serve.ipynb #r31batch2
-BATCH_NICE = 19  # the batch jobs' generation process: the lowest CPU priority, so drafts and the server always come first
+BATCH_NICE = 19 if os.name == "posix" else 0  # the batch jobs' process: the lowest CPU priority (POSIX), so drafts and the server come first
 
 def _batch_generator(a, gen:ReportGenerator) -> GenerationProcess|None:
     "The desk's batch jobs' own generation process (not started: the first batch job starts it), or None (--in_thread, --shared_batch)."
