@@ -16,7 +16,7 @@ from .folders import MODEL_FILES
 
 # %% auto #0
 __all__ = ['FACTS_FILE', 'FACTS_FORMAT', 'NOT_STATED', 'MIN_SEEN', 'RELEARN', 'LIST_SHARE', 'MIN_PHRASE', 'PHRASE_PRECISION',
-           'LIFT_TIE', 'COMMON', 'EVIDENCE', 'PHRASE', 'placeholders', 'mask_text', 'mask_input', 'mask_pair',
+           'LIFT_TIE', 'COMMON', 'EVIDENCE', 'PHRASE', 'SLOT', 'placeholders', 'mask_text', 'mask_input', 'mask_pair',
            'restore', 'decode_reports', 'model_inputs', 'model_splits', 'decode_generated', 'text_grams', 'id_like',
            'id_shape', 'short_lists', 'list_items', 'list_fields', 'FactChecker', 'CheckedReport', 'FactCheckError',
            'check_reports', 'fact_accuracy', 'learn_from_splits', 'main']
@@ -254,6 +254,16 @@ def list_fields(fields, # the schema (`cfg.fields`)
             out[f] = sorted({x for v in values for x in list_items(v)})
     return out
 
+# %% ../nbs/01a_facts.ipynb #s27shape01
+def _value_shape(values:list) -> str|None:
+    "What a copy field's training values look like: `digit` (9 in 10 hold a digit: years, prices), `capital` (9 in 10 begin with a capital or a digit: names), else None."
+    vals = [x for x in values if x.strip()]
+    if not vals: return None
+    if sum(any(ch.isdigit() for ch in x) for x in vals) >= 0.9 * len(vals): return "digit"
+    if sum(x.strip()[0].isupper() or x.strip()[0].isdigit() for x in vals) >= 0.9 * len(vals): return "capital"
+    return None
+
+
 # %% ../nbs/01a_facts.ipynb #5737eb9a2b
 class FactChecker:
     "What the training data says about each fact field (values, names, id shapes, a classifier per field), and the check of a report against its input."
@@ -296,6 +306,7 @@ def _index_words(self:FactChecker):
             if v.strip(): self._names.setdefault(v.lower().split()[0], []).append((v.lower(), f, v))
     for lst in self._names.values(): lst.sort(key=lambda x: -len(x[0]))
     self._shape_field = {s: f for f, shapes in self.id_shapes.items() for s in shapes}
+    self._shape = {f: _value_shape(self.known.get(f, ())) or ("digit" if self.id_shapes.get(f) else None) for f in self._copy}  # what a value of each looks like
     self._template = set(self.template_ids)
     self._negated = set(self.model.get("negated_lists", ()))  # list fields whose items a report names under a negation
 
@@ -416,6 +427,8 @@ def _one_field_each(phrases:dict, # field -> class -> {n-gram: precision}
     return out
 
 # %% ../nbs/01a_facts.ipynb #p27phrases1s3
+def _words(value:str) -> set: return {g for g, _, _ in text_grams(value, 1)}
+
 def _negated_lists(lists:dict, metas:list, docs:list) -> list:
     "The list fields whose items the reports name under a negation and still hold (`not a fan of simulation games` for genres=simulation): in `PHRASE_PRECISION`+ of `MIN_PHRASE`+ training reports."
     out = []
@@ -424,7 +437,10 @@ def _negated_lists(lists:dict, metas:list, docs:list) -> list:
         held = not_held = 0
         for m, d in zip(metas, docs):
             mine = set(list_items(m.get(f) or ""))
-            for g in set(d) & keys.keys(): held += keys[g] in mine; not_held += keys[g] not in mine
+            for g in set(d) & keys.keys():
+                x = keys[g]
+                if x not in mine and any(_words(x) <= _words(y) for y in mine): continue  # `action` inside the input's `action-adventure`
+                held += x in mine; not_held += x not in mine
         if held >= MIN_PHRASE and held >= PHRASE_PRECISION * (held + not_held): out.append(f)
     return out
 
@@ -803,12 +819,51 @@ def _unjudged_categories(self:FactChecker, meta:dict, v:_Verdict):
         if f not in self._judged and meta.get(f) and v.status.get(f) is None: v.status[f] = "ok"
 
 # %% ../nbs/01a_facts.ipynb #jf27copym01
+SLOT = 3  # an invented copy value stands within this many words of the phrase that frames it (`developed by` [Valve])
+
+def _fits(word:str, shape:str|None) -> bool:
+    "Whether a report's word could be part of a value of that shape: no function word or mark; with a digit; capitalised; or (no shape) any."
+    if word.lower() in _FUNCTION or word in _BREAK: return False
+    if shape == "digit": return any(ch.isdigit() for ch in word)
+    return word[0].isupper() or word[0].isdigit() if shape == "capital" else True
+
+
+# %% ../nbs/01a_facts.ipynb #jf27copym03
 @patch
-def _copy_mention(self:FactChecker, f:str, conf:float, said:str, grounded:bool, cols:tuple, t:float, r:_Reading, v:_Verdict):
-    "An optional copy field the input lacks: invented when its classifier reads it, the words say it and one n-gram alone favours it by `PHRASE`."
+def _explained(self:FactChecker, meta:dict, report:str) -> list:
+    "(start, end) of each value of the input the report gives verbatim, each list item apart: words that belong to one of the input's facts."
+    out = []
+    for f, val in meta.items():
+        for x in (list_items(val) if f in self.lists else [val]) if val else (): out += value_spans(x, report) or _loose_spans(x, report)
+    return out
+
+@patch
+def _slot_filled(self:FactChecker, f:str, # an optional copy field the input lacks
+                 at:tuple, meta:dict, report:str) -> bool:
+    "Whether a word that could be `f`'s value (its training values' shape) and is none of the input's stands within `SLOT` words of the phrase at `at`, in its sentence: a frame with its value, not a frame alone (`games from that year`)."
+    words = list(_TOKEN.finditer(report))
+    inside = [k for k, m in enumerate(words) if m.start() < at[1] and at[0] < m.end()]
+    if not inside: return False
+    near = []
+    for step, k in ((-1, inside[0] - 1), (1, inside[-1] + 1)):
+        n = 0
+        while 0 <= k < len(words) and n < SLOT and words[k].group() not in _SCOPE_END:
+            if words[k].group() not in _BREAK: near.append(words[k]); n += 1
+            k += step
+    explained, shape = self._explained(meta, report), self._shape.get(f)
+    return any(_fits(m.group(), shape) and not any(a < m.end() and m.start() < b for a, b in explained) for m in near)
+
+
+# %% ../nbs/01a_facts.ipynb #jf27copym05
+@patch
+def _copy_mention(self:FactChecker, f:str, conf:float, said:str, grounded:bool, cols:tuple, t:float, meta:dict, r:_Reading, v:_Verdict):
+    "An optional copy field the input lacks: invented when its classifier reads it, the words say it, one n-gram alone favours it by `PHRASE`, and a word that could be its value stands beside that n-gram."
     v.confidence[f] = round(conf, 3)
-    if conf < t and said != NOT_STATED and grounded and r.best(*cols)[0] >= PHRASE and not any(x.startswith(f + "=") for x in v.invented):
-        v.invented.append(f"{f} (not in the input)"); r.mark(v, f, cols[0], "invented")  # (one phrase must say it)
+    if conf < t and said != NOT_STATED and grounded and not any(x.startswith(f + "=") for x in v.invented):
+        w, at = r.best(*cols)
+        if w >= PHRASE and self._slot_filled(f, at, meta, r.report):
+            v.invented.append(f"{f} (not in the input)"); r.mark(v, f, cols[0], "invented")  # (one phrase, and its value, must say it)
+
 
 # %% ../nbs/01a_facts.ipynb #jf27phrase1
 @patch
@@ -856,7 +911,7 @@ def _judge_field(self:FactChecker, f:str, meta:dict, r:_Reading, v:_Verdict):
     if f in self.short and y != NOT_STATED and v.status.get(f) is not None:  # verbatim, or never seen: decided by the copy rule
         v.confidence[f] = round(conf, 3); return
     if f in self._copy and f not in self.short:  # an optional copy field: its value is checked verbatim; here only a mention when the input has none
-        if y == NOT_STATED: self._copy_mention(f, conf, said, grounded, cols, t, r, v)
+        if y == NOT_STATED: self._copy_mention(f, conf, said, grounded, cols, t, meta, r, v)
         return
     v.confidence[f] = round(conf, 3)
     if not self._phrase_verdict(f, y, meta, r, v): self._class_verdict(f, y, said, conf, grounded, cols, t, meta, r, v)
@@ -870,9 +925,6 @@ def _judged_facts(self:FactChecker, meta:dict, report:str, v:_Verdict):
     for f in self._judged:
         if v.status.get(f) != "unseen" and f not in self._sub: self._judge_field(f, meta, r, v)
     if self.lists: self._list_facts(meta, report, r.seen, r.phrased, r.probs, v)
-
-# %% ../nbs/01a_facts.ipynb #l27listfn02
-def _words(value:str) -> set: return {g for g, _, _ in text_grams(value, 1)}
 
 # %% ../nbs/01a_facts.ipynb #l27listfn02s1
 @patch

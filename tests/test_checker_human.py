@@ -226,3 +226,27 @@ def test_a_phrase_of_two_fields_states_both(viggo):
     assert v["ok"] and v["fields"]["player_perspective"] == "ok", v["problems"]
     v = checker.check(inp.replace("player_perspective=first person", "player_perspective=third person"), text)
     assert v["fields"]["player_perspective"] in ("wrong", "missing"), v["problems"]
+
+
+STRONGHOLD = "act=give_opinion; name=Stronghold 2; release_year=2005; rating=average; available_on_steam=yes"
+
+
+def test_a_frame_without_its_value_invents_no_copy_field(viggo):
+    checker, _ = viggo
+    text = ("Stronghold 2 is okay, but I have some issues with it. It came out in 2005 and I tend to enjoy games from that "
+            "year, but the fact that it's on Steam annoys me.")  # a validation reference
+    v = checker.check(STRONGHOLD, text)  # before: "invented: developer (not in the input)" from "games from"
+    assert v["ok"] and not v["invented"], v["problems"]
+    v = checker.check(STRONGHOLD, text.replace("I tend to enjoy games from that year", "was developed by Zorblax Interactive"))
+    assert "developer (not in the input)" in v["invented"], v  # a frame with a name beside it: invented (a name never seen)
+
+
+def test_a_negated_opinion_keeps_the_list_items_it_names(viggo):
+    checker, _ = viggo
+    inp = "act=give_opinion; name=Bus Driver; rating=poor; genres=driving/racing, indie, simulation; platforms=PC"
+    text = "I didn't enjoy Bus Driver, but I usually don't like indie driving/racing simulation games for PC."  # a validation reference
+    assert "genres" in checker.model["negated_lists"]  # learned: `not ... action` inside the input's action-adventure no longer counts against it
+    v = checker.check(inp, text)  # before: "genres: indie is not stated", "genres: simulation is not stated"
+    assert v["ok"] and v["fields"]["genres"] == "ok", v["problems"]
+    v = checker.check(inp.replace("indie, simulation", "indie, shooter"), text)
+    assert v["fields"]["genres"] in ("wrong", "missing"), v["problems"]
